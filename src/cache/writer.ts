@@ -1,0 +1,112 @@
+import type { Redis } from 'ioredis';
+
+export interface CacheEntry {
+  key: string;
+  value: string;
+}
+
+/** What jobs may do to Redis: replace values, with a TTL, and nothing else (never delete). */
+export interface CacheWriter {
+  /**
+   * Writes every entry with `SET key value EX ttlSec`, in pipelined chunks, checking `signal` before
+   * each chunk and yielding to the event loop between chunks. Returns the number of keys written.
+   */
+  write(entries: readonly CacheEntry[], ttlSec: number, signal: AbortSignal): Promise<number>;
+}
+
+/** Thrown when the fence check inside Redis rejects a write: this replica is no longer the leader. */
+export class FencedError extends Error {
+  override readonly name = 'FencedError';
+}
+
+/**
+ * Sets every key only if `KEYS[1]` (the leader lease) still holds this replica's token, checked and
+ * written atomically inside Redis: a paused former leader that wakes up cannot overwrite a newer
+ * leader's values, whatever its local clock believes.
+ */
+const FENCED_SET = `
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return redis.error_reply('FENCED lease lost')
+end
+local ttl = ARGV[2]
+for i = 2, #KEYS do
+  redis.call('SET', KEYS[i], ARGV[i + 1], 'EX', ttl)
+end
+return #KEYS - 1
+`;
+
+export interface Fence {
+  /** The lease key. */
+  key: string;
+  /** This replica's current lease value, or undefined when it does not hold the lease. */
+  token: () => string | undefined;
+}
+
+/** Keys per Lua call or per plain pipeline chunk: large enough to amortise round trips, small enough
+ * that one script never blocks Redis for long. */
+const KEYS_PER_CALL = 500;
+/** Calls per pipeline flush. */
+const CALLS_PER_PIPELINE = 8;
+
+export class RedisCacheWriter implements CacheWriter {
+  constructor(
+    private readonly redis: Redis,
+    private readonly fence?: Fence,
+  ) {}
+
+  async write(entries: readonly CacheEntry[], ttlSec: number, signal: AbortSignal): Promise<number> {
+    const ttl = String(Math.max(1, Math.round(ttlSec)));
+    const perFlush = KEYS_PER_CALL * CALLS_PER_PIPELINE;
+    let written = 0;
+    for (let start = 0; start < entries.length; start += perFlush) {
+      signal.throwIfAborted();
+      const slice = entries.slice(start, start + perFlush);
+      written += this.fence ? await this.#fenced(slice, ttl, this.fence) : await this.#plain(slice, ttl);
+      if (start + perFlush < entries.length) await yieldToLoop();
+    }
+    return written;
+  }
+
+  async #plain(entries: readonly CacheEntry[], ttl: string): Promise<number> {
+    const pipeline = this.redis.pipeline();
+    for (const e of entries) pipeline.set(e.key, e.value, 'EX', ttl);
+    throwFirstError(await pipeline.exec());
+    return entries.length;
+  }
+
+  async #fenced(entries: readonly CacheEntry[], ttl: string, fence: Fence): Promise<number> {
+    const token = fence.token();
+    if (token === undefined) throw new FencedError('not the leader: cache write refused');
+    const pipeline = this.redis.pipeline();
+    for (let i = 0; i < entries.length; i += KEYS_PER_CALL) {
+      const chunk = entries.slice(i, i + KEYS_PER_CALL);
+      pipeline.eval(
+        FENCED_SET,
+        chunk.length + 1,
+        fence.key,
+        ...chunk.map((e) => e.key),
+        token,
+        ttl,
+        ...chunk.map((e) => e.value),
+      );
+    }
+    throwFirstError(await pipeline.exec());
+    return entries.length;
+  }
+}
+
+function throwFirstError(results: [Error | null, unknown][] | null): void {
+  if (results === null) throw new Error('redis pipeline was discarded');
+  for (const [err] of results) {
+    if (err) {
+      if (err.message.includes('FENCED'))
+        throw new FencedError('cache write rejected by the leader fence', { cause: err });
+      throw err;
+    }
+  }
+}
+
+/** Lets timers and I/O callbacks run between chunks so a long write never stalls the event loop. */
+export function yieldToLoop(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
+}

@@ -1,0 +1,76 @@
+import { createClient, type ClickHouseClient } from '@clickhouse/client';
+import { Redis } from 'ioredis';
+import { Kafka, logLevel as kafkaLogLevel, type logCreator } from 'kafkajs';
+import type { Logger } from 'pino';
+import type { Config } from './config.js';
+
+/**
+ * Thin factories: each turns configuration into a client and nothing more. Whoever calls one owns the
+ * client and closes it; nothing here keeps a reference.
+ */
+
+export function createRedis(config: Pick<Config, 'redisUrl'>, log: Logger): Redis {
+  const redis = new Redis(config.redisUrl, {
+    lazyConnect: true,
+    // Fail a command after one reconnect attempt instead of queueing it forever: a run should fail
+    // (and be retried or dead-lettered) while Redis is down, not hang until its timeout.
+    maxRetriesPerRequest: 1,
+    connectTimeout: 5_000,
+    commandTimeout: 15_000,
+    retryStrategy: (times) => Math.min(times * 200, 2_000),
+    enableAutoPipelining: false,
+  });
+  let lastError = '';
+  redis.on('error', (err: Error) => {
+    // ioredis emits the same error on every reconnect attempt; log each distinct message once.
+    if (err.message !== lastError) log.warn({ err }, 'redis connection error');
+    lastError = err.message;
+  });
+  redis.on('ready', () => {
+    if (lastError !== '') log.info('redis connection restored');
+    lastError = '';
+  });
+  return redis;
+}
+
+export function createClickHouse(config: Pick<Config, 'clickhouse'>): ClickHouseClient {
+  return createClient({
+    url: config.clickhouse.url,
+    username: config.clickhouse.user,
+    password: config.clickhouse.password,
+    database: config.clickhouse.database,
+    application: 'cache-refresher',
+    request_timeout: 600_000,
+    keep_alive: { enabled: true },
+    clickhouse_settings: {
+      // Large result sets stream back as they are produced instead of being buffered by the server.
+      send_progress_in_http_headers: 0,
+      date_time_output_format: 'iso',
+    },
+  });
+}
+
+function kafkaLogCreator(log: Logger): logCreator {
+  return () =>
+    ({ level, log: entry }) => {
+      const { message, ...rest } = entry;
+      const fields = { kafka: rest };
+      if (level <= kafkaLogLevel.ERROR) log.error(fields, `kafka: ${message}`);
+      else if (level === kafkaLogLevel.WARN) log.warn(fields, `kafka: ${message}`);
+      else log.debug(fields, `kafka: ${message}`);
+    };
+}
+
+/** Undefined when `KAFKA_BROKERS` is unset: dead-letter records then go to the spool only. */
+export function createKafka(config: Pick<Config, 'kafka'>, log: Logger): Kafka | undefined {
+  if (config.kafka.brokers === undefined) return undefined;
+  return new Kafka({
+    clientId: config.kafka.clientId,
+    brokers: config.kafka.brokers,
+    connectionTimeout: 3_000,
+    requestTimeout: 10_000,
+    retry: { retries: 3, initialRetryTime: 300, maxRetryTime: 3_000 },
+    logLevel: kafkaLogLevel.WARN,
+    logCreator: kafkaLogCreator(log.child({ component: 'kafka' })),
+  });
+}

@@ -1,0 +1,25 @@
+import { App } from '../app.js';
+import { EXIT, type CommandInput } from '../main.js';
+
+/** The sidecar: runs until SIGTERM/SIGINT, then drains and exits 0; a second signal exits 1 at once. */
+export async function runCommand({ config, log, io }: CommandInput): Promise<number> {
+  const app = new App({ config, log, ...(io.extraJobs ? { extraJobs: io.extraJobs } : {}) });
+  const stopped = new Promise<string>((resolve) => {
+    let signals = 0;
+    io.onSignal((signal) => {
+      signals++;
+      if (signals === 1) {
+        log.info({ signal, grace_sec: config.shutdownGraceSec }, 'shutting down: draining in-flight runs');
+        resolve(signal);
+      } else {
+        log.warn({ signal }, 'second signal during shutdown: exiting now');
+        io.forceExit(EXIT.failure);
+      }
+    });
+  });
+  app.start();
+  await stopped;
+  await app.shutdown(config.shutdownGraceSec * 1000);
+  log.info('shutdown complete');
+  return EXIT.ok;
+}

@@ -1,0 +1,331 @@
+import { Cron } from 'croner';
+
+/**
+ * Configuration is read from the environment once, by the entry point, and handed to everything else
+ * as a typed object. `parseConfig` is pure: it never reads `process.env` itself and never throws for bad
+ * values one at a time; it collects every problem and throws a single `ConfigError` listing them all, so
+ * an operator fixes a deployment in one round instead of one variable per restart.
+ */
+
+export const JOB_IDS = [
+  'trending-1h',
+  'trending-24h',
+  'trending-7d',
+  'suggested-users',
+  'feed-warmer',
+] as const;
+export type JobId = (typeof JOB_IDS)[number];
+
+export interface JobDefaults {
+  /** Environment prefix, e.g. `TRENDING_1H_`. */
+  readonly envPrefix: string;
+  readonly intervalSec: number;
+  readonly priority: number;
+}
+
+export const JOB_DEFAULTS: Readonly<Record<JobId, JobDefaults>> = {
+  'trending-1h': { envPrefix: 'TRENDING_1H_', intervalSec: 60, priority: 3 },
+  'trending-24h': { envPrefix: 'TRENDING_24H_', intervalSec: 300, priority: 2 },
+  'trending-7d': { envPrefix: 'TRENDING_7D_', intervalSec: 3600, priority: 1 },
+  'suggested-users': { envPrefix: 'SUGGESTED_USERS_', intervalSec: 600, priority: 1 },
+  'feed-warmer': { envPrefix: 'FEED_WARMER_', intervalSec: 60, priority: 3 },
+};
+
+/** How a job is scheduled and bounded; shared by built-in jobs and any job registered in code. */
+export interface JobSettings {
+  enabled: boolean;
+  /**
+   * Seconds between runs. With a cron schedule this is the gap between its next two fire times (unless
+   * `<PREFIX>INTERVAL_SEC` is set too), so timeout, TTL and staleness defaults still make sense.
+   */
+  intervalSec: number;
+  /** croner pattern (seconds field allowed); overrides the fixed interval when set. */
+  cron: string | undefined;
+  timeoutSec: number;
+  ttlSec: number;
+  retries: number;
+  priority: number;
+}
+
+export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+const LOG_LEVELS: readonly LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
+
+export interface Config {
+  redisUrl: string;
+  clickhouse: { url: string; user: string; password: string; database: string };
+  kafka: { brokers: string[] | undefined; clientId: string; dlqTopic: string; spoolDir: string };
+  cacheKeyPrefix: string;
+  maxConcurrentJobs: number;
+  backoff: { afterFailures: number; baseSec: number; maxSec: number };
+  leader: { enabled: boolean; leaseSec: number };
+  http: { host: string; port: number; adminToken: string | undefined };
+  shutdownGraceSec: number;
+  logLevel: LogLevel;
+  cronTimezone: string;
+  jobs: Record<JobId, JobSettings>;
+  trending: { topK: number; decay: { '1h': number; '24h': number; '7d': number } };
+  suggestedUsers: { perUser: number; activeDays: number; maxFollowees: number; batchSize: number };
+  feedWarmer: { users: number; pageSize: number; activeDays: number; lookbackHours: number; decay: number };
+}
+
+export interface ConfigProblem {
+  /** The environment variable at fault. */
+  name: string;
+  /** The value received, verbatim (`undefined` when a required value was missing). */
+  value: string | undefined;
+  /** What would have been accepted. */
+  expected: string;
+}
+
+export class ConfigError extends Error {
+  override readonly name = 'ConfigError';
+  constructor(readonly problems: readonly ConfigProblem[]) {
+    super(
+      `invalid configuration (${problems.length} problem${problems.length === 1 ? '' : 's'}):\n` +
+        problems.map(formatProblem).join('\n'),
+    );
+  }
+}
+
+export function formatProblem(p: ConfigProblem): string {
+  const got = p.value === undefined ? 'nothing' : JSON.stringify(p.value);
+  return `  ${p.name}: got ${got}, expected ${p.expected}`;
+}
+
+/** The largest timeout a job gets by default, whatever its interval. */
+const DEFAULT_TIMEOUT_CAP_SEC = 600;
+const MAX_SAFE_SECONDS = 366 * 24 * 3600;
+
+type Env = Readonly<Record<string, string | undefined>>;
+
+/**
+ * Reads one variable at a time and remembers every problem. Each reader returns the default when the
+ * variable is unset or empty (an empty value in a compose file means "not set" to most operators).
+ */
+class EnvReader {
+  readonly problems: ConfigProblem[] = [];
+  constructor(private readonly env: Env) {}
+
+  raw(name: string): string | undefined {
+    const v = this.env[name];
+    return v === undefined || v.trim() === '' ? undefined : v.trim();
+  }
+
+  private fail<T>(name: string, expected: string, fallback: T): T {
+    this.problems.push({ name, value: this.env[name], expected });
+    return fallback;
+  }
+
+  string(name: string, fallback: string): string {
+    return this.raw(name) ?? fallback;
+  }
+
+  optionalString(name: string): string | undefined {
+    return this.raw(name);
+  }
+
+  int(name: string, fallback: number, min: number, max = Number.MAX_SAFE_INTEGER): number {
+    const v = this.raw(name);
+    if (v === undefined) return fallback;
+    const expected =
+      max === Number.MAX_SAFE_INTEGER ? `an integer >= ${min}` : `an integer from ${min} to ${max}`;
+    if (!/^[+-]?\d+$/.test(v)) return this.fail(name, expected, fallback);
+    const n = Number(v);
+    return n < min || n > max ? this.fail(name, expected, fallback) : n;
+  }
+
+  number(
+    name: string,
+    fallback: number,
+    check: { gt?: number; min?: number; max?: number; expected: string },
+  ): number {
+    const v = this.raw(name);
+    if (v === undefined) return fallback;
+    const n = Number(v);
+    const ok =
+      /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/.test(v) &&
+      Number.isFinite(n) &&
+      (check.gt === undefined || n > check.gt) &&
+      (check.min === undefined || n >= check.min) &&
+      (check.max === undefined || n <= check.max);
+    return ok ? n : this.fail(name, check.expected, fallback);
+  }
+
+  bool(name: string, fallback: boolean): boolean {
+    const v = this.raw(name)?.toLowerCase();
+    if (v === undefined) return fallback;
+    if (['true', '1', 'yes', 'on'].includes(v)) return true;
+    if (['false', '0', 'no', 'off'].includes(v)) return false;
+    return this.fail(name, 'a boolean (true/false, 1/0, yes/no, on/off)', fallback);
+  }
+
+  url(name: string, fallback: string, protocols: readonly string[]): string {
+    const v = this.raw(name);
+    if (v === undefined) return fallback;
+    const expected = `a URL with scheme ${protocols.map((p) => `${p}//`).join(' or ')}`;
+    const parsed = URL.canParse(v) ? new URL(v) : undefined;
+    if (parsed === undefined) return this.fail(name, expected, fallback);
+    return protocols.includes(parsed.protocol) && parsed.hostname !== ''
+      ? v
+      : this.fail(name, expected, fallback);
+  }
+
+  oneOf<T extends string>(name: string, fallback: T, allowed: readonly T[]): T {
+    const v = this.raw(name);
+    if (v === undefined) return fallback;
+    const hit = allowed.find((a) => a === v.toLowerCase());
+    return hit ?? this.fail(name, `one of ${allowed.join(', ')}`, fallback);
+  }
+
+  brokers(name: string): string[] | undefined {
+    const v = this.raw(name);
+    if (v === undefined) return undefined;
+    const list = v
+      .split(',')
+      .map((s) => s.trim())
+      .filter((s) => s !== '');
+    const valid =
+      list.length > 0 && list.every((b) => /^[^\s:/]+:\d{1,5}$/.test(b) && Number(b.split(':')[1]) <= 65535);
+    return valid
+      ? list
+      : this.fail<string[] | undefined>(name, 'a comma-separated list of host:port', undefined);
+  }
+
+  timezone(name: string, fallback: string): string {
+    const v = this.raw(name);
+    if (v === undefined) return fallback;
+    try {
+      new Intl.DateTimeFormat('en-US', { timeZone: v });
+      return v;
+    } catch {
+      // An unknown zone is the only way this throws, and it is exactly what we report.
+      return this.fail(name, 'an IANA time zone such as UTC or Europe/Berlin', fallback);
+    }
+  }
+
+  cron(name: string, timezone: string): string | undefined {
+    const v = this.raw(name);
+    if (v === undefined) return undefined;
+    try {
+      const probe = new Cron(v, { timezone, paused: true });
+      if (probe.nextRun() === null)
+        return this.fail<string | undefined>(name, 'a cron pattern that fires in the future', undefined);
+      return v;
+    } catch (err) {
+      const why = err instanceof Error ? err.message : String(err);
+      return this.fail<string | undefined>(name, `a croner pattern (${why})`, undefined);
+    }
+  }
+}
+
+/** Seconds between the next two fire times of a cron pattern: the schedule's effective interval. */
+export function cronIntervalSec(pattern: string, timezone: string, from: Date = new Date()): number {
+  const [a, b] = new Cron(pattern, { timezone, paused: true }).nextRuns(2, from);
+  if (!a || !b) return DEFAULT_TIMEOUT_CAP_SEC;
+  return Math.max(1, Math.round((b.getTime() - a.getTime()) / 1000));
+}
+
+function readJob(r: EnvReader, id: JobId, timezone: string): JobSettings {
+  const d = JOB_DEFAULTS[id];
+  const p = d.envPrefix;
+  const cron = r.cron(`${p}CRON`, timezone);
+  const explicitInterval = r.raw(`${p}INTERVAL_SEC`) !== undefined;
+  let intervalSec = r.int(`${p}INTERVAL_SEC`, d.intervalSec, 1, MAX_SAFE_SECONDS);
+  if (cron !== undefined && !explicitInterval) intervalSec = cronIntervalSec(cron, timezone);
+  return {
+    enabled: r.bool(`${p}ENABLED`, true),
+    intervalSec,
+    cron,
+    timeoutSec: r.int(`${p}TIMEOUT_SEC`, Math.min(intervalSec, DEFAULT_TIMEOUT_CAP_SEC), 1, MAX_SAFE_SECONDS),
+    ttlSec: r.int(`${p}TTL_SEC`, 3 * intervalSec, 1, MAX_SAFE_SECONDS * 3),
+    retries: r.int(`${p}RETRIES`, 2, 0, 10),
+    priority: r.int(`${p}PRIORITY`, d.priority, -1000, 1000),
+  };
+}
+
+const DECAY = { gt: 0, max: 1, expected: 'a number in (0, 1]' };
+
+/** Builds the typed configuration from an environment, or throws one `ConfigError` listing every problem. */
+export function parseConfig(env: Env): Config {
+  const r = new EnvReader(env);
+  const cronTimezone = r.timezone('CRON_TIMEZONE', 'UTC');
+  const jobs = Object.fromEntries(JOB_IDS.map((id) => [id, readJob(r, id, cronTimezone)])) as Record<
+    JobId,
+    JobSettings
+  >;
+
+  const config: Config = {
+    redisUrl: r.url('REDIS_URL', 'redis://127.0.0.1:6379', ['redis:', 'rediss:']),
+    clickhouse: {
+      url: r.url('CLICKHOUSE_URL', 'http://127.0.0.1:8123', ['http:', 'https:']),
+      user: r.string('CLICKHOUSE_USER', 'default'),
+      password: env.CLICKHOUSE_PASSWORD ?? '',
+      database: r.string('CLICKHOUSE_DATABASE', 'default'),
+    },
+    kafka: {
+      brokers: r.brokers('KAFKA_BROKERS'),
+      clientId: r.string('KAFKA_CLIENT_ID', 'cache-refresher'),
+      dlqTopic: r.string('DLQ_TOPIC', 'jobs-dlq'),
+      spoolDir: r.string('DLQ_SPOOL_DIR', './data/dlq'),
+    },
+    cacheKeyPrefix: r.string('CACHE_KEY_PREFIX', 'cache'),
+    maxConcurrentJobs: r.int('MAX_CONCURRENT_JOBS', 5, 1, 1000),
+    backoff: {
+      afterFailures: r.int('BACKOFF_AFTER_FAILURES', 3, 1, 1000),
+      baseSec: r.number('BACKOFF_BASE_SEC', 1, {
+        gt: 0,
+        max: 86_400,
+        expected: 'a number of seconds in (0, 86400]',
+      }),
+      maxSec: r.number('BACKOFF_MAX_SEC', 300, {
+        gt: 0,
+        max: 86_400,
+        expected: 'a number of seconds in (0, 86400]',
+      }),
+    },
+    leader: {
+      enabled: r.bool('LEADER_ELECTION', true),
+      leaseSec: r.int('LEADER_LEASE_SEC', 15, 3, 3600),
+    },
+    http: {
+      host: r.string('HTTP_HOST', '0.0.0.0'),
+      port: r.int('HTTP_PORT', 9464, 0, 65535),
+      adminToken: r.optionalString('ADMIN_TOKEN'),
+    },
+    shutdownGraceSec: r.int('SHUTDOWN_GRACE_SEC', 30, 0, 3600),
+    logLevel: r.oneOf('LOG_LEVEL', 'info', LOG_LEVELS),
+    cronTimezone,
+    jobs,
+    trending: {
+      topK: r.int('TRENDING_TOP_K', 50, 1, 10_000),
+      decay: {
+        '1h': r.number('TRENDING_1H_DECAY', 0.9, DECAY),
+        '24h': r.number('TRENDING_24H_DECAY', 0.95, DECAY),
+        '7d': r.number('TRENDING_7D_DECAY', 0.98, DECAY),
+      },
+    },
+    suggestedUsers: {
+      perUser: r.int('SUGGESTED_USERS_PER_USER', 20, 1, 1000),
+      activeDays: r.int('SUGGESTED_USERS_ACTIVE_DAYS', 7, 1, 365),
+      maxFollowees: r.int('SUGGESTED_USERS_MAX_FOLLOWEES', 1000, 1, 1_000_000),
+      batchSize: r.int('SUGGESTED_USERS_BATCH_SIZE', 5000, 1, 1_000_000),
+    },
+    feedWarmer: {
+      users: r.int('FEED_WARMER_USERS', 1000, 1, 10_000_000),
+      pageSize: r.int('FEED_WARMER_PAGE_SIZE', 20, 1, 1000),
+      activeDays: r.int('FEED_WARMER_ACTIVE_DAYS', 7, 1, 365),
+      lookbackHours: r.int('FEED_WARMER_LOOKBACK_HOURS', 72, 1, 24 * 365),
+      decay: r.number('FEED_WARMER_DECAY', 0.95, DECAY),
+    },
+  };
+
+  if (config.backoff.maxSec < config.backoff.baseSec) {
+    r.problems.push({
+      name: 'BACKOFF_MAX_SEC',
+      value: env.BACKOFF_MAX_SEC,
+      expected: `a number >= BACKOFF_BASE_SEC (${config.backoff.baseSec})`,
+    });
+  }
+  if (r.problems.length > 0) throw new ConfigError(r.problems);
+  return config;
+}

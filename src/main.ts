@@ -1,0 +1,118 @@
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import type { Logger } from 'pino';
+import type { JobDeps, RegisteredJob } from './jobs/registry.js';
+import { ConfigError, parseConfig, type Config } from './config.js';
+import { createLogger } from './observability/logger.js';
+import { runCommand } from './commands/run.js';
+import { jobsCommand } from './commands/jobs.js';
+
+/** What the process gives a command: its streams, its signals and a way to exit at once. */
+export interface ProcessIO {
+  stdout: (text: string) => void;
+  stderr: (text: string) => void;
+  /** Registers a handler for SIGTERM/SIGINT. */
+  onSignal: (handler: (signal: string) => void) => void;
+  /** Ends the process now with `code` (the second shutdown signal). */
+  forceExit: (code: number) => never;
+  extraJobs?: (deps: JobDeps) => RegisteredJob[];
+}
+
+export interface CommandInput {
+  args: string[];
+  config: Config;
+  log: Logger;
+  io: ProcessIO;
+}
+
+export type Command = (input: CommandInput) => Promise<number>;
+
+interface CommandSpec {
+  usage: string;
+  summary: string;
+  run: Command;
+}
+
+export const EXIT = { ok: 0, failure: 1, usage: 2 } as const;
+
+const COMMANDS: Record<string, CommandSpec> = {
+  run: { usage: 'run', summary: 'run the sidecar: schedule every enabled job (default)', run: runCommand },
+  jobs: { usage: 'jobs', summary: "print each job's schedule, next run and config", run: jobsCommand },
+};
+
+export function usage(): string {
+  const width = Math.max(...Object.values(COMMANDS).map((c) => c.usage.length));
+  return [
+    'Usage: cache-refresher <command> [options]',
+    '',
+    'Commands:',
+    ...Object.values(COMMANDS).map((c) => `  ${c.usage.padEnd(width)}  ${c.summary}`),
+    '',
+    'Options:',
+    '  --help  show this help',
+    '',
+    'Configuration comes from environment variables; see the README for every one and its default.',
+  ].join('\n');
+}
+
+/**
+ * Parses the command line, validates configuration and dispatches. Returns the exit code; only
+ * cli.ts turns that into `process.exit`.
+ */
+export async function main(
+  argv: string[],
+  env: Readonly<Record<string, string | undefined>>,
+  io: ProcessIO,
+): Promise<number> {
+  const first = argv[0];
+  if (first === '--help' || first === '-h' || first === 'help') {
+    io.stdout(`${usage()}\n`);
+    return EXIT.ok;
+  }
+  const name = first === undefined || first.startsWith('-') ? 'run' : first;
+  const spec = COMMANDS[name];
+  if (!spec) {
+    io.stderr(`cache-refresher: unknown command "${name}"\n\n${usage()}\n`);
+    return EXIT.usage;
+  }
+  const args = first === name ? argv.slice(1) : argv;
+  if (args.includes('--help') || args.includes('-h')) {
+    io.stdout(`${usage()}\n`);
+    return EXIT.ok;
+  }
+
+  let config: Config;
+  try {
+    config = parseConfig(env);
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      io.stderr(`cache-refresher: ${err.message}\n`);
+      return EXIT.usage;
+    }
+    throw err;
+  }
+  const log = createLogger(config.logLevel);
+  try {
+    return await spec.run({ args, config, log, io });
+  } catch (err) {
+    if (err instanceof UsageError) {
+      io.stderr(`cache-refresher ${name}: ${err.message}\n`);
+      return EXIT.usage;
+    }
+    log.fatal({ err }, 'fatal error');
+    return EXIT.failure;
+  }
+}
+
+/** A command line the command cannot act on (exit 2). */
+export class UsageError extends Error {
+  override readonly name = 'UsageError';
+}
+
+/** `parseArgs` with its errors turned into usage errors. */
+export function parseCommandArgs<T extends ParseArgsConfig>(config: T): ReturnType<typeof parseArgs<T>> {
+  try {
+    return parseArgs<T>(config);
+  } catch (err) {
+    throw new UsageError(err instanceof Error ? err.message : String(err), { cause: err });
+  }
+}

@@ -1,0 +1,168 @@
+import { describe, expect, it } from 'vitest';
+import { ConfigError, JOB_IDS, parseConfig } from '../../src/config.js';
+
+function problemsOf(env: Record<string, string>): string[] {
+  try {
+    parseConfig(env);
+  } catch (err) {
+    if (err instanceof ConfigError)
+      return err.problems.map((p) => `${p.name}: ${JSON.stringify(p.value)} -> ${p.expected}`);
+    throw err;
+  }
+  return [];
+}
+
+describe('parseConfig', () => {
+  it('gives every CONTRACT §9 default for an empty environment', () => {
+    const c = parseConfig({});
+    expect(c.redisUrl).toBe('redis://127.0.0.1:6379');
+    expect(c.clickhouse).toEqual({
+      url: 'http://127.0.0.1:8123',
+      user: 'default',
+      password: '',
+      database: 'default',
+    });
+    expect(c.kafka).toEqual({
+      brokers: undefined,
+      clientId: 'cache-refresher',
+      dlqTopic: 'jobs-dlq',
+      spoolDir: './data/dlq',
+    });
+    expect(c.cacheKeyPrefix).toBe('cache');
+    expect(c.maxConcurrentJobs).toBe(5);
+    expect(c.backoff).toEqual({ afterFailures: 3, baseSec: 1, maxSec: 300 });
+    expect(c.leader).toEqual({ enabled: true, leaseSec: 15 });
+    expect(c.http).toEqual({ host: '0.0.0.0', port: 9464, adminToken: undefined });
+    expect(c.shutdownGraceSec).toBe(30);
+    expect(c.logLevel).toBe('info');
+    expect(c.cronTimezone).toBe('UTC');
+    expect(c.trending).toEqual({ topK: 50, decay: { '1h': 0.9, '24h': 0.95, '7d': 0.98 } });
+    expect(c.suggestedUsers).toMatchObject({ perUser: 20, activeDays: 7, maxFollowees: 1000 });
+    expect(c.suggestedUsers.batchSize).toBeGreaterThan(0);
+    expect(c.feedWarmer).toEqual({
+      users: 1000,
+      pageSize: 20,
+      activeDays: 7,
+      lookbackHours: 72,
+      decay: 0.95,
+    });
+    const intervals = Object.fromEntries(JOB_IDS.map((id) => [id, c.jobs[id].intervalSec]));
+    expect(intervals).toEqual({
+      'trending-1h': 60,
+      'trending-24h': 300,
+      'trending-7d': 3600,
+      'suggested-users': 600,
+      'feed-warmer': 60,
+    });
+    expect(c.jobs['trending-7d']).toEqual({
+      enabled: true,
+      intervalSec: 3600,
+      cron: undefined,
+      timeoutSec: 600, // the interval, capped at 600
+      ttlSec: 10800, // 3 × interval
+      retries: 2,
+      priority: 1,
+    });
+    expect(JOB_IDS.map((id) => c.jobs[id].priority)).toEqual([3, 2, 1, 1, 3]);
+  });
+
+  it('reads every per-job variable under its prefix', () => {
+    const c = parseConfig({
+      FEED_WARMER_ENABLED: 'false',
+      FEED_WARMER_INTERVAL_SEC: '30',
+      FEED_WARMER_TIMEOUT_SEC: '20',
+      FEED_WARMER_TTL_SEC: '500',
+      FEED_WARMER_RETRIES: '0',
+      FEED_WARMER_PRIORITY: '9',
+      KAFKA_BROKERS: 'a:9092, b:9093',
+    });
+    expect(c.jobs['feed-warmer']).toEqual({
+      enabled: false,
+      intervalSec: 30,
+      cron: undefined,
+      timeoutSec: 20,
+      ttlSec: 500,
+      retries: 0,
+      priority: 9,
+    });
+    expect(c.kafka.brokers).toEqual(['a:9092', 'b:9093']);
+  });
+
+  it('takes a cron schedule (seconds field allowed) and derives the interval from it', () => {
+    const c = parseConfig({ TRENDING_1H_CRON: '*/15 * * * * *', CRON_TIMEZONE: 'Europe/Berlin' });
+    expect(c.jobs['trending-1h']).toMatchObject({
+      cron: '*/15 * * * * *',
+      intervalSec: 15,
+      timeoutSec: 15,
+      ttlSec: 45,
+    });
+    expect(c.cronTimezone).toBe('Europe/Berlin');
+  });
+
+  it('reports every bad variable at once, with the value received and what was expected', () => {
+    expect(
+      problemsOf({
+        REDIS_URL: 'nope',
+        MAX_CONCURRENT_JOBS: '0',
+        TRENDING_1H_INTERVAL_SEC: 'abc',
+        TRENDING_24H_DECAY: '1.5',
+        CLICKHOUSE_URL: 'ftp://x',
+        KAFKA_BROKERS: 'localhost',
+        LEADER_ELECTION: 'maybe',
+        LOG_LEVEL: 'loud',
+        CRON_TIMEZONE: 'Mars/Base',
+        FEED_WARMER_CRON: 'every minute',
+        HTTP_PORT: '70000',
+        BACKOFF_BASE_SEC: '-1',
+      }),
+    ).toEqual([
+      'CRON_TIMEZONE: "Mars/Base" -> an IANA time zone such as UTC or Europe/Berlin',
+      'TRENDING_1H_INTERVAL_SEC: "abc" -> an integer from 1 to 31622400',
+      'FEED_WARMER_CRON: "every minute" -> a croner pattern (CronPattern: invalid configuration format (\'every minute\'), exactly five, six, or seven space separated parts are required.)',
+      'REDIS_URL: "nope" -> a URL with scheme redis:// or rediss://',
+      'CLICKHOUSE_URL: "ftp://x" -> a URL with scheme http:// or https://',
+      'KAFKA_BROKERS: "localhost" -> a comma-separated list of host:port',
+      'MAX_CONCURRENT_JOBS: "0" -> an integer from 1 to 1000',
+      'BACKOFF_BASE_SEC: "-1" -> a number of seconds in (0, 86400]',
+      'LEADER_ELECTION: "maybe" -> a boolean (true/false, 1/0, yes/no, on/off)',
+      'HTTP_PORT: "70000" -> an integer from 0 to 65535',
+      'LOG_LEVEL: "loud" -> one of fatal, error, warn, info, debug, trace, silent',
+      'TRENDING_24H_DECAY: "1.5" -> a number in (0, 1]',
+    ]);
+  });
+
+  it('formats the error for stderr with one line per variable', () => {
+    expect(() =>
+      parseConfig({ REDIS_URL: 'nope', MAX_CONCURRENT_JOBS: '0', TRENDING_1H_INTERVAL_SEC: 'abc' }),
+    ).toThrow(
+      [
+        'invalid configuration (3 problems):',
+        '  TRENDING_1H_INTERVAL_SEC: got "abc", expected an integer from 1 to 31622400',
+        '  REDIS_URL: got "nope", expected a URL with scheme redis:// or rediss://',
+        '  MAX_CONCURRENT_JOBS: got "0", expected an integer from 1 to 1000',
+      ].join('\n'),
+    );
+  });
+
+  it('rejects decays outside (0, 1], non-integers and a maximum below the base', () => {
+    expect(
+      problemsOf({
+        TRENDING_7D_DECAY: '0',
+        FEED_WARMER_DECAY: '1e-3x',
+        SUGGESTED_USERS_PER_USER: '2.5',
+        BACKOFF_BASE_SEC: '10',
+        BACKOFF_MAX_SEC: '5',
+      }),
+    ).toEqual([
+      'TRENDING_7D_DECAY: "0" -> a number in (0, 1]',
+      'SUGGESTED_USERS_PER_USER: "2.5" -> an integer from 1 to 1000',
+      'FEED_WARMER_DECAY: "1e-3x" -> a number in (0, 1]',
+      'BACKOFF_MAX_SEC: "5" -> a number >= BACKOFF_BASE_SEC (10)',
+    ]);
+    expect(parseConfig({ TRENDING_7D_DECAY: '1', FEED_WARMER_DECAY: '.5' }).feedWarmer.decay).toBe(0.5);
+  });
+
+  it('treats empty values as unset', () => {
+    expect(parseConfig({ REDIS_URL: '', KAFKA_BROKERS: ' ' }).redisUrl).toBe('redis://127.0.0.1:6379');
+  });
+});
