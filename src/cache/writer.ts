@@ -40,6 +40,11 @@ export interface Fence {
   key: string;
   /** This replica's current lease value, or undefined when it does not hold the lease. */
   token: () => string | undefined;
+  /**
+   * Called when Redis rejected a write: this replica must step down now (which aborts its runs)
+   * rather than at its next renewal.
+   */
+  lost: () => void;
 }
 
 /** Keys per Lua call or per plain pipeline chunk: large enough to amortise round trips, small enough
@@ -76,7 +81,10 @@ export class RedisCacheWriter implements CacheWriter {
 
   async #fenced(entries: readonly CacheEntry[], ttl: string, fence: Fence): Promise<number> {
     const token = fence.token();
-    if (token === undefined) throw new FencedError('not the leader: cache write refused');
+    if (token === undefined) {
+      fence.lost();
+      throw new FencedError('not the leader: cache write refused');
+    }
     const pipeline = this.redis.pipeline();
     for (let i = 0; i < entries.length; i += KEYS_PER_CALL) {
       const chunk = entries.slice(i, i + KEYS_PER_CALL);
@@ -90,7 +98,12 @@ export class RedisCacheWriter implements CacheWriter {
         ...chunk.map((e) => e.value),
       );
     }
-    throwFirstError(await pipeline.exec());
+    try {
+      throwFirstError(await pipeline.exec());
+    } catch (err) {
+      if (err instanceof FencedError) fence.lost();
+      throw err;
+    }
     return entries.length;
   }
 }
