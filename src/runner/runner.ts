@@ -295,7 +295,10 @@ export class Runner {
   /** Raw per-job numbers for metrics collected at scrape time. */
   gauges(): {
     job: string;
+    /** A run exists: executing or waiting for a permit. */
     running: boolean;
+    /** A run holds a permit (what `job_running` reports). */
+    executing: boolean;
     consecutiveFailures: number;
     lastSuccessAt: number | null;
     lastRunAt: number | null;
@@ -308,6 +311,7 @@ export class Runner {
     return [...this.#jobs.values()].map((s) => ({
       job: s.job.id,
       running: s.active !== undefined,
+      executing: this.#hasPermit(s),
       consecutiveFailures: s.consecutiveFailures,
       lastSuccessAt: s.lastSuccessAt,
       lastRunAt: s.lastRunAt,
