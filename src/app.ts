@@ -3,9 +3,15 @@ import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { RedisFreshnessStore } from './cache/freshness.js';
 import { RedisCacheWriter } from './cache/writer.js';
-import { createClickHouse, createRedis } from './clients.js';
+import { createClickHouse, createKafka, createRedis } from './clients.js';
 import type { Config } from './config.js';
+import { KafkaDlqTransport } from './dlq/kafka.js';
+import { DlqPublisher } from './dlq/publisher.js';
+import { buildDlqRecord, needsDlqRecord, runnerInfo } from './dlq/record.js';
+import { DlqSpool } from './dlq/spool.js';
 import { builtInJobs, type JobDeps, type RegisteredJob } from './jobs/registry.js';
+import { HttpServer, type ReadinessCheck } from './observability/http.js';
+import { createMetrics, type Metrics } from './observability/metrics.js';
 import { createSystemClock, type Clock } from './runner/clock.js';
 import { Runner } from './runner/runner.js';
 
@@ -20,19 +26,28 @@ export interface AppOptions {
 type Closer = { name: string; close: () => Promise<unknown> };
 
 /**
- * Wiring: configuration -> clients -> runner. The app owns every client it creates and closes them in
- * reverse order of creation, so nothing is closed while something created later still uses it.
+ * Wiring: configuration -> clients -> runner -> DLQ publisher, metrics -> http. The app owns every client
+ * it creates and closes them in reverse order of creation, so nothing is closed while something created
+ * later still uses it (the http server and the DLQ flusher go before Kafka, ClickHouse and Redis).
  */
 export class App {
   readonly runner: Runner;
   readonly redis: Redis;
   readonly clickhouse: ClickHouseClient;
+  readonly metrics: Metrics;
+  readonly #config: Config;
   readonly #log: Logger;
   readonly #closers: Closer[] = [];
+  readonly #kafkaTransport: KafkaDlqTransport | undefined;
+  #spool: DlqSpool | undefined;
+  #publisher: DlqPublisher | undefined;
+  #http: HttpServer | undefined;
+  #started = false;
   #closed = false;
 
   constructor(readonly opts: AppOptions) {
     const { config, log } = opts;
+    this.#config = config;
     this.#log = log;
     const clock = opts.clock ?? createSystemClock();
 
@@ -43,6 +58,12 @@ export class App {
     });
     this.clickhouse = createClickHouse(config);
     this.#closers.push({ name: 'clickhouse', close: () => this.clickhouse.close() });
+    const kafka = createKafka(config, log);
+    if (kafka) {
+      const transport = new KafkaDlqTransport(kafka, config.kafka.dlqTopic, log.child({ component: 'dlq' }));
+      this.#kafkaTransport = transport;
+      this.#closers.push({ name: 'kafka', close: () => transport.close() });
+    }
 
     const deps: JobDeps = {
       config,
@@ -60,13 +81,92 @@ export class App {
       log: log.child({ component: 'runner' }),
       freshness: new RedisFreshnessStore(this.redis, config.cacheKeyPrefix),
     });
+
+    this.metrics = createMetrics({
+      runner: this.runner,
+      spoolPending: () => this.#publisher?.pending ?? 0,
+      spoolDelivered: () => this.#publisher?.delivered ?? 0,
+      spoolCorrupt: () => this.#spool?.corrupt ?? 0,
+      now: () => clock.now(),
+    });
+    const info = runnerInfo();
+    this.runner.events.on('run:ended', async (ended) => {
+      if (!needsDlqRecord(ended)) return;
+      const publisher = this.#publisher;
+      if (!publisher) {
+        // Only possible for a run ending after shutdown closed the publisher: keep the record in the log.
+        this.#log.error(
+          { job: ended.job, run_id: ended.runId, record: buildDlqRecord(ended, info) },
+          'dlq publisher closed; record not published',
+        );
+        return;
+      }
+      await publisher.publish(buildDlqRecord(ended, info));
+    });
   }
 
-  /** Connects and starts scheduling. Never fails because a dependency is down: runs fail instead. */
-  start(): void {
+  /** The port the http server listens on (after `start()`). */
+  get httpPort(): number | undefined {
+    return this.#http?.port;
+  }
+
+  /**
+   * Opens the DLQ spool, starts the http server, connects and starts scheduling. Never fails because a
+   * dependency is down (runs fail instead); it does fail when the spool is owned by another live
+   * process or the http port cannot be bound, since running half-observable or with a shared spool is
+   * worse than not running. On failure, call `shutdown` to close what was opened.
+   */
+  async start(): Promise<void> {
+    if (this.#started) return;
+    this.#started = true;
+    const config = this.#config;
+    const log = this.#log;
     this.redis.connect().catch((err: unknown) => {
       this.#log.warn({ err }, 'redis not reachable at start-up; will keep retrying');
     });
+
+    const spool = await DlqSpool.open(config.kafka.spoolDir, log.child({ component: 'dlq' }));
+    this.#spool = spool;
+    this.#closers.push({ name: 'dlq spool', close: () => spool.close() });
+    const publisher = new DlqPublisher({
+      transport: this.#kafkaTransport,
+      spool,
+      log: log.child({ component: 'dlq' }),
+      onRecord: (job, destination) => {
+        this.metrics.dlqRecorded(job, destination);
+      },
+    });
+    this.#publisher = publisher;
+    this.#closers.push({
+      name: 'dlq publisher',
+      close: async () => {
+        await publisher.close();
+        this.#publisher = undefined;
+      },
+    });
+    if (this.#kafkaTransport) {
+      this.#kafkaTransport.ensureTopic().catch((err: unknown) => {
+        this.#log.warn({ err }, 'dlq topic check failed');
+      });
+    } else {
+      log.warn({ spool: spool.dir }, 'KAFKA_BROKERS is not set: dead-letter records go to the spool only');
+    }
+    publisher.start();
+
+    const http = new HttpServer({
+      runner: this.runner,
+      registry: this.metrics.registry,
+      readiness: this.#readinessChecks(),
+      adminToken: config.http.adminToken,
+      log: log.child({ component: 'http' }),
+      host: config.http.host,
+      port: config.http.port,
+      isShuttingDown: () => this.#closed,
+    });
+    this.#http = http;
+    this.#closers.push({ name: 'http', close: () => http.close() });
+    await http.listen();
+
     this.runner.start();
     this.runner.catchUp().catch((err: unknown) => {
       this.#log.error({ err }, 'catch-up at start-up failed');
@@ -75,6 +175,27 @@ export class App {
       { jobs: this.runner.status().map((j) => ({ job: j.name, schedule: j.schedule, enabled: j.enabled })) },
       'cache-refresher started',
     );
+  }
+
+  /** Redis and ClickHouse must answer for `/readyz`; Kafka is left out because the spool covers it. */
+  #readinessChecks(): ReadinessCheck[] {
+    return [
+      {
+        name: 'redis',
+        check: async () => {
+          // A client between reconnects would queue the ping; its state already says the answer.
+          if (this.redis.status !== 'ready') throw new Error(`redis connection is ${this.redis.status}`);
+          await this.redis.ping();
+        },
+      },
+      {
+        name: 'clickhouse',
+        check: async (signal) => {
+          const result = await this.clickhouse.ping({ select: false, abort_signal: signal });
+          if (!result.success) throw result.error;
+        },
+      },
+    ];
   }
 
   /** Stops scheduling, drains runs for up to `graceMs`, then closes clients last-in-first-out. */

@@ -5,6 +5,7 @@ import { ConfigError, parseConfig, type Config } from './config.js';
 import { createLogger } from './observability/logger.js';
 import { runCommand } from './commands/run.js';
 import { jobsCommand } from './commands/jobs.js';
+import { dlqCommand } from './commands/dlq.js';
 
 /** What the process gives a command: its streams, its signals and a way to exit at once. */
 export interface ProcessIO {
@@ -37,6 +38,7 @@ export const EXIT = { ok: 0, failure: 1, usage: 2 } as const;
 const COMMANDS: Record<string, CommandSpec> = {
   run: { usage: 'run', summary: 'run the sidecar: schedule every enabled job (default)', run: runCommand },
   jobs: { usage: 'jobs', summary: "print each job's schedule, next run and config", run: jobsCommand },
+  dlq: { usage: 'dlq replay', summary: 'deliver spooled dead-letter records to Kafka now', run: dlqCommand },
 };
 
 export function usage(): string {

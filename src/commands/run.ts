@@ -17,7 +17,13 @@ export async function runCommand({ config, log, io }: CommandInput): Promise<num
       }
     });
   });
-  app.start();
+  try {
+    await app.start();
+  } catch (err) {
+    // Close whatever was opened before the failure, then let main() report it (exit 1).
+    await app.shutdown(0);
+    throw err;
+  }
   await stopped;
   await app.shutdown(config.shutdownGraceSec * 1000);
   log.info('shutdown complete');
