@@ -1,0 +1,606 @@
+#!/usr/bin/env bash
+# Local servers for tests and the demo (CONTRACT §10): a real Redis, a real ClickHouse (current engine)
+# and a real Apache Kafka broker, as plain processes on 127.0.0.1 and non-default ports.
+#
+#   scripts/services.sh up                 install what is missing, start all three, wait until each
+#                                          answers, write .services/env (idempotent)
+#   scripts/services.sh down               stop all three
+#   scripts/services.sh status             one line per server: name, running/stopped, pid, port
+#   scripts/services.sh stop  <name>       stop one (SIGTERM, then SIGKILL after a grace period)
+#   scripts/services.sh start <name>       start one and wait until it answers
+#                                          (name: redis | clickhouse | kafka)
+#
+# Ports (environment overrides): REDIS_PORT=16379, CLICKHOUSE_HTTP_PORT=18123, CLICKHOUSE_TCP_PORT=19000,
+# KAFKA_PORT=19092, KAFKA_CONTROLLER_PORT=19093.
+# State (data, logs, pid files): <repo>/.services/<name>/ and .services/<name>.pid (the server's own pid).
+# Downloads and builds are cached per machine in
+# ${CACHE_REFRESHER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/cache-refresher}, in versioned directories that
+# are only renamed into place once complete.
+#
+# Redis is Debian's redis-server. ClickHouse is clickhouse-local from the npm package
+# @chdb/lib-linux-x64-gnu (libchdb.so), started as a server by a small C launcher
+# (scripts/services/chdb-server.c). Kafka is org.apache.kafka:kafka_2.13 from Maven Central, run in KRaft
+# mode as one combined broker+controller.
+set -euo pipefail
+set +m # no job control: a background child is then not a process-group leader, so setsid execs in place
+
+ROOT=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)
+HELPERS=$ROOT/scripts/services
+STATE=$ROOT/.services
+CACHE=${CACHE_REFRESHER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/cache-refresher}
+
+REDIS_PORT=${REDIS_PORT:-16379}
+CLICKHOUSE_HTTP_PORT=${CLICKHOUSE_HTTP_PORT:-18123}
+CLICKHOUSE_TCP_PORT=${CLICKHOUSE_TCP_PORT:-19000}
+KAFKA_PORT=${KAFKA_PORT:-19092}
+KAFKA_CONTROLLER_PORT=${KAFKA_CONTROLLER_PORT:-19093}
+
+CHDB_PACKAGE=@chdb/lib-linux-x64-gnu
+CHDB_VERSION=26.7.3-stable.1
+CHDB_DIR=$CACHE/chdb-${CHDB_VERSION%%-*}
+KAFKA_POM=$HELPERS/kafka-pom.xml
+KAFKA_VERSION=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$KAFKA_POM")
+MAVEN_DEPENDENCY_PLUGIN=org.apache.maven.plugins:maven-dependency-plugin:3.8.1
+
+READY_TIMEOUT_REDIS=60
+READY_TIMEOUT_CLICKHOUSE=60
+READY_TIMEOUT_KAFKA=120
+STOP_GRACE_REDIS=15
+STOP_GRACE_CLICKHOUSE=20
+STOP_GRACE_KAFKA=30
+
+SERVICES=(redis clickhouse kafka)
+TMP_DIRS=()
+
+log() { printf 'services: %s\n' "$*"; }
+die() {
+  printf 'services: error: %s\n' "$*" >&2
+  exit 1
+}
+
+cleanup() {
+  local dir
+  for dir in "${TMP_DIRS[@]}"; do
+    rm -rf -- "$dir"
+  done
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+usage() {
+  cat >&2 <<'EOF'
+usage: scripts/services.sh up | down | status | stop <name> | start <name>
+       name: redis | clickhouse | kafka
+EOF
+  exit 2
+}
+
+now() { printf '%s' "${EPOCHREALTIME//[!0-9]/}"; } # microseconds
+elapsed_since() {                                # start(µs) -> "1.2"
+  local us=$(($(now) - $1))
+  printf '%d.%d' $((us / 1000000)) $((us % 1000000 / 100000))
+}
+
+short_hash() { sha256sum -- "$1" | cut -c1-12; }
+
+# ---------------------------------------------------------------------------------------------------------
+# Prerequisites
+
+apt_install() {
+  local sudo=() out
+  if [[ $(id -u) -ne 0 ]]; then
+    command -v sudo >/dev/null 2>&1 || die "$* missing: install it (apt-get install $*) and retry"
+    sudo=(sudo)
+  fi
+  command -v apt-get >/dev/null 2>&1 || die "$* missing and apt-get is not available: install it and retry"
+  log "installing $* (apt-get)"
+  out=$(mktemp)
+  TMP_DIRS+=("$out")
+  if ! "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@" \
+    >"$out" 2>&1; then
+    # Only refresh the package lists when the install could not find the package.
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q >>"$out" 2>&1 || true
+    if ! "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@" \
+      >>"$out" 2>&1; then
+      tail -n 20 "$out" >&2
+      die "apt-get install $* failed"
+    fi
+  fi
+}
+
+need_cmd() { # command debian-package
+  command -v "$1" >/dev/null 2>&1 && return 0
+  apt_install "$2"
+  command -v "$1" >/dev/null 2>&1 || die "$1 is still missing after installing $2"
+}
+
+# Serialise installs into the machine cache (several clones may share it).
+with_cache_lock() {
+  mkdir -p "$CACHE"
+  exec 8>"$CACHE/.install.lock"
+  flock -w 1800 8 || die "timed out waiting for another install into $CACHE (lock $CACHE/.install.lock)"
+  "$@" # not in a condition: errexit must stay in force inside the install functions
+  exec 8>&-
+}
+
+# A fresh temporary directory inside the cache (same file system, so the final rename is atomic), in
+# CACHE_TMP; removed on exit. (Not printed: TMP_DIRS must be updated in this shell, not a subshell.)
+cache_tmpdir() { # prefix
+  CACHE_TMP=$(mktemp -d "$CACHE/.tmp-$1.XXXXXX")
+  TMP_DIRS+=("$CACHE_TMP")
+}
+
+install_chdb() {
+  [[ -f $CHDB_DIR/libchdb.so ]] && return 0
+  need_cmd npm npm
+  with_cache_lock install_chdb_locked
+}
+
+install_chdb_locked() {
+  [[ -f $CHDB_DIR/libchdb.so ]] && return 0
+  rm -rf -- "$CACHE"/.tmp-chdb.* # left by an interrupted install (we hold the lock)
+  log "installing the ClickHouse engine: npm $CHDB_PACKAGE@$CHDB_VERSION (~540 MB) into $CHDB_DIR"
+  local tmp start
+  start=$(now)
+  cache_tmpdir chdb
+  tmp=$CACHE_TMP
+  mkdir -p "$tmp/npm" "$tmp/out"
+  if ! (cd "$tmp/npm" && npm install --prefix "$tmp/npm" --no-save --no-package-lock --no-audit --no-fund \
+    --prefer-offline --loglevel=error "$CHDB_PACKAGE@$CHDB_VERSION") >"$tmp/npm.log" 2>&1; then
+    tail -n 30 "$tmp/npm.log" >&2
+    die "npm install $CHDB_PACKAGE@$CHDB_VERSION failed"
+  fi
+  local pkg=$tmp/npm/node_modules/$CHDB_PACKAGE
+  [[ -f $pkg/libchdb.so ]] || die "npm package $CHDB_PACKAGE@$CHDB_VERSION has no libchdb.so"
+  mv -- "$pkg/libchdb.so" "$pkg/package.json" "$tmp/out/"
+  mv -T -- "$tmp/out" "$CHDB_DIR"
+  log "installed $CHDB_DIR in $(elapsed_since "$start") s"
+}
+
+launcher_path() { printf '%s/chdb-server-%s/chdb-server' "$CACHE" "$(short_hash "$HELPERS/chdb-server.c")"; }
+
+build_launcher() {
+  [[ -x $(launcher_path) ]] && return 0
+  need_cmd gcc gcc
+  with_cache_lock build_launcher_locked
+}
+
+build_launcher_locked() {
+  local target tmp
+  target=$(launcher_path)
+  [[ -x $target ]] && return 0
+  rm -rf -- "$CACHE"/.tmp-chdb-server.*
+  log "building the ClickHouse launcher $target"
+  cache_tmpdir chdb-server
+  tmp=$CACHE_TMP
+  mkdir -p "$tmp/out"
+  gcc -O2 -Wall -Wextra -o "$tmp/out/chdb-server" "$HELPERS/chdb-server.c" -ldl ||
+    die "gcc could not build $HELPERS/chdb-server.c"
+  mv -T -- "$tmp/out" "$(dirname -- "$target")"
+}
+
+kafka_dir() { printf '%s/kafka-%s-%s' "$CACHE" "$KAFKA_VERSION" "$(short_hash "$KAFKA_POM")"; }
+
+install_kafka() {
+  [[ -n $KAFKA_VERSION ]] || die "cannot read <kafka.version> from $KAFKA_POM"
+  need_cmd java default-jre-headless
+  [[ -f $(kafka_dir)/lib/kafka_2.13-$KAFKA_VERSION.jar ]] && return 0
+  need_cmd mvn maven
+  with_cache_lock install_kafka_locked
+}
+
+install_kafka_locked() {
+  local dir tmp start
+  dir=$(kafka_dir)
+  [[ -f $dir/lib/kafka_2.13-$KAFKA_VERSION.jar ]] && return 0
+  rm -rf -- "$CACHE"/.tmp-kafka.*
+  log "installing Apache Kafka $KAFKA_VERSION from Maven Central into $dir"
+  start=$(now)
+  cache_tmpdir kafka
+  tmp=$CACHE_TMP
+  mkdir -p "$tmp/out/lib"
+  cp -- "$KAFKA_POM" "$tmp/out/pom.xml"
+  if ! (cd "$tmp" && mvn -q -B -Dstyle.color=never -f "$tmp/out/pom.xml" \
+    "$MAVEN_DEPENDENCY_PLUGIN:copy-dependencies" -DincludeScope=runtime -DoutputDirectory="$tmp/out/lib") \
+    >"$tmp/mvn.log" 2>&1; then
+    tail -n 30 "$tmp/mvn.log" >&2
+    die "maven could not fetch org.apache.kafka:kafka_2.13:$KAFKA_VERSION"
+  fi
+  [[ -f $tmp/out/lib/kafka_2.13-$KAFKA_VERSION.jar ]] || die "maven did not produce kafka_2.13-$KAFKA_VERSION.jar"
+  mv -T -- "$tmp/out" "$dir"
+  log "installed $dir in $(elapsed_since "$start") s"
+}
+
+ensure_redis_installed() {
+  need_cmd redis-server redis-server
+  need_cmd redis-cli redis-tools
+}
+
+# ---------------------------------------------------------------------------------------------------------
+# Processes
+
+pid_file() { printf '%s/%s.pid' "$STATE" "$1"; }
+
+# What the server's command line must contain, so a reused pid is never taken for our server.
+signature() {
+  case $1 in
+    redis) printf 'redis-server' ;;
+    clickhouse) printf -- '--path=%s/clickhouse/data' "$STATE" ;;
+    kafka) printf '%s/kafka/server.properties' "$STATE" ;;
+  esac
+}
+
+ports_of() {
+  case $1 in
+    redis) printf '%s' "$REDIS_PORT" ;;
+    clickhouse) printf '%s,%s' "$CLICKHOUSE_HTTP_PORT" "$CLICKHOUSE_TCP_PORT" ;;
+    kafka) printf '%s,%s' "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT" ;;
+  esac
+}
+
+proc_state() { # pid -> one-letter state (R, S, D, T, Z, ...); fails if there is no such process
+  local stat
+  stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+  stat=${stat##*) }
+  printf '%s' "${stat%% *}"
+}
+
+alive() { # pid: exists and is not a zombie (nobody may reap a server whose parent has exited)
+  local state
+  state=$(proc_state "$1") || return 1
+  [[ $state != Z && $state != X ]]
+}
+
+# The pid of our running server <name>, or fail.
+server_pid() {
+  local pid cmdline
+  [[ -s $(pid_file "$1") ]] || return 1
+  pid=$(<"$(pid_file "$1")")
+  [[ $pid =~ ^[0-9]+$ ]] || return 1
+  alive "$pid" || return 1
+  cmdline=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) || return 1
+  [[ $cmdline == *"$(signature "$1")"* ]] || return 1
+  printf '%s' "$pid"
+}
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+check_ports_free() { # name port...
+  local name=$1 port
+  shift
+  for port in "$@"; do
+    [[ $port =~ ^[0-9]+$ ]] || die "$name: port '$port' is not a number"
+    if port_open "$port"; then
+      die "$name: port $port on 127.0.0.1 is already in use by another process (ss -ltnp 'sport = :$port' shows it); stop it or set a different port"
+    fi
+  done
+}
+
+# Start "$@" in <directory>, in its own session, detached from this shell, with all output to <out>; the
+# pid file gets the real server pid (the subshell execs setsid, which execs the server without forking).
+# fd 8/9 are our locks: not inherited.
+launch() { # name directory out command...
+  local name=$1 dir=$2 out=$3
+  shift 3
+  (cd -- "$dir" && exec setsid "$@" </dev/null >>"$out" 2>&1 8>&- 9>&-) &
+  LAUNCHED_PID=$!
+  printf '%s\n' "$LAUNCHED_PID" >"$(pid_file "$name")"
+}
+
+wait_gone() { # pid seconds
+  local deadline=$((SECONDS + $2))
+  while alive "$1"; do
+    ((SECONDS < deadline)) || return 1
+    sleep 0.1
+  done
+}
+
+stop_pid() { # name pid
+  local name=$1 pid=$2 grace
+  case $name in
+    redis) grace=$STOP_GRACE_REDIS ;;
+    clickhouse) grace=$STOP_GRACE_CLICKHOUSE ;;
+    kafka) grace=$STOP_GRACE_KAFKA ;;
+  esac
+  # A SIGSTOPped server (fault injection) only handles SIGTERM once continued.
+  kill -CONT "$pid" 2>/dev/null || true
+  kill -TERM "$pid" 2>/dev/null || true
+  if ! wait_gone "$pid" "$grace"; then
+    log "$name (pid $pid) still running ${grace} s after SIGTERM: sending SIGKILL"
+    kill -KILL "$pid" 2>/dev/null || true
+    wait_gone "$pid" 15 || die "$name (pid $pid) survived SIGKILL"
+  fi
+}
+
+log_files() {
+  case $1 in
+    redis) printf '%s\n' "$STATE/redis/redis.log" "$STATE/redis/redis.out" ;;
+    clickhouse) printf '%s\n' "$STATE/clickhouse/clickhouse.log" "$STATE/clickhouse/clickhouse.out" ;;
+    kafka) printf '%s\n' "$STATE/kafka/server.log" "$STATE/kafka/kafka.out" ;;
+  esac
+}
+
+# Keep the previous run's logs as <file>.1, so a start-up failure shows only this run's lines.
+rotate_logs() {
+  local file
+  while IFS= read -r file; do
+    if [[ -e $file ]]; then mv -f -- "$file" "$file.1"; fi
+  done < <(log_files "$1")
+}
+
+start_failed() { # name reason
+  local name=$1 file
+  {
+    printf 'services: error: %s %s\n' "$name" "$2"
+    while IFS= read -r file; do
+      [[ -s $file ]] || continue
+      printf -- '--- last lines of %s ---\n' "$file"
+      # (without ClickHouse's stack-trace frames)
+      grep -v -E '^[[:space:]]*[0-9]+\. .*@ 0x[0-9a-f]+' -- "$file" | tail -n 40 || true
+    done < <(log_files "$name")
+  } >&2
+  exit 1
+}
+
+# ---------------------------------------------------------------------------------------------------------
+# Readiness probes: each proves the server answers a real request.
+
+probe_redis() { [[ $(timeout 5 redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null) == PONG ]]; }
+
+probe_clickhouse() {
+  [[ $(curl -fsS --max-time 5 --data-binary 'SELECT 1' "http://127.0.0.1:$CLICKHOUSE_HTTP_PORT/" 2>/dev/null) == 1 ]] &&
+    port_open "$CLICKHOUSE_TCP_PORT"
+}
+
+# A metadata request through kafkajs when the project's dependencies are installed, else Kafka's own tool.
+KAFKA_PROBE_JS='
+const { Kafka, logLevel } = require("kafkajs");
+const admin = new Kafka({
+  clientId: "services-sh-probe", brokers: [process.argv[1]], logLevel: logLevel.NOTHING,
+  connectionTimeout: 2000, requestTimeout: 5000, retry: { retries: 0 },
+}).admin();
+admin.connect()
+  .then(() => admin.describeCluster())
+  .then((cluster) => { if (cluster.brokers.length === 0) throw new Error("no brokers"); return admin.disconnect(); })
+  .then(() => process.exit(0), () => process.exit(1));
+'
+
+probe_kafka() {
+  if [[ -f $ROOT/node_modules/kafkajs/package.json ]] && command -v node >/dev/null 2>&1; then
+    (cd "$ROOT" && timeout 20 node -e "$KAFKA_PROBE_JS" "127.0.0.1:$KAFKA_PORT") >/dev/null 2>&1
+  else
+    timeout 30 java -Dlog4j.configuration="file:$STATE/kafka/log4j.properties" -Dkafka.logs.dir="$STATE/kafka" \
+      -cp "$(kafka_dir)/lib/*" kafka.admin.BrokerApiVersionsCommand \
+      --bootstrap-server "127.0.0.1:$KAFKA_PORT" >/dev/null 2>&1
+  fi
+}
+
+# ---------------------------------------------------------------------------------------------------------
+# Starting
+
+launch_redis() {
+  local d=$STATE/redis
+  mkdir -p "$d"
+  check_ports_free redis "$REDIS_PORT"
+  launch redis "$d" "$d/redis.out" redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save '' --appendonly no \
+    --daemonize no --dir "$d" --logfile "$d/redis.log"
+}
+
+launch_clickhouse() {
+  local d=$STATE/clickhouse
+  mkdir -p "$d/data"
+  check_ports_free clickhouse "$CLICKHOUSE_HTTP_PORT" "$CLICKHOUSE_TCP_PORT"
+  sed -e "s|@DATA_DIR@|$d/data|g" "$HELPERS/clickhouse-config.xml" >"$d/config.xml"
+  # clickhouse-local keeps the system database in memory but the system log tables' parts on disk: the
+  # previous run's data/system/query_log would stop the new system.query_log from being created.
+  rm -rf -- "$d/data/data/system"
+  # chdb's clickhouse-local ignores --config-file: it reads ./config.xml, so it starts in $d; that file's
+  # <path> is the data directory (--path is passed too, but is ignored once a config.xml is read).
+  # --async_insert=0: chdb turns async inserts on by default; a ClickHouse server has them off.
+  # SYSTEM FLUSH LOGS first creates system.query_log before the listeners open; the last query keeps the
+  # process (and so the server) alive, waking once a second.
+  launch clickhouse "$d" "$d/clickhouse.out" "$(launcher_path)" "$CHDB_DIR/libchdb.so" \
+    --path="$d/data/" --listen_host=127.0.0.1 \
+    --http_port="$CLICKHOUSE_HTTP_PORT" --tcp_port="$CLICKHOUSE_TCP_PORT" \
+    --log-level=error --logger.log="$d/clickhouse.log" --async_insert=0 \
+    --query="SYSTEM FLUSH LOGS; SYSTEM START LISTEN HTTP; SYSTEM START LISTEN TCP; SELECT sleepEachRow(1) AS services_sh_keepalive FROM system.numbers SETTINGS max_block_size = 1 FORMAT Null"
+}
+
+kafka_java() { # main-class args...
+  local d=$STATE/kafka
+  java -Dlog4j.configuration="file:$d/log4j.properties" -Dkafka.logs.dir="$d" -cp "$(kafka_dir)/lib/*" "$@"
+}
+
+launch_kafka() {
+  local d=$STATE/kafka cluster_id
+  mkdir -p "$d"
+  check_ports_free kafka "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT"
+  sed -e "s|@PORT@|$KAFKA_PORT|g" -e "s|@CONTROLLER_PORT@|$KAFKA_CONTROLLER_PORT|g" -e "s|@DATA_DIR@|$d/data|g" \
+    "$HELPERS/kafka-server.properties" >"$d/server.properties"
+  cp -- "$HELPERS/kafka-log4j.properties" "$d/log4j.properties"
+  if [[ ! -f $d/data/meta.properties ]]; then
+    rm -rf -- "$d/data" # never formatted (or interrupted): nothing to keep
+    # A cluster id as kafka-storage random-uuid makes one: 16 random bytes, unpadded base64url, no leading '-'.
+    cluster_id=-
+    while [[ $cluster_id == -* ]]; do
+      cluster_id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | cut -c1-22)
+    done
+    printf '%s\n' "$cluster_id" >"$d/cluster-id"
+    kafka_java kafka.tools.StorageTool format -t "$cluster_id" -c "$d/server.properties" >>"$d/kafka.out" 2>&1 ||
+      start_failed kafka "storage: format of $d/data failed"
+  fi
+  launch kafka "$d" "$d/kafka.out" java -Xms128m -Xmx512m -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
+    -Djava.awt.headless=true -Dlog4j.configuration="file:$d/log4j.properties" -Dkafka.logs.dir="$d" \
+    -cp "$(kafka_dir)/lib/*" kafka.Kafka "$d/server.properties"
+}
+
+install_for() {
+  case $1 in
+    redis) ensure_redis_installed ;;
+    clickhouse)
+      need_cmd curl curl
+      install_chdb
+      build_launcher
+      ;;
+    kafka) install_kafka ;;
+  esac
+}
+
+# Phase 1: make sure <name> runs (launch it if not). Sets BEGIN_<name>=started|running and PID_<name>.
+begin_service() {
+  local name=$1 pid running_ports
+  if pid=$(server_pid "$name"); then
+    running_ports=$(cat "$STATE/$name/ports" 2>/dev/null || true)
+    if [[ -n $running_ports && $running_ports != "$(ports_of "$name")" ]]; then
+      die "$name already runs (pid $pid) on port $running_ports, not $(ports_of "$name"): run 'scripts/services.sh stop $name' first"
+    fi
+    if [[ $(proc_state "$pid") == T ]]; then
+      log "$name (pid $pid) was paused (SIGSTOP): sending SIGCONT"
+      kill -CONT "$pid"
+    fi
+    printf -v "BEGIN_$name" running
+  else
+    rm -f -- "$(pid_file "$name")"
+    rotate_logs "$name"
+    "launch_$name"
+    pid=$LAUNCHED_PID
+    printf '%s\n' "$(ports_of "$name")" >"$STATE/$name/ports"
+    printf -v "BEGIN_$name" started
+  fi
+  printf -v "PID_$name" '%s' "$pid"
+  printf -v "T0_$name" '%s' "$(now)"
+}
+
+# Phase 2: wait until <name> answers; on timeout stop it and fail with the tail of its logs.
+finish_service() {
+  local name=$1 pid_var=PID_$1 begin_var=BEGIN_$1 t0_var=T0_$1 timeout probe deadline
+  local pid=${!pid_var} begin=${!begin_var} t0=${!t0_var}
+  case $name in
+    redis) timeout=$READY_TIMEOUT_REDIS ;;
+    clickhouse) timeout=$READY_TIMEOUT_CLICKHOUSE ;;
+    kafka) timeout=$READY_TIMEOUT_KAFKA ;;
+  esac
+  probe=probe_$name
+  deadline=$((SECONDS + timeout))
+  until "$probe"; do
+    alive "$pid" || start_failed "$name" "exited during start-up (pid $pid)"
+    if ((SECONDS >= deadline)); then
+      stop_pid "$name" "$pid"
+      rm -f -- "$(pid_file "$name")"
+      start_failed "$name" "did not answer on 127.0.0.1 port $(ports_of "$name") within ${timeout} s (stopped it)"
+    fi
+    sleep 0.25
+  done
+  if [[ $name == clickhouse ]] &&
+    ! curl -fsS --max-time 10 --data-binary 'SELECT count() FROM system.query_log FORMAT Null' \
+      "http://127.0.0.1:$CLICKHOUSE_HTTP_PORT/" >/dev/null 2>&1; then
+    start_failed clickhouse "answers but has no system.query_log (was $STATE/clickhouse/config.xml read?)"
+  fi
+  if [[ $begin == running ]]; then
+    log "$name: already running (pid $pid, port $(ports_of "$name"))"
+  else
+    log "$name: ready (pid $pid, port $(ports_of "$name"), $(elapsed_since "$t0") s)"
+  fi
+}
+
+stop_service() {
+  local name=$1 pid
+  if ! pid=$(server_pid "$name"); then
+    rm -f -- "$(pid_file "$name")"
+    log "$name: already stopped"
+    return 0
+  fi
+  stop_pid "$name" "$pid"
+  rm -f -- "$(pid_file "$name")"
+  log "$name: stopped (was pid $pid)"
+}
+
+write_env() {
+  local tmp=$STATE/env.tmp.$$
+  {
+    printf '# Written by scripts/services.sh up: the local servers for tests and the demo.\n'
+    printf 'export REDIS_URL=redis://127.0.0.1:%s\n' "$REDIS_PORT"
+    printf 'export CLICKHOUSE_URL=http://127.0.0.1:%s\n' "$CLICKHOUSE_HTTP_PORT"
+    printf 'export KAFKA_BROKERS=127.0.0.1:%s\n' "$KAFKA_PORT"
+  } >"$tmp"
+  mv -f -- "$tmp" "$STATE/env"
+}
+
+status_line() {
+  local name=$1 pid ports note=''
+  if pid=$(server_pid "$name"); then
+    ports=$(cat "$STATE/$name/ports" 2>/dev/null || ports_of "$name")
+    [[ $(proc_state "$pid") != T ]] || note='  (paused: SIGSTOP)'
+    printf '%-10s  %-7s  pid=%-7s  port=%s%s\n' "$name" running "$pid" "$ports" "$note"
+  else
+    ports=$(ports_of "$name")
+    printf '%-10s  %-7s  pid=%-7s  port=%s\n' "$name" stopped - "$ports"
+  fi
+}
+
+take_lock() {
+  mkdir -p "$STATE"
+  exec 9>"$STATE/.lock"
+  flock -w 900 9 || die "another scripts/services.sh is still running (lock $STATE/.lock)"
+}
+
+valid_name() {
+  case ${1:-} in
+    redis | clickhouse | kafka) return 0 ;;
+    *) usage ;;
+  esac
+}
+
+main() {
+  local cmd=${1:-} name start
+  case $cmd in
+    up)
+      [[ $# -eq 1 ]] || usage
+      take_lock
+      start=$(now)
+      for name in "${SERVICES[@]}"; do
+        install_for "$name"
+      done
+      for name in kafka clickhouse redis; do # slowest first: they start in parallel
+        begin_service "$name"
+      done
+      for name in "${SERVICES[@]}"; do
+        finish_service "$name"
+      done
+      write_env
+      log "all up in $(elapsed_since "$start") s; environment in .services/env"
+      ;;
+    down)
+      [[ $# -eq 1 ]] || usage
+      take_lock
+      for name in kafka clickhouse redis; do
+        stop_service "$name"
+      done
+      ;;
+    status)
+      [[ $# -eq 1 ]] || usage
+      for name in "${SERVICES[@]}"; do
+        status_line "$name"
+      done
+      ;;
+    stop)
+      [[ $# -eq 2 ]] || usage
+      valid_name "$2"
+      take_lock
+      stop_service "$2"
+      ;;
+    start)
+      [[ $# -eq 2 ]] || usage
+      valid_name "$2"
+      take_lock
+      install_for "$2"
+      begin_service "$2"
+      finish_service "$2"
+      write_env
+      ;;
+    *) usage ;;
+  esac
+}
+
+main "$@"
