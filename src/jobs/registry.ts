@@ -3,6 +3,7 @@ import type { Logger } from 'pino';
 import type { Config, JobId, JobSettings } from '../config.js';
 import type { CacheWriter } from '../cache/writer.js';
 import type { RefreshJob } from '../runner/job.js';
+import { trendingJob } from './trending.js';
 
 /** What a built-in job may be given. Each job takes only the parts it needs. */
 export interface JobDeps {
@@ -18,7 +19,11 @@ export type JobFactory = (deps: JobDeps) => RefreshJob;
  * The built-in jobs, by id. Adding a job is one file in this folder plus one line here (and, for a
  * built-in one, its id and defaults in config.ts).
  */
-const BUILT_IN: Partial<Record<JobId, JobFactory>> = {};
+const BUILT_IN: Partial<Record<JobId, JobFactory>> = {
+  'trending-1h': trendingJob('1h'),
+  'trending-24h': trendingJob('24h'),
+  'trending-7d': trendingJob('7d'),
+};
 
 export interface RegisteredJob {
   job: RefreshJob;
