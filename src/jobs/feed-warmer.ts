@@ -1,0 +1,149 @@
+import type { ClickHouseClient } from '@clickhouse/client';
+import { keys } from '../cache/keys.js';
+import type { CacheWriter } from '../cache/writer.js';
+import { ROLLUPS, WEIGHT_X10_SQL } from '../clickhouse/schema.js';
+import type { RefreshJob, RunContext, RunResult } from '../runner/job.js';
+import type { JobDeps, JobFactory } from './registry.js';
+import { planWindow } from './trending.js';
+import { streamUserValues } from './user-values.js';
+
+/**
+ * feed-warmer (CONTRACT §4): the first feed page of the most active users, in one set-based query.
+ *
+ *   score(post) = (1 + Σ weight of the post's events in the lookback) · decay^(age_h since created_at)
+ *
+ * over posts by the user's active followees created within the lookback. A post's engagement is summed
+ * from the per-minute rollup for whole minutes and from raw events for the partial minutes at the
+ * lookback's edges; weights are summed as integer tenths, so the sum is exact, not approximated.
+ * ClickHouse ranks, cuts with `LIMIT n BY user` and renders each user's JSON list; Node only streams the
+ * rows into pipelined Redis writes.
+ */
+export const FEED_SQL = `
+WITH
+  top_users AS (
+    SELECT user_id AS u
+    FROM post_events
+    WHERE event_time > toDateTime({active_since:UInt32}) AND event_time <= toDateTime({now:UInt32})
+      AND user_id != 0
+    GROUP BY user_id
+    ORDER BY count() DESC, user_id ASC
+    LIMIT {users:UInt32}
+  ),
+  follows AS (
+    SELECT follower_id AS u, followee_id AS a
+    FROM user_relationships FINAL
+    WHERE follower_id IN (SELECT u FROM top_users) AND status = 'active'
+  ),
+  recent_posts AS (
+    SELECT post_id, author_id, created_at
+    FROM posts FINAL
+    WHERE created_at > toDateTime({lookback_since:UInt32}) AND created_at <= toDateTime({now:UInt32})
+      AND author_id IN (SELECT a FROM follows)
+  ),
+  engagement AS (
+    SELECT post_id, sum(w) AS weight_x10
+    FROM (
+      SELECT post_id, weight_x10 AS w
+      FROM ${ROLLUPS.minute.table}
+      WHERE bucket >= toDateTime({buckets_from:UInt32}) AND bucket < toDateTime({buckets_to:UInt32})
+        AND post_id IN (SELECT post_id FROM recent_posts)
+      UNION ALL
+      SELECT post_id, ${WEIGHT_X10_SQL} AS w
+      FROM post_events
+      WHERE ((event_time >= toDateTime({head_from:UInt32}) AND event_time < toDateTime({head_to:UInt32}))
+          OR (event_time >= toDateTime({tail_from:UInt32}) AND event_time < toDateTime({tail_to:UInt32})))
+        AND post_id IN (SELECT post_id FROM recent_posts)
+    )
+    GROUP BY post_id
+  ),
+  ranked AS (
+    SELECT f.u AS u, p.post_id AS post_id, p.author_id AS author_id,
+      (1 + e.weight_x10 / 10) * pow({decay:Float64}, ({now:UInt32} - toUInt32(p.created_at)) / 3600) AS score
+    FROM follows AS f
+    INNER JOIN recent_posts AS p ON p.author_id = f.a
+    LEFT JOIN engagement AS e ON e.post_id = p.post_id
+    ORDER BY u, score DESC, post_id ASC
+    LIMIT {page_size:UInt32} BY u
+  ),
+  rendered AS (
+    SELECT u,
+      arrayStringConcat(
+        arrayMap(x -> concat('{"post_id":"', toString(x.2), '","author_id":"', toString(x.3),
+                             '","score":', toString(round(x.1, 6)), '}'),
+          arraySort(x -> (-x.1, x.2), groupArray((score, post_id, author_id)))),
+        ',') AS items
+    FROM ranked
+    GROUP BY u
+  )
+SELECT toString(t.u) AS user_id, concat('[', r.items, ']') AS value
+FROM top_users AS t
+LEFT JOIN rendered AS r ON r.u = t.u
+SETTINGS join_use_nulls = 0`;
+
+export interface FeedWarmerOptions {
+  clickhouse: ClickHouseClient;
+  cache: CacheWriter;
+  keyPrefix: string;
+  users: number;
+  pageSize: number;
+  activeDays: number;
+  lookbackHours: number;
+  decay: number;
+  ttlSec: number;
+}
+
+export class FeedWarmerJob implements RefreshJob {
+  readonly id = 'feed-warmer';
+  readonly #o: FeedWarmerOptions;
+
+  constructor(opts: FeedWarmerOptions) {
+    this.#o = opts;
+  }
+
+  async run(ctx: RunContext): Promise<RunResult> {
+    const nowMs = ctx.startedAt.getTime();
+    const now = Math.floor(nowMs / 1000);
+    const plan = planWindow(nowMs, this.#o.lookbackHours * 3600, ROLLUPS.minute.bucketSec);
+    const result = await this.#o.clickhouse.query({
+      query: FEED_SQL,
+      query_params: {
+        now,
+        active_since: now - this.#o.activeDays * 86_400,
+        lookback_since: now - this.#o.lookbackHours * 3600,
+        users: this.#o.users,
+        page_size: this.#o.pageSize,
+        decay: this.#o.decay,
+        buckets_from: plan.buckets.from,
+        buckets_to: plan.buckets.to,
+        head_from: plan.head.from,
+        head_to: plan.head.to,
+        tail_from: plan.tail.from,
+        tail_to: plan.tail.to,
+      },
+      format: 'TabSeparatedRaw',
+      abort_signal: ctx.signal,
+      query_id: `cache-refresher:${ctx.jobId}:${ctx.runId}:${ctx.attempt}`,
+    });
+    const { written, skipped } = await streamUserValues(result, {
+      keyOf: (userId) => keys.feed(this.#o.keyPrefix, userId),
+      cache: this.#o.cache,
+      ttlSec: this.#o.ttlSec,
+      signal: ctx.signal,
+    });
+    if (skipped > 0) ctx.log.warn({ skipped_rows: skipped }, 'feed-warmer: skipped bad rows');
+    return { items: written, context: { users: written, skipped_rows: skipped } };
+  }
+}
+
+export const feedWarmerJob: JobFactory = (deps: JobDeps) =>
+  new FeedWarmerJob({
+    clickhouse: deps.clickhouse,
+    cache: deps.cache,
+    keyPrefix: deps.config.cacheKeyPrefix,
+    users: deps.config.feedWarmer.users,
+    pageSize: deps.config.feedWarmer.pageSize,
+    activeDays: deps.config.feedWarmer.activeDays,
+    lookbackHours: deps.config.feedWarmer.lookbackHours,
+    decay: deps.config.feedWarmer.decay,
+    ttlSec: deps.config.jobs['feed-warmer'].ttlSec,
+  });

@@ -1,0 +1,220 @@
+import { setTimeout as delay } from 'node:timers/promises';
+import type { ClickHouseClient } from '@clickhouse/client';
+import { keys } from '../cache/keys.js';
+import type { CacheWriter } from '../cache/writer.js';
+import { isTransientError } from '../runner/retry.js';
+import { JobError, type RefreshJob, type RunContext, type RunResult } from '../runner/job.js';
+import type { JobDeps, JobFactory } from './registry.js';
+import { streamUserValues } from './user-values.js';
+
+/**
+ * suggested-users (CONTRACT §4): "people you may know" for EVERY active user, every run.
+ *
+ * Active users are split into batches by a hash of their id (`cityHash64(user_id) % batches`), so no id
+ * list ever travels to the server and each batch is a stable, independent slice. Each batch is ONE
+ * set-based query: the batch's followees (capped per user at the most recent
+ * SUGGESTED_USERS_MAX_FOLLOWEES, which bounds celebrity fan-out), their followees, mutual counts,
+ * exclusions and `LIMIT n BY user` all happen inside ClickHouse, which also renders each user's JSON
+ * value. The result streams back row by row and is written to Redis in pipelined chunks while later
+ * rows are still arriving, so memory stays flat however many users there are.
+ */
+
+/**
+ * One batch. "Latest row per pair wins" is ReplacingMergeTree's own rule, which `FINAL` applies, so
+ * the status filter sees only each pair's newest row. Ids are compared as UInt64 and rendered as
+ * decimal strings. Users with no candidate still get a row (an empty list) through the LEFT JOIN.
+ */
+export const SUGGESTIONS_BATCH_SQL = `
+WITH
+  batch_users AS (
+    SELECT DISTINCT user_id AS u
+    FROM post_events
+    WHERE event_time > toDateTime({since:UInt32}) AND event_time <= toDateTime({now:UInt32})
+      AND user_id != 0
+      AND cityHash64(user_id) % {batches:UInt32} = {batch:UInt32}
+  ),
+  follows_of_batch AS (
+    SELECT follower_id AS u, followee_id AS f, updated_at AS ts
+    FROM user_relationships FINAL
+    WHERE follower_id IN (SELECT u FROM batch_users) AND status = 'active' AND followee_id != 0
+  ),
+  recent_follows AS (
+    SELECT u, f FROM follows_of_batch
+    ORDER BY u, ts DESC, f ASC
+    LIMIT {max_followees:UInt32} BY u
+  ),
+  second_hop AS (
+    SELECT follower_id AS f, followee_id AS c
+    FROM user_relationships FINAL
+    WHERE follower_id IN (SELECT f FROM recent_follows) AND status = 'active' AND followee_id != 0
+  ),
+  ranked AS (
+    SELECT r.u AS u, s.c AS c, count() AS mutual
+    FROM recent_follows AS r
+    INNER JOIN second_hop AS s ON r.f = s.f
+    WHERE s.c != r.u
+      AND (r.u, s.c) NOT IN (SELECT u, f FROM follows_of_batch)
+    GROUP BY u, c
+    ORDER BY u, mutual DESC, c ASC
+    LIMIT {per_user:UInt32} BY u
+  ),
+  rendered AS (
+    SELECT u,
+      arrayStringConcat(
+        arrayMap(x -> concat(
+            '{"user_id":"', toString(x.2), '","mutual_count":', toString(x.1),
+            ',"reason":"', toString(x.1), if(x.1 = 1, ' mutual connection', ' mutual connections'), '"}'),
+          arraySort(x -> (-toInt64(x.1), x.2), groupArray((mutual, c)))),
+        ',') AS items
+    FROM ranked
+    GROUP BY u
+  )
+SELECT toString(b.u) AS user_id, concat('[', r.items, ']') AS value
+FROM batch_users AS b
+LEFT JOIN rendered AS r ON r.u = b.u
+SETTINGS join_use_nulls = 0`;
+
+export const ACTIVE_USERS_SQL = `
+SELECT uniqExact(user_id) AS n
+FROM post_events
+WHERE event_time > toDateTime({since:UInt32}) AND event_time <= toDateTime({now:UInt32}) AND user_id != 0`;
+
+/** How often a long run reports progress. */
+const PROGRESS_EVERY_MS = 5000;
+
+export interface SuggestedUsersOptions {
+  clickhouse: ClickHouseClient;
+  cache: CacheWriter;
+  keyPrefix: string;
+  perUser: number;
+  activeDays: number;
+  maxFollowees: number;
+  batchSize: number;
+  ttlSec: number;
+}
+
+/** How many hash batches to use for `activeUsers`: enough that each holds about `batchSize` users. */
+export function batchCount(activeUsers: number, batchSize: number): number {
+  return Math.max(1, Math.ceil(activeUsers / batchSize));
+}
+
+export class SuggestedUsersJob implements RefreshJob {
+  readonly id = 'suggested-users';
+  readonly #o: SuggestedUsersOptions;
+
+  constructor(opts: SuggestedUsersOptions) {
+    this.#o = opts;
+  }
+
+  async run(ctx: RunContext): Promise<RunResult> {
+    const now = Math.floor(ctx.startedAt.getTime() / 1000);
+    const since = now - this.#o.activeDays * 86_400;
+    const counted = await this.#o.clickhouse.query({
+      query: ACTIVE_USERS_SQL,
+      query_params: { since, now },
+      format: 'JSONEachRow',
+      abort_signal: ctx.signal,
+    });
+    const [first] = await counted.json<{ n: string | number }>();
+    const activeUsers = Number(first?.n ?? 0);
+    const batches = batchCount(activeUsers, this.#o.batchSize);
+    ctx.log.info({ active_users: activeUsers, batches }, 'suggested-users: starting');
+
+    const progress = { users: 0, skipped: 0, batchesDone: 0, lastLog: Date.now(), started: Date.now() };
+    const failed: { batch: number; of: number; error: string }[] = [];
+    for (let batch = 0; batch < batches; batch++) {
+      try {
+        await this.#batchWithRetry(ctx, { now, since, batch, batches }, progress);
+      } catch (err) {
+        // Keep the other batches' users fresh: one bad slice must not leave everyone stale.
+        if (ctx.signal.aborted) throw err;
+        const error = err instanceof Error ? err.message : String(err);
+        ctx.log.error({ err, batch, batches }, 'suggested-users: batch failed');
+        failed.push({ batch, of: batches, error });
+      }
+      progress.batchesDone++;
+      if (Date.now() - progress.lastLog >= PROGRESS_EVERY_MS) {
+        progress.lastLog = Date.now();
+        const secs = (Date.now() - progress.started) / 1000;
+        ctx.log.info(
+          {
+            batches_done: progress.batchesDone,
+            batches,
+            users: progress.users,
+            users_per_sec: Math.round(progress.users / Math.max(secs, 0.001)),
+          },
+          'suggested-users: progress',
+        );
+      }
+    }
+    const context = {
+      active_users: activeUsers,
+      batches,
+      users: progress.users,
+      skipped_rows: progress.skipped,
+    };
+    if (failed.length > 0) {
+      throw new JobError(`${failed.length} of ${batches} suggested-users batches failed`, {
+        cause: failed[0]?.error,
+        context: { ...context, failed_batches: failed, partitioning: 'cityHash64(user_id) % batches' },
+      });
+    }
+    if (progress.skipped > 0) ctx.log.warn(context, 'suggested-users: skipped bad rows');
+    return { items: progress.users, context };
+  }
+
+  /** One retry for a transient failure of a batch: a blip should not cost a whole slice of users. */
+  async #batchWithRetry(
+    ctx: RunContext,
+    slice: { now: number; since: number; batch: number; batches: number },
+    progress: { users: number; skipped: number },
+  ): Promise<void> {
+    try {
+      await this.#batch(ctx, slice, progress);
+    } catch (err) {
+      if (ctx.signal.aborted || !isTransientError(err)) throw err;
+      ctx.log.warn({ err, batch: slice.batch }, 'suggested-users: transient batch failure; retrying once');
+      await delay(1000, undefined, { signal: ctx.signal });
+      await this.#batch(ctx, slice, progress);
+    }
+  }
+
+  async #batch(
+    ctx: RunContext,
+    slice: { now: number; since: number; batch: number; batches: number },
+    progress: { users: number; skipped: number },
+  ): Promise<void> {
+    const result = await this.#o.clickhouse.query({
+      query: SUGGESTIONS_BATCH_SQL,
+      query_params: {
+        ...slice,
+        max_followees: this.#o.maxFollowees,
+        per_user: this.#o.perUser,
+      },
+      // Raw TSV: the value is already JSON rendered by ClickHouse (see streamUserValues).
+      format: 'TabSeparatedRaw',
+      abort_signal: ctx.signal,
+      query_id: `cache-refresher:${ctx.jobId}:${ctx.runId}:${ctx.attempt}:b${slice.batch}`,
+    });
+    const { written, skipped } = await streamUserValues(result, {
+      keyOf: (userId) => keys.suggestedUsers(this.#o.keyPrefix, userId),
+      cache: this.#o.cache,
+      ttlSec: this.#o.ttlSec,
+      signal: ctx.signal,
+    });
+    progress.users += written;
+    progress.skipped += skipped;
+  }
+}
+
+export const suggestedUsersJob: JobFactory = (deps: JobDeps) =>
+  new SuggestedUsersJob({
+    clickhouse: deps.clickhouse,
+    cache: deps.cache,
+    keyPrefix: deps.config.cacheKeyPrefix,
+    perUser: deps.config.suggestedUsers.perUser,
+    activeDays: deps.config.suggestedUsers.activeDays,
+    maxFollowees: deps.config.suggestedUsers.maxFollowees,
+    batchSize: deps.config.suggestedUsers.batchSize,
+    ttlSec: deps.config.jobs['suggested-users'].ttlSec,
+  });

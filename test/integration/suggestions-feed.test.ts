@@ -1,0 +1,285 @@
+import { randomUUID } from 'node:crypto';
+import { createClient, type ClickHouseClient } from '@clickhouse/client';
+import { Redis } from 'ioredis';
+import { pino } from 'pino';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { RedisCacheWriter } from '../../src/cache/writer.js';
+import { migrate } from '../../src/clickhouse/schema.js';
+import { seedDatabase } from '../../src/clickhouse/seed.js';
+import { FeedWarmerJob } from '../../src/jobs/feed-warmer.js';
+import { SuggestedUsersJob } from '../../src/jobs/suggested-users.js';
+import type { RunContext } from '../../src/runner/job.js';
+import { servicesEnv } from './env.js';
+
+/**
+ * CONTRACT §4 for suggested-users and feed-warmer, checked against computations written here
+ * independently of the jobs: suggestions in TypeScript from raw `user_relationships` rows, the feed as
+ * plain SQL over raw tables (no rollups, no FINAL).
+ */
+
+const USERS = 20_000;
+const NOW = new Date(Math.floor(Date.now() / 60_000) * 60_000 - 17_000); // not on a minute boundary
+const NOW_S = Math.floor(NOW.getTime() / 1000);
+const CELEBRITY = 777n;
+
+interface Suggestion {
+  user_id: string;
+  mutual_count: number;
+  reason: string;
+}
+
+/** A tiny deterministic PRNG so the sampled users are the same on every run. */
+function mulberry32(seed: number): () => number {
+  let a = seed;
+  return () => {
+    a = (a + 0x6d2b79f5) | 0;
+    let t = Math.imul(a ^ (a >>> 15), 1 | a);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+function ctxFor(jobId: string): RunContext {
+  return {
+    jobId,
+    runId: randomUUID(),
+    scheduledAt: NOW,
+    startedAt: NOW,
+    signal: new AbortController().signal,
+    log: pino({ level: 'silent' }),
+    attempt: 1,
+  };
+}
+
+describe('suggested-users and feed-warmer on a seeded power-law graph', () => {
+  const database = `test_sugg_${randomUUID().replaceAll('-', '')}`;
+  const prefix = `test-sugg-${randomUUID()}`;
+  let ch: ClickHouseClient;
+  let redis: Redis;
+
+  beforeAll(async () => {
+    const s = servicesEnv();
+    const admin = createClient({ url: s.clickhouseUrl });
+    await admin.command({ query: `CREATE DATABASE ${database}` });
+    await admin.close();
+    ch = createClient({ url: s.clickhouseUrl, database, request_timeout: 300_000 });
+    redis = new Redis(s.redisUrl);
+    await migrate(ch);
+    await seedDatabase(ch, { users: USERS, days: 7, events: 600_000, seed: 11, now: NOW });
+    // A celebrity followed by 60 % of all users (CONTRACT: the followee cap must keep this bounded).
+    await ch.command({
+      query: `INSERT INTO user_relationships
+        SELECT number + 1, {celebrity:UInt64}, 'active', toDateTime({t:UInt32})
+        FROM numbers({n:UInt32}) WHERE number + 1 != {celebrity:UInt64} AND cityHash64(number, 'celeb') % 10 < 6`,
+      query_params: { celebrity: CELEBRITY.toString(), t: NOW_S - 3600, n: USERS },
+    });
+    // Users who follow people but never act: inactive, so they must get no key.
+    await ch.command({
+      query: `INSERT INTO user_relationships
+        SELECT {users:UInt32} + 1 + intDiv(number, 10), 1 + cityHash64(number, 'lurker') % {users:UInt32}, 'active',
+               toDateTime({t:UInt32})
+        FROM numbers(2000)`,
+      query_params: { users: USERS, t: NOW_S - 86_400 },
+    });
+    // A follow that was later removed, for a pair that is otherwise a strong candidate: the remove
+    // must win because it is the latest row for the pair.
+    await ch.command({
+      query: `INSERT INTO user_relationships VALUES (1, 2, 'active', toDateTime({a:UInt32})), (1, 2, 'removed', toDateTime({b:UInt32}))`,
+      query_params: { a: NOW_S - 7200, b: NOW_S - 60 },
+    });
+  }, 240_000);
+
+  afterAll(async () => {
+    let cursor = '0';
+    do {
+      const [next, found] = await redis.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 10_000);
+      cursor = next;
+      if (found.length > 0) await redis.del(...found);
+    } while (cursor !== '0');
+    await redis.quit();
+    await ch.command({ query: `DROP DATABASE IF EXISTS ${database}` });
+    await ch.close();
+  });
+
+  async function rows<T>(query: string, params: Record<string, unknown> = {}): Promise<T[]> {
+    const rs = await ch.query({ query, query_params: params, format: 'JSONEachRow' });
+    return rs.json<T>();
+  }
+
+  async function activeUsers(): Promise<Set<string>> {
+    const r = await rows<{ u: string }>(
+      `SELECT DISTINCT toString(user_id) AS u FROM post_events
+       WHERE event_time > toDateTime({since:UInt32}) AND event_time <= toDateTime({now:UInt32}) AND user_id != 0`,
+      { since: NOW_S - 7 * 86_400, now: NOW_S },
+    );
+    return new Set(r.map((x) => x.u));
+  }
+
+  it('writes every active user a list identical to an independent computation, and no inactive user', async () => {
+    const job = new SuggestedUsersJob({
+      clickhouse: ch,
+      cache: new RedisCacheWriter(redis),
+      keyPrefix: prefix,
+      perUser: 20,
+      activeDays: 7,
+      maxFollowees: 1000,
+      batchSize: 3000, // several batches
+      ttlSec: 600,
+    });
+    const result = await job.run(ctxFor('suggested-users'));
+    const active = await activeUsers();
+    expect(active.size).toBeGreaterThan(5000);
+    expect(result.items).toBe(active.size);
+    expect(result.context).toMatchObject({ users: active.size, skipped_rows: 0 });
+    expect(Number(result.context?.batches)).toBeGreaterThan(1);
+
+    // Independent reference: latest row per pair from the raw rows, then friends-of-friends in TS.
+    const raw = await rows<{ a: string; b: string; s: string; t: number }>(
+      `SELECT toString(follower_id) AS a, toString(followee_id) AS b, status AS s, toUInt32(updated_at) AS t
+       FROM user_relationships`,
+    );
+    const latest = new Map<string, { a: string; b: string; s: string; t: number }>();
+    for (const r of raw) {
+      const k = `${r.a}>${r.b}`;
+      const prev = latest.get(k);
+      if (!prev || r.t > prev.t) latest.set(k, r);
+    }
+    const follows = new Map<string, { f: string; t: number }[]>();
+    for (const r of latest.values()) {
+      if (r.s !== 'active') continue;
+      const list = follows.get(r.a) ?? [];
+      list.push({ f: r.b, t: r.t });
+      follows.set(r.a, list);
+    }
+    const celebrityFollowers = [...latest.values()].filter(
+      (r) => r.b === CELEBRITY.toString() && r.s === 'active',
+    );
+    expect(celebrityFollowers.length).toBeGreaterThanOrEqual(USERS / 2);
+
+    const numeric = (x: string, y: string): number =>
+      BigInt(x) < BigInt(y) ? -1 : BigInt(x) > BigInt(y) ? 1 : 0;
+    const expected = (u: string): Suggestion[] => {
+      const mine = follows.get(u) ?? [];
+      const followed = new Set(mine.map((x) => x.f));
+      const recent = [...mine].sort((x, y) => y.t - x.t || numeric(x.f, y.f)).slice(0, 1000);
+      const mutual = new Map<string, number>();
+      for (const { f } of recent) {
+        for (const { f: c } of follows.get(f) ?? []) {
+          if (c === u || followed.has(c)) continue;
+          mutual.set(c, (mutual.get(c) ?? 0) + 1);
+        }
+      }
+      return [...mutual.entries()]
+        .sort((x, y) => y[1] - x[1] || numeric(x[0], y[0]))
+        .slice(0, 20)
+        .map(([c, n]) => ({
+          user_id: c,
+          mutual_count: n,
+          reason: `${n} mutual connection${n === 1 ? '' : 's'}`,
+        }));
+    };
+
+    const rand = mulberry32(20261123);
+    const activeList = [...active].sort(numeric);
+    const sample = new Set<string>(['1']); // user 1 has the removed follow of user 2
+    while (sample.size < 200) sample.add(activeList[Math.floor(rand() * activeList.length)]!);
+    let nonEmpty = 0;
+    for (const u of sample) {
+      const raw = await redis.get(`${prefix}:suggested_users:${u}`);
+      expect(raw, `user ${u} has a key`).not.toBeNull();
+      const got = JSON.parse(raw!) as Suggestion[];
+      expect(got, `suggestions of user ${u}`).toEqual(expected(u));
+      const own = new Set((follows.get(u) ?? []).map((x) => x.f));
+      for (const s of got) {
+        expect(s.user_id).not.toBe(u);
+        expect(own.has(s.user_id)).toBe(false);
+      }
+      if (got.length > 0) nonEmpty++;
+    }
+    expect(nonEmpty).toBeGreaterThan(150);
+    // The removed follow is not counted as a follow: user 2 may be suggested to user 1 again.
+    expect(follows.get('1')?.some((x) => x.f === '2') ?? false).toBe(false);
+
+    // Every active user has a key; inactive users have none.
+    let keysFound = 0;
+    let cursor = '0';
+    do {
+      const [next, found] = await redis.scan(cursor, 'MATCH', `${prefix}:suggested_users:*`, 'COUNT', 10_000);
+      cursor = next;
+      keysFound += found.length;
+    } while (cursor !== '0');
+    expect(keysFound).toBe(active.size);
+    const inactive = Array.from({ length: USERS + 200 }, (_, i) => String(i + 1)).filter((u) => !active.has(u));
+    expect(inactive.length).toBeGreaterThanOrEqual(200);
+    const pipeline = redis.pipeline();
+    for (const u of inactive.slice(0, 500)) pipeline.exists(`${prefix}:suggested_users:${u}`);
+    const exists = (await pipeline.exec())!.map(([, n]) => n);
+    expect(exists.every((n) => n === 0)).toBe(true);
+    const ttl = await redis.ttl(`${prefix}:suggested_users:${activeList[0]!}`);
+    expect(ttl).toBeGreaterThan(400); // 600 s, less the time this test has taken
+    expect(ttl).toBeLessThanOrEqual(600);
+  }, 180_000);
+
+  it('warms the top users’ first feed page exactly as a raw-table computation ranks it', async () => {
+    const job = new FeedWarmerJob({
+      clickhouse: ch,
+      cache: new RedisCacheWriter(redis),
+      keyPrefix: prefix,
+      users: 1000,
+      pageSize: 20,
+      activeDays: 7,
+      lookbackHours: 72,
+      decay: 0.95,
+      ttlSec: 120,
+    });
+    const result = await job.run(ctxFor('feed-warmer'));
+    expect(result.items).toBe(1000);
+
+    // Independent: top users and feeds from raw tables, latest relationship row by argMax.
+    const top = await rows<{ u: string }>(
+      `SELECT toString(user_id) AS u FROM post_events
+       WHERE event_time > toDateTime({since:UInt32}) AND event_time <= toDateTime({now:UInt32}) AND user_id != 0
+       GROUP BY user_id ORDER BY count() DESC, user_id ASC LIMIT 1000`,
+      { since: NOW_S - 7 * 86_400, now: NOW_S },
+    );
+    expect(top).toHaveLength(1000);
+    const sample = top.filter((_, i) => i % 20 === 0).map((x) => x.u); // 50 users across the ranking
+    const expectedFeeds = await rows<{ u: string; post_id: string; author_id: string; score: number }>(
+      `WITH
+         rel AS (SELECT follower_id, followee_id, argMax(status, updated_at) AS st
+                 FROM user_relationships GROUP BY follower_id, followee_id),
+         eng AS (SELECT post_id,
+                   sum(multiIf(event_type = 'post_view', 0.1, event_type = 'post_like', 2,
+                               event_type = 'post_comment', 3, event_type = 'post_share', 5, 0)) AS w
+                 FROM post_events
+                 WHERE event_time > toDateTime({lb:UInt32}) AND event_time <= toDateTime({now:UInt32})
+                 GROUP BY post_id)
+       SELECT toString(r.follower_id) AS u, toString(p.post_id) AS post_id, toString(p.author_id) AS author_id,
+              (1 + e.w) * pow(0.95, ({now:UInt32} - toUInt32(p.created_at)) / 3600) AS score
+       FROM rel AS r
+       INNER JOIN (SELECT DISTINCT post_id, author_id, created_at FROM posts) AS p ON p.author_id = r.followee_id
+       LEFT JOIN eng AS e ON e.post_id = p.post_id
+       WHERE r.st = 'active' AND r.follower_id IN {users:Array(UInt64)}
+         AND p.created_at > toDateTime({lb:UInt32}) AND p.created_at <= toDateTime({now:UInt32})
+       ORDER BY r.follower_id, score DESC, p.post_id ASC
+       LIMIT 20 BY r.follower_id
+       SETTINGS join_use_nulls = 0`,
+      { lb: NOW_S - 72 * 3600, now: NOW_S, users: sample.map(Number) },
+    );
+    let compared = 0;
+    for (const u of sample) {
+      const want = expectedFeeds.filter((r) => r.u === u);
+      const got = JSON.parse((await redis.get(`${prefix}:feed:${u}`))!) as {
+        post_id: string;
+        author_id: string;
+        score: number;
+      }[];
+      expect(got.map((x) => [x.post_id, x.author_id])).toEqual(want.map((x) => [x.post_id, x.author_id]));
+      got.forEach((x, i) => {
+        expect(Math.abs(x.score - want[i]!.score) / want[i]!.score).toBeLessThan(0.01);
+      });
+      compared += got.length;
+    }
+    expect(compared).toBeGreaterThan(500);
+  }, 120_000);
+});
