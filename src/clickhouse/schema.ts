@@ -202,7 +202,7 @@ export interface MigrateReport {
   created: string[];
   /** Objects that were already there. */
   existing: string[];
-  /** True when `post_events` holds rows and a rollup is empty: the rollups need `backfillRollups`. */
+  /** True when the rollups count fewer events than `post_events` holds: run `backfillRollups`. */
   backfillAdvised: boolean;
 }
 
@@ -214,16 +214,19 @@ export async function migrate(client: ClickHouseClient, signal?: AbortSignal): P
   const created = MIGRATIONS.filter((m) => !before.has(m.name)).map((m) => m.name);
   const existing = MIGRATIONS.filter((m) => before.has(m.name)).map((m) => m.name);
 
+  // Every raw row is counted in exactly one column of each rollup, so equal totals mean the views have
+  // seen every row; a shortfall is data loaded before the views existed.
   const counts = await client.query({
     query: `SELECT
       (SELECT count() FROM post_events) AS raw,
-      (SELECT count() FROM ${ROLLUPS.minute.table}) AS minute,
-      (SELECT count() FROM ${ROLLUPS.hour.table}) AS hour`,
+      (SELECT sum(views + likes + comments + shares + unknown) FROM ${ROLLUPS.minute.table}) AS minute,
+      (SELECT sum(views + likes + comments + shares + unknown) FROM ${ROLLUPS.hour.table}) AS hour`,
     format: 'JSONEachRow',
     ...opts,
   });
   const [row] = await counts.json<{ raw: string; minute: string; hour: string }>();
-  const backfillAdvised = row !== undefined && row.raw !== '0' && (row.minute === '0' || row.hour === '0');
+  const backfillAdvised =
+    row !== undefined && (Number(row.minute) < Number(row.raw) || Number(row.hour) < Number(row.raw));
   return { created, existing, backfillAdvised };
 }
 
