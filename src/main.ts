@@ -6,6 +6,9 @@ import { createLogger } from './observability/logger.js';
 import { runCommand } from './commands/run.js';
 import { jobsCommand } from './commands/jobs.js';
 import { dlqCommand } from './commands/dlq.js';
+import { migrateCommand } from './commands/migrate.js';
+import { onceCommand } from './commands/once.js';
+import { seedCommand } from './commands/seed.js';
 
 /** What the process gives a command: its streams, its signals and a way to exit at once. */
 export interface ProcessIO {
@@ -39,6 +42,17 @@ const COMMANDS: Record<string, CommandSpec> = {
   run: { usage: 'run', summary: 'run the sidecar: schedule every enabled job (default)', run: runCommand },
   jobs: { usage: 'jobs', summary: "print each job's schedule, next run and config", run: jobsCommand },
   dlq: { usage: 'dlq replay', summary: 'deliver spooled dead-letter records to Kafka now', run: dlqCommand },
+  once: { usage: 'once <job> [--json]', summary: 'run one job now and print its outcome', run: onceCommand },
+  migrate: {
+    usage: 'migrate [--backfill]',
+    summary: 'create or update the ClickHouse schema',
+    run: migrateCommand,
+  },
+  seed: {
+    usage: 'seed [--users N] [--days D] [--events N] [--seed S] [--replace]',
+    summary: 'load deterministic synthetic data (default 20000 users, 7 days, 1000000 events, seed 42)',
+    run: seedCommand,
+  },
 };
 
 export function usage(): string {
