@@ -1,4 +1,4 @@
-import type { Kafka, Producer } from 'kafkajs';
+import { Partitioners, type Kafka, type Producer } from 'kafkajs';
 import type { Logger } from 'pino';
 
 export interface DlqMessage {
@@ -34,6 +34,8 @@ export class KafkaDlqTransport implements DlqTransport {
     this.#log = log;
     this.#producer = kafka.producer({
       allowAutoTopicCreation: true,
+      // The v2 default, chosen explicitly (which also silences kafkajs's start-up warning about it).
+      createPartitioner: Partitioners.DefaultPartitioner,
       // One request in flight per broker: a retried batch can never overtake the next one, so records
       // keep their oldest-first order.
       maxInFlightRequests: 1,
