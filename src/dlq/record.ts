@@ -72,13 +72,25 @@ export function buildDlqRecord(
     attempts: ended.attempts,
     error: {
       name: err?.name ?? 'Error',
-      message: err?.message ?? `run ended with outcome ${ended.outcome}`,
+      message: truncate(err?.message ?? `run ended with outcome ${ended.outcome}`),
       // Codes come as strings (ECONNREFUSED) or numbers (ClickHouse error codes); the format says string.
       code: typeof code === 'string' || typeof code === 'number' ? String(code) : null,
     },
     context: jsonSafe(ended.context),
     runner,
   };
+}
+
+/**
+ * Error messages can embed whole queries or responses. One oversized record would be refused by Kafka
+ * forever and, being the oldest in the spool, hold back every record behind it.
+ */
+export const MAX_MESSAGE_CHARS = 8192;
+
+function truncate(message: string): string {
+  return message.length <= MAX_MESSAGE_CHARS
+    ? message
+    : `${message.slice(0, MAX_MESSAGE_CHARS)}… (${message.length - MAX_MESSAGE_CHARS} more characters)`;
 }
 
 /**

@@ -71,6 +71,14 @@ describe('DLQ record', () => {
     expect(Object.keys(r2.context)).toEqual(['unserializable_context']);
   });
 
+  it('truncates a huge error message so one record cannot block the spool', () => {
+    const e = ended({ error: new Error('x'.repeat(100_000)) });
+    if (!needsDlqRecord(e)) throw new Error('expected a failure');
+    const message = buildDlqRecord(e, info).error.message;
+    expect(message.length).toBeLessThan(8300);
+    expect(message).toMatch(/… \(91808 more characters\)$/);
+  });
+
   it('keys the Kafka message by job with job and error_name headers', () => {
     const e = ended();
     if (!needsDlqRecord(e)) throw new Error('expected a failure');
