@@ -118,6 +118,8 @@ interface JobState {
   job: RefreshJob;
   settings: JobSettings;
   schedule: Schedule;
+  /** Where this job's interval grid starts: the runner's start, or its last catch-up run. */
+  anchor: number;
   paused: boolean;
   active: ActiveRun | undefined;
   timer: TimerHandle | undefined;
@@ -144,7 +146,6 @@ export class Runner {
   readonly #opts: RunnerOptions;
   readonly #random: () => number;
   readonly #newRunId: () => string;
-  #anchor = 0;
   #started = false;
   #stopping = false;
   #leader = true;
@@ -172,6 +173,7 @@ export class Runner {
           settings.cron === undefined
             ? { kind: 'interval', intervalSec: settings.intervalSec }
             : { kind: 'cron', pattern: settings.cron, timezone: opts.cronTimezone },
+        anchor: 0,
         paused: false,
         active: undefined,
         timer: undefined,
@@ -202,10 +204,11 @@ export class Runner {
   start(): void {
     if (this.#started) return;
     this.#started = true;
-    this.#anchor = this.#clock.now();
+    const now = this.#clock.now();
     this.#beat();
     for (const state of this.#jobs.values()) {
-      if (state.settings.enabled) this.#arm(state, this.#anchor);
+      state.anchor = now;
+      if (state.settings.enabled) this.#arm(state, now);
     }
   }
 
@@ -228,7 +231,14 @@ export class Runner {
           }
           if (last !== null) state.lastSuccessAt = Math.max(state.lastSuccessAt ?? 0, last);
           const stale = last === null || now - last >= state.settings.intervalSec * 1000;
-          if (stale && !this.#stopping) this.#tick(state, now, 'catch-up');
+          if (!stale || this.#stopping) return;
+          this.#tick(state, now, 'catch-up');
+          // The catch-up run stands in for the missed ticks: an interval job's grid restarts from it,
+          // so the next scheduled run is one full interval later, not whenever the old grid said.
+          if (state.active && state.schedule.kind === 'interval' && this.#started) {
+            state.anchor = now;
+            this.#arm(state, now);
+          }
         }),
     );
   }
@@ -363,7 +373,7 @@ export class Runner {
   /** Sets the job's timer for its first fire time strictly after `afterMs`. */
   #arm(state: JobState, afterMs: number): void {
     state.timer?.cancel();
-    const next = nextFireAt(state.schedule, afterMs, this.#anchor);
+    const next = nextFireAt(state.schedule, afterMs, state.anchor);
     state.nextRunAt = next;
     if (next === null) {
       state.timer = undefined;

@@ -353,6 +353,30 @@ describe('Runner: catch-up after downtime', () => {
   });
 });
 
+describe('Runner: catch-up on gaining leadership', () => {
+  it('runs an overdue job once, then restarts its interval from that run (no burst)', async () => {
+    const clock = new FakeClock();
+    const t0 = clock.now();
+    const h = harness(
+      [{ job: job('j', () => Promise.resolve({ items: 1 })), settings: settings({ intervalSec: 60 }) }],
+      {
+        clock,
+      },
+    );
+    h.runner.setLeader(false);
+    h.runner.start();
+    await clock.advance(25 * SEC);
+    h.runner.setLeader(true); // e.g. the previous leader died: no freshness record, so overdue
+    await clock.advance(0);
+    expect(h.started.map((s) => [s.trigger, (s.startedAt.getTime() - t0) / SEC])).toEqual([['catch-up', 25]]);
+    await clock.advance(55 * SEC); // the old grid's tick at 60 s is gone
+    expect(h.started).toHaveLength(1);
+    await clock.advance(10 * SEC);
+    expect(h.started.map((s) => (s.startedAt.getTime() - t0) / SEC)).toEqual([25, 85]);
+    await h.runner.stop(0);
+  });
+});
+
 describe('Runner: control and robustness', () => {
   it('skips paused jobs with reason paused and runs them again after resume', async () => {
     const clock = new FakeClock();
