@@ -539,6 +539,20 @@ status_line() {
   fi
 }
 
+# promtool and prometheus for the dashboard and alert-rule tests (Debian's package). Never started here:
+# the tests run their own on a free loopback port. The package's postinst may start a system service on
+# :9090 where an init system runs; stop it so nothing of ours listens there.
+ensure_prometheus() {
+  command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 && return 0
+  apt_install prometheus
+  command -v promtool >/dev/null 2>&1 || die "promtool is still missing after installing prometheus"
+  if port_open 9090; then
+    local sudo=()
+    [[ $(id -u) -ne 0 ]] && sudo=(sudo)
+    "${sudo[@]}" service prometheus stop >/dev/null 2>&1 || log "warning: a prometheus service listens on 9090"
+  fi
+}
+
 take_lock() {
   mkdir -p "$STATE"
   exec 9>"$STATE/.lock"
@@ -562,6 +576,7 @@ main() {
       for name in "${SERVICES[@]}"; do
         install_for "$name"
       done
+      ensure_prometheus
       for name in kafka clickhouse redis; do # slowest first: they start in parallel
         begin_service "$name"
       done
