@@ -42,6 +42,7 @@ export class App {
   #spool: DlqSpool | undefined;
   #publisher: DlqPublisher | undefined;
   #http: HttpServer | undefined;
+  #dlqStarting: Promise<void> | undefined;
   #started = false;
   #closed = false;
 
@@ -94,10 +95,11 @@ export class App {
       if (!needsDlqRecord(ended)) return;
       const publisher = this.#publisher;
       if (!publisher) {
-        // Only possible for a run ending after shutdown closed the publisher: keep the record in the log.
+        // A run outside start()/startDlq() (e.g. an embedder that only triggers runs) or after
+        // shutdown closed the publisher: the log is the only place left for the record.
         this.#log.error(
-          { job: ended.job, run_id: ended.runId, record: buildDlqRecord(ended, info) },
-          'dlq publisher closed; record not published',
+          { job: ended.job, run_id: ended.runId, destination: 'log', record: buildDlqRecord(ended, info) },
+          'dlq publisher not running; record written to the log only',
         );
         return;
       }
@@ -125,6 +127,44 @@ export class App {
       this.#log.warn({ err }, 'redis not reachable at start-up; will keep retrying');
     });
 
+    await this.startDlq();
+
+    const http = new HttpServer({
+      runner: this.runner,
+      registry: this.metrics.registry,
+      readiness: this.#readinessChecks(),
+      adminToken: config.http.adminToken,
+      log: log.child({ component: 'http' }),
+      host: config.http.host,
+      port: config.http.port,
+      isShuttingDown: () => this.#closed,
+    });
+    this.#http = http;
+    this.#closers.push({ name: 'http', close: () => http.close() });
+    await http.listen();
+
+    this.runner.start();
+    this.runner.catchUp().catch((err: unknown) => {
+      this.#log.error({ err }, 'catch-up at start-up failed');
+    });
+    this.#log.info(
+      { jobs: this.runner.status().map((j) => ({ job: j.name, schedule: j.schedule, enabled: j.enabled })) },
+      'cache-refresher started',
+    );
+  }
+
+  /**
+   * Opens the DLQ spool (taking its lock), creates the publisher and starts its flusher. Part of
+   * `start()`; callable on its own by commands that run jobs without the scheduler.
+   */
+  startDlq(): Promise<void> {
+    this.#dlqStarting ??= this.#openDlq();
+    return this.#dlqStarting;
+  }
+
+  async #openDlq(): Promise<void> {
+    const config = this.#config;
+    const log = this.#log;
     const spool = await DlqSpool.open(config.kafka.spoolDir, log.child({ component: 'dlq' }));
     this.#spool = spool;
     this.#closers.push({ name: 'dlq spool', close: () => spool.close() });
@@ -152,29 +192,6 @@ export class App {
       log.warn({ spool: spool.dir }, 'KAFKA_BROKERS is not set: dead-letter records go to the spool only');
     }
     publisher.start();
-
-    const http = new HttpServer({
-      runner: this.runner,
-      registry: this.metrics.registry,
-      readiness: this.#readinessChecks(),
-      adminToken: config.http.adminToken,
-      log: log.child({ component: 'http' }),
-      host: config.http.host,
-      port: config.http.port,
-      isShuttingDown: () => this.#closed,
-    });
-    this.#http = http;
-    this.#closers.push({ name: 'http', close: () => http.close() });
-    await http.listen();
-
-    this.runner.start();
-    this.runner.catchUp().catch((err: unknown) => {
-      this.#log.error({ err }, 'catch-up at start-up failed');
-    });
-    this.#log.info(
-      { jobs: this.runner.status().map((j) => ({ job: j.name, schedule: j.schedule, enabled: j.enabled })) },
-      'cache-refresher started',
-    );
   }
 
   /** Redis and ClickHouse must answer for `/readyz`; Kafka is left out because the spool covers it. */
