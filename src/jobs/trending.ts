@@ -84,15 +84,18 @@ export function roundScore(score: number): number {
   return Number(score.toPrecision(6));
 }
 
+/** One row of the trending query: the post id as decimal text, its score. */
 export interface TrendingRow {
-  post_id: unknown;
+  id: unknown;
   score: unknown;
 }
 
 /**
- * Turns query rows into the cached list, skipping (and counting) any row that is not a positive score
- * for a decimal post id. The query already ranks and cuts to top K; only rows whose every event was bad
- * data (score 0) reach this filter in practice, and only when the window has fewer than K good posts.
+ * Turns query rows into the cached list. A row scoring exactly 0 is a post whose every event in the
+ * window was bad data: the query has already counted those events, so it is left out silently (it
+ * reaches here only when the window has fewer than K good posts). Anything else that is not a positive
+ * finite score for a decimal post id is dropped and counted, so a surprise in the data never becomes a
+ * malformed cache value.
  */
 export function buildTrendingValue(rows: readonly TrendingRow[]): {
   entries: TrendingEntry[];
@@ -102,7 +105,8 @@ export function buildTrendingValue(rows: readonly TrendingRow[]): {
   let dropped = 0;
   for (const row of rows) {
     const score = typeof row.score === 'number' ? row.score : Number(row.score);
-    const id = row.post_id;
+    const id = row.id;
+    if (score === 0) continue;
     if (typeof id === 'string' && /^[1-9]\d{0,19}$/.test(id) && Number.isFinite(score) && score > 0) {
       entries.push({ post_id: id, score: roundScore(score) });
     } else {
@@ -120,7 +124,8 @@ export function buildTrendingValue(rows: readonly TrendingRow[]): {
 export function trendingQuery(rollup: Rollup): string {
   return `
     SELECT
-      toString(post_id) AS post_id,
+      -- Named apart from post_id so that ORDER BY below sorts the UInt64 (numeric), not this text.
+      toString(post_id) AS id,
       sum(score) AS score,
       toFloat64(sum(sum(bad)) OVER ()) AS skipped
     FROM (

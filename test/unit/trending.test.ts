@@ -77,8 +77,8 @@ describe('planWindow', () => {
 describe('trending value', () => {
   it('keeps decimal string ids beyond 2^53 and rounds scores to 6 significant digits', () => {
     const { entries, dropped } = buildTrendingValue([
-      { post_id: '9007199254740993', score: 12.5 },
-      { post_id: '10', score: 3.14159265 },
+      { id: '9007199254740993', score: 12.5 },
+      { id: '10', score: 3.14159265 },
     ]);
     expect(dropped).toBe(0);
     expect(JSON.stringify(entries)).toBe(
@@ -86,21 +86,22 @@ describe('trending value', () => {
     );
   });
 
-  it('skips and counts rows that are not a positive score for a decimal id', () => {
+  it('leaves out zero scores (already counted bad events) and drops and counts malformed rows', () => {
     const { entries, dropped } = buildTrendingValue([
-      { post_id: '1', score: 2 },
-      { post_id: '0', score: 5 },
-      { post_id: 7, score: 5 },
-      { post_id: '12a', score: 5 },
-      { post_id: '2', score: 0 },
-      { post_id: '3', score: Number.NaN },
-      { post_id: '4', score: '1.5' },
+      { id: '1', score: 2 },
+      { id: '0', score: 0 },
+      { id: '0', score: 5 },
+      { id: 7, score: 5 },
+      { id: '12a', score: 5 },
+      { id: '2', score: 0 },
+      { id: '3', score: Number.NaN },
+      { id: '4', score: '1.5' },
     ]);
     expect(entries).toEqual([
       { post_id: '1', score: 2 },
       { post_id: '4', score: 1.5 },
     ]);
-    expect(dropped).toBe(5);
+    expect(dropped).toBe(4);
   });
 
   it('renders an empty window as []', () => {
