@@ -278,9 +278,11 @@ export async function backfillRollups(
   const report: BackfillReport = { tables: [] };
   for (const rollup of Object.values(ROLLUPS)) {
     const staging = `${rollup.table}_backfill_${randomBytes(6).toString('hex')}`;
+    if (!/^[a-z0-9_]+$/.test(staging)) throw new Error(`backfill: bad staging table name ${staging}`);
     await client.command({
-      query: 'CREATE TABLE {staging:Identifier} AS {table:Identifier}',
-      query_params: { staging, table: rollup.table },
+      // The source table is a constant of this module; the parser takes no parameter after AS.
+      query: `CREATE TABLE {staging:Identifier} AS ${rollup.table}`,
+      query_params: { staging },
       ...abort,
     });
     try {
@@ -301,9 +303,10 @@ export async function backfillRollups(
       let rows = 0;
       for (const partition of replaced) {
         await client.command({
-          query:
-            'ALTER TABLE {table:Identifier} REPLACE PARTITION ID {partition:String} FROM {staging:Identifier}',
-          query_params: { table: rollup.table, staging, partition },
+          // The parser takes no parameter after FROM here. `staging` is this module's constant table
+          // name plus random hex (checked above), an identifier the code made, never an outside value.
+          query: `ALTER TABLE ${rollup.table} REPLACE PARTITION ID {partition:String} FROM ${staging}`,
+          query_params: { partition },
           ...abort,
         });
         const n = await partitionRows(client, staging, partition, opts.signal);
