@@ -10,7 +10,9 @@ import type { ClickHouseClient } from '@clickhouse/client';
  *   post_engagement_1m  (bucket = start of the UTC minute, post_id)  -> trending-1h, trending-24h
  *   post_engagement_1h  (bucket = start of the UTC hour,   post_id)  -> trending-7d
  *
- * Each rollup row holds per-type counts, the weighted engagement in tenths (`weight_x10`: integers, so
+ * Each rollup row holds per-type counts, `bad` (events a reader must skip, see BAD_EVENT_SQL: kept as
+ * its own column so readers that report skipped rows read one mostly-zero column instead of five), the
+ * weighted engagement in tenths (`weight_x10`: integers, so
  * sums are exact and independent of merge order) and `weight_x10_sec`, the weight-weighted sum of each
  * event's offset in seconds from its bucket's start. From the last two a reader gets the weighted mean
  * event time of the bucket, and decaying the bucket's weight by the age of that mean time differs from
@@ -73,6 +75,7 @@ export function rollupSelectSql(rollup: Rollup, where = ''): string {
     countIf(event_type = 'post_comment') AS comments,
     countIf(event_type = 'post_share') AS shares,
     countIf(NOT ${KNOWN_EVENT_TYPE}) AS unknown,
+    countIf(${BAD_EVENT_SQL}) AS bad,
     sum(${WEIGHT_X10_SQL}) AS weight_x10,
     sum(${WEIGHT_X10_SQL} * (toUInt32(event_time) % ${b})) AS weight_x10_sec
   FROM post_events
@@ -80,7 +83,7 @@ export function rollupSelectSql(rollup: Rollup, where = ''): string {
   GROUP BY bucket, post_id`;
 }
 
-const SUMMED = 'views, likes, comments, shares, unknown, weight_x10, weight_x10_sec';
+const SUMMED = 'views, likes, comments, shares, unknown, bad, weight_x10, weight_x10_sec';
 
 function rollupTableSql(rollup: Rollup, partitionBy: string): string {
   return `CREATE TABLE IF NOT EXISTS ${rollup.table} (
@@ -91,6 +94,7 @@ function rollupTableSql(rollup: Rollup, partitionBy: string): string {
     comments       UInt64,
     shares         UInt64,
     unknown        UInt64,
+    bad            UInt64,
     weight_x10     UInt64,
     weight_x10_sec UInt64
   )

@@ -134,7 +134,7 @@ export function trendingQuery(rollup: Rollup): string {
         if(post_id = 0 OR weight_x10 = 0, 0,
            weight_x10 / 10 * pow({decay:Float64},
              ({now:Float64} - toUInt32(bucket) - weight_x10_sec / weight_x10) / 3600)) AS score,
-        if(post_id = 0, views + likes + comments + shares + unknown, unknown) AS bad
+        bad
       FROM ${rollup.table}
       WHERE bucket >= toDateTime({buckets_from:UInt32}) AND bucket < toDateTime({buckets_to:UInt32})
       UNION ALL

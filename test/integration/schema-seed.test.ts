@@ -267,9 +267,11 @@ describe('backfill', () => {
 describe('once', () => {
   it('runs one job against the configured servers and reports it as JSON', async () => {
     const io = fakeIo();
-    expect(await main(['once', 'trending-24h', '--json'], cliEnv(DBS.a), io)).toBe(0);
+    const code = await main(['once', 'trending-24h', '--json'], cliEnv(DBS.a), io);
     const summary = JSON.parse(io.out.join('')) as Record<string, unknown>;
+    // The summary first: on failure it names the error.
     expect(summary).toMatchObject({ job: 'trending-24h', outcome: 'success', items: 50 });
+    expect(code).toBe(0);
     expect(typeof summary.duration_ms).toBe('number');
     const value = await redis.get(`${PREFIX}:trending:24h`);
     expect(JSON.parse(value!)).toHaveLength(50);
