@@ -42,8 +42,9 @@ export function formatSummary(s: OnceSummary): string {
 
 /**
  * `once <job> [--json]`: one run of one job now, through the same runner as the sidecar (semaphore,
- * timeout, transient retries, freshness record), without starting the scheduler. Exit 0 on success,
- * 1 on any other outcome, 2 for an unknown job id. SIGINT/SIGTERM cancels the run.
+ * timeout, transient retries, freshness record, dead-letter record on failure), without starting the
+ * scheduler or the http server. Exit 0 on success, 1 on any other outcome, 2 for an unknown job id.
+ * SIGINT/SIGTERM cancels the run.
  */
 export async function onceCommand(input: CommandInput): Promise<number> {
   const { values, positionals } = parseCommandArgs({
@@ -55,7 +56,10 @@ export async function onceCommand(input: CommandInput): Promise<number> {
   if (jobId === undefined || extra.length > 0) {
     throw new UsageError('expects exactly one job id: once <job> [--json]');
   }
-  const { config, log, io } = input;
+  const { log, io } = input;
+  // A one-off run is an operator's explicit act, like a manual trigger: it does not contend for the
+  // lease (a running sidecar holds it) and writes unfenced; both writers compute from the same data.
+  const config = { ...input.config, leader: { ...input.config.leader, enabled: false } };
   const app = new App({ config, log, ...(io.extraJobs ? { extraJobs: io.extraJobs } : {}) });
   try {
     if (!app.runner.has(jobId)) {
@@ -63,6 +67,14 @@ export async function onceCommand(input: CommandInput): Promise<number> {
         `cache-refresher once: unknown job "${jobId}"; known jobs: ${app.runner.jobIds.join(', ')}\n`,
       );
       return EXIT.usage;
+    }
+    try {
+      // A failed one-off run gets its dead-letter record like any other run.
+      await app.startDlq();
+    } catch (err) {
+      // Typically a sidecar on this host holds the spool's lock: run anyway; the App then writes a
+      // failed run's record to the log.
+      log.warn({ err }, 'once: DLQ spool unavailable; a failed run is recorded in the log only');
     }
     const ended = new Promise<RunEnded>((resolve) => {
       const off = app.runner.events.on('run:ended', (e) => {

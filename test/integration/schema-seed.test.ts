@@ -1,4 +1,6 @@
 import { randomUUID } from 'node:crypto';
+import { readFileSync, rmSync } from 'node:fs';
+import path from 'node:path';
 import { createClient, type ClickHouseClient } from '@clickhouse/client';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -107,6 +109,7 @@ afterAll(async () => {
   for (const name of Object.values(DBS)) {
     await boot.command({ query: 'DROP DATABASE IF EXISTS {db:Identifier}', query_params: { db: name } });
   }
+  rmSync(cliEnv('x').DLQ_SPOOL_DIR!, { recursive: true, force: true });
   const stale = await redis.keys(`${PREFIX}:*`);
   if (stale.length > 0) await redis.del(...stale);
   await redis.quit();
@@ -282,6 +285,9 @@ describe('once', () => {
     const failed = fakeIo();
     expect(await main(['once', 'trending-7d'], cliEnv(DBS.c), failed)).toBe(1);
     expect(failed.out.join('')).toMatch(/outcome +failure/);
+    // Its dead-letter record went to the spool (no KAFKA_BROKERS here).
+    const spooled = readFileSync(path.join(cliEnv(DBS.c).DLQ_SPOOL_DIR!, 'spool.jsonl'), 'utf8');
+    expect(spooled).toMatch(/"job":"trending-7d".*post_engagement_1h/);
     const unknown = fakeIo();
     expect(await main(['once', 'trending-2h'], cliEnv(DBS.c), unknown)).toBe(2);
     expect(unknown.err.join('')).toContain('unknown job "trending-2h"');
