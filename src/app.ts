@@ -2,6 +2,8 @@ import type { ClickHouseClient } from '@clickhouse/client';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { RedisFreshnessStore } from './cache/freshness.js';
+import { keys } from './cache/keys.js';
+import { LeaderLease } from './cache/leader-lease.js';
 import { RedisCacheWriter } from './cache/writer.js';
 import { createClickHouse, createKafka, createRedis } from './clients.js';
 import type { Config } from './config.js';
@@ -43,6 +45,7 @@ export class App {
   #publisher: DlqPublisher | undefined;
   #http: HttpServer | undefined;
   #dlqStarting: Promise<void> | undefined;
+  readonly #lease: LeaderLease | undefined;
   #started = false;
   #closed = false;
 
@@ -66,10 +69,25 @@ export class App {
       this.#closers.push({ name: 'kafka', close: () => transport.close() });
     }
 
+    // With leader election every cache and freshness write is fenced by the lease token inside Redis.
+    const lease = config.leader.enabled
+      ? new LeaderLease({
+          redis: this.redis,
+          key: keys.leader(config.cacheKeyPrefix),
+          leaseMs: config.leader.leaseSec * 1000,
+          clock,
+          log: log.child({ component: 'leader' }),
+          onChange: (leader) => {
+            this.runner.setLeader(leader);
+          },
+        })
+      : undefined;
+    this.#lease = lease;
+    const fence = lease?.fence();
     const deps: JobDeps = {
       config,
       clickhouse: this.clickhouse,
-      cache: new RedisCacheWriter(this.redis),
+      cache: new RedisCacheWriter(this.redis, fence),
       log,
     };
     const jobs = [...builtInJobs(deps), ...(opts.extraJobs?.(deps) ?? [])];
@@ -80,8 +98,10 @@ export class App {
       cronTimezone: config.cronTimezone,
       clock,
       log: log.child({ component: 'runner' }),
-      freshness: new RedisFreshnessStore(this.redis, config.cacheKeyPrefix),
+      freshness: new RedisFreshnessStore(this.redis, config.cacheKeyPrefix, fence),
     });
+    // A replica starts as a follower and leads only once it holds the lease.
+    if (lease) this.runner.setLeader(false);
 
     this.metrics = createMetrics({
       runner: this.runner,
@@ -144,9 +164,16 @@ export class App {
     await http.listen();
 
     this.runner.start();
-    this.runner.catchUp().catch((err: unknown) => {
-      this.#log.error({ err }, 'catch-up at start-up failed');
-    });
+    const lease = this.#lease;
+    if (lease) {
+      // Catch-up runs when the lease is won (Runner.setLeader), not before: a follower must not run.
+      this.#closers.push({ name: 'leader lease', close: () => lease.stop() });
+      lease.start();
+    } else {
+      this.runner.catchUp().catch((err: unknown) => {
+        this.#log.error({ err }, 'catch-up at start-up failed');
+      });
+    }
     this.#log.info(
       { jobs: this.runner.status().map((j) => ({ job: j.name, schedule: j.schedule, enabled: j.enabled })) },
       'cache-refresher started',
