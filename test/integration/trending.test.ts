@@ -221,6 +221,15 @@ describe('edge cases on a small database', () => {
     expect(result).toMatchObject({ items: 3, context: { window: '1h', posts: 3, skipped_rows: 2 } });
   });
 
+  it('an aborted run stops without writing', async () => {
+    const before = await redis.get(`${PREFIX}:trending:1h`);
+    const controller = new AbortController();
+    controller.abort(new Error('timed out'));
+    const ctx = { ...context('1h', now), signal: controller.signal };
+    await expect(job('1h', small).run(ctx)).rejects.toThrow();
+    expect(await redis.get(`${PREFIX}:trending:1h`)).toBe(before);
+  });
+
   it('a ClickHouse error fails the run and leaves the cached list alone', async () => {
     const before = await redis.get(`${PREFIX}:trending:1h`);
     expect(JSON.parse(before!)).toHaveLength(3);
