@@ -43,8 +43,11 @@ export function createClickHouse(config: Pick<Config, 'clickhouse'>): ClickHouse
     request_timeout: 600_000,
     keep_alive: { enabled: true },
     clickhouse_settings: {
-      // Large result sets stream back as they are produced instead of being buffered by the server.
-      send_progress_in_http_headers: 0,
+      // A progress header every 110 s keeps a long query's connection from looking idle to a proxy
+      // or load balancer (most cut idle connections at 120 s); at most a handful per query, so the
+      // response header block stays small.
+      send_progress_in_http_headers: 1,
+      http_headers_progress_interval_ms: '110000',
       date_time_output_format: 'iso',
     },
   });
