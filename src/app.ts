@@ -60,7 +60,7 @@ export class App {
       name: 'redis',
       close: () => this.redis.quit().catch(() => this.redis.disconnect()),
     });
-    this.clickhouse = createClickHouse(config);
+    this.clickhouse = createClickHouse(config, log.child({ component: 'clickhouse' }));
     this.#closers.push({ name: 'clickhouse', close: () => this.clickhouse.close() });
     const kafka = createKafka(config, log);
     if (kafka) {

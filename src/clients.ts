@@ -1,4 +1,11 @@
-import { createClient, type ClickHouseClient } from '@clickhouse/client';
+import {
+  ClickHouseLogLevel,
+  createClient,
+  type ClickHouseClient,
+  type ErrorLogParams,
+  type Logger as ClickHouseLogger,
+  type LogParams,
+} from '@clickhouse/client';
 import { Redis } from 'ioredis';
 import { Kafka, logLevel as kafkaLogLevel, type logCreator } from 'kafkajs';
 import type { Logger } from 'pino';
@@ -33,8 +40,35 @@ export function createRedis(config: Pick<Config, 'redisUrl'>, log: Logger): Redi
   return redis;
 }
 
-export function createClickHouse(config: Pick<Config, 'clickhouse'>): ClickHouseClient {
+/**
+ * The ClickHouse client instantiates its logger class itself, with no arguments; a class made per
+ * client closes over our logger so its lines honour LOG_LEVEL and stay JSON like every other line.
+ */
+function clickhouseLoggerClass(log: Logger): new () => ClickHouseLogger {
+  const fields = ({ module, args }: LogParams): Record<string, unknown> => ({ ch_module: module, ...args });
+  return class implements ClickHouseLogger {
+    trace(p: LogParams): void {
+      log.trace(fields(p), `clickhouse: ${p.message}`);
+    }
+    debug(p: LogParams): void {
+      log.debug(fields(p), `clickhouse: ${p.message}`);
+    }
+    info(p: LogParams): void {
+      log.info(fields(p), `clickhouse: ${p.message}`);
+    }
+    warn(p: LogParams & { err?: Error }): void {
+      log.warn({ ...fields(p), err: p.err }, `clickhouse: ${p.message}`);
+    }
+    error(p: ErrorLogParams): void {
+      log.error({ ...fields(p), err: p.err }, `clickhouse: ${p.message}`);
+    }
+  };
+}
+
+/** Without `log`, the client keeps its own console logger (scripts and benchmarks). */
+export function createClickHouse(config: Pick<Config, 'clickhouse'>, log?: Logger): ClickHouseClient {
   return createClient({
+    ...(log ? { log: { LoggerClass: clickhouseLoggerClass(log), level: ClickHouseLogLevel.WARN } } : {}),
     url: config.clickhouse.url,
     username: config.clickhouse.user,
     password: config.clickhouse.password,
