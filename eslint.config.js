@@ -4,7 +4,7 @@ import globals from 'globals';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['dist/**', 'node_modules/**', '.services/**', 'data/**', 'bench/results.json'] },
+  { ignores: ['dist/**', 'dist-bench/**', 'node_modules/**', '.services/**', 'data/**', 'bench/results.json'] },
   js.configs.recommended,
   ...tseslint.configs.strictTypeChecked,
   {

@@ -209,7 +209,9 @@ describe('suggested-users and feed-warmer on a seeded power-law graph', () => {
       keysFound += found.length;
     } while (cursor !== '0');
     expect(keysFound).toBe(active.size);
-    const inactive = Array.from({ length: USERS + 200 }, (_, i) => String(i + 1)).filter((u) => !active.has(u));
+    const inactive = Array.from({ length: USERS + 200 }, (_, i) => String(i + 1)).filter(
+      (u) => !active.has(u),
+    );
     expect(inactive.length).toBeGreaterThanOrEqual(200);
     const pipeline = redis.pipeline();
     for (const u of inactive.slice(0, 500)) pipeline.exists(`${prefix}:suggested_users:${u}`);
