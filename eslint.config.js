@@ -4,7 +4,9 @@ import globals from 'globals';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['dist/**', 'dist-bench/**', 'node_modules/**', '.services/**', 'data/**', 'bench/results.json'] },
+  {
+    ignores: ['dist/**', 'dist-bench/**', 'node_modules/**', '.services/**', 'data/**', 'bench/results.json'],
+  },
   js.configs.recommended,
   ...tseslint.configs.strictTypeChecked,
   {
