@@ -79,6 +79,8 @@ SELECT uniqExact(user_id) AS n
 FROM post_events
 WHERE event_time > toDateTime({since:UInt32}) AND event_time <= toDateTime({now:UInt32}) AND user_id != 0`;
 
+/** Consecutive batches failing on a transient (connection, timeout) error that mean an outage. */
+const OUTAGE_BATCHES = 2;
 /** How often a long run reports progress. */
 const PROGRESS_EVERY_MS = 5000;
 
@@ -122,12 +124,23 @@ export class SuggestedUsersJob implements RefreshJob {
 
     const progress = { users: 0, skipped: 0, batchesDone: 0, lastLog: Date.now(), started: Date.now() };
     const failed: { batch: number; of: number; error: string }[] = [];
+    let outageStreak = 0;
+    let skippedFrom: number | undefined;
     for (let batch = 0; batch < batches; batch++) {
+      if (outageStreak >= OUTAGE_BATCHES) {
+        // A dependency is down, not one slice bad: the remaining batches would fail the same way,
+        // slowly. Fail now so the dead-letter record goes out while this replica still leads.
+        skippedFrom = batch;
+        ctx.log.error({ batch, batches }, 'suggested-users: dependency unavailable; not attempting the rest');
+        break;
+      }
       try {
         await this.#batchWithRetry(ctx, { now, since, batch, batches }, progress);
+        outageStreak = 0;
       } catch (err) {
         // Keep the other batches' users fresh: one bad slice must not leave everyone stale.
         if (ctx.signal.aborted) throw err;
+        outageStreak = isTransientError(err) ? outageStreak + 1 : 0;
         const error = err instanceof Error ? err.message : String(err);
         ctx.log.error({ err, batch, batches }, 'suggested-users: batch failed');
         failed.push({ batch, of: batches, error });
@@ -154,9 +167,16 @@ export class SuggestedUsersJob implements RefreshJob {
       skipped_rows: progress.skipped,
     };
     if (failed.length > 0) {
+      const skipped =
+        skippedFrom === undefined ? {} : { skipped_batches: { from: skippedFrom, to: batches - 1 } };
       throw new JobError(`${failed.length} of ${batches} suggested-users batches failed`, {
         cause: failed[0]?.error,
-        context: { ...context, failed_batches: failed, partitioning: 'cityHash64(user_id) % batches' },
+        context: {
+          ...context,
+          failed_batches: failed,
+          ...skipped,
+          partitioning: 'cityHash64(user_id) % batches',
+        },
       });
     }
     if (progress.skipped > 0) ctx.log.warn(context, 'suggested-users: skipped bad rows');

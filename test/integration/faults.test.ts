@@ -98,7 +98,7 @@ describe('fault injection against a running runner', () => {
         await expect.poll(() => reader.received.length, { timeout: 20_000 }).toBe(1);
         const rec = reader.received[0]!.record;
         expect(rec).toMatchObject({ job: 'suggested-users', outcome: 'failure', consecutive_failures: 1 });
-        expect(JSON.stringify(rec.context)).toMatch(/failed_batches|Connection|ECONNREFUSED/);
+        expect(rec.context).toHaveProperty('failed_batches');
         const ready = await r.request('GET', '/readyz');
         expect(ready.status).toBe(503);
         expect(ready.body).toContain('redis');
@@ -109,7 +109,13 @@ describe('fault injection against a running runner', () => {
       await expect
         .poll(async () => (await r.request('GET', '/readyz')).status, { timeout: 15_000 })
         .toBe(200);
-      expect((await r.request('POST', '/jobs/suggested-users/trigger', TOKEN)).status).toBe(202);
+      // Redis came back empty (it keeps nothing on disk), so the lease and freshness record are gone:
+      // the replica re-wins the lease and catch-up may already be running the job (409), or we start it.
+      await expect
+        .poll(async () => (await r.request('POST', '/jobs/suggested-users/trigger', TOKEN)).status, {
+          timeout: 30_000,
+        })
+        .toBeOneOf([202, 409]);
       await r.waitForLog((l) => l.job === 'suggested-users' && l.msg === 'run succeeded', 120_000);
       expect(await r.metric('cache_refresher_job_healthy', { job: 'suggested-users' })).toBe(1);
       expect(await r.metric('cache_refresher_job_consecutive_failures', { job: 'suggested-users' })).toBe(0);
