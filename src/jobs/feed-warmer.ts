@@ -4,7 +4,7 @@ import type { CacheWriter } from '../cache/writer.js';
 import { ROLLUPS, WEIGHT_X10_SQL } from '../clickhouse/schema.js';
 import type { RefreshJob, RunContext, RunResult } from '../runner/job.js';
 import type { JobDeps, JobFactory } from './registry.js';
-import { planWindow } from './trending.js';
+import { planWindow, windowPlanParams } from './trending.js';
 import { streamUserValues } from './user-values.js';
 
 /**
@@ -113,12 +113,7 @@ export class FeedWarmerJob implements RefreshJob {
         users: this.#o.users,
         page_size: this.#o.pageSize,
         decay: this.#o.decay,
-        buckets_from: plan.buckets.from,
-        buckets_to: plan.buckets.to,
-        head_from: plan.head.from,
-        head_to: plan.head.to,
-        tail_from: plan.tail.from,
-        tail_to: plan.tail.to,
+        ...windowPlanParams(plan),
       },
       format: 'TabSeparatedRaw',
       abort_signal: ctx.signal,

@@ -74,6 +74,18 @@ export function planWindow(nowMs: number, windowSec: number, bucketSec: number):
   };
 }
 
+/** The query parameters every rollup-plus-raw-edges query takes for a plan. */
+export function windowPlanParams(plan: WindowPlan): Record<string, number> {
+  return {
+    buckets_from: plan.buckets.from,
+    buckets_to: plan.buckets.to,
+    head_from: plan.head.from,
+    head_to: plan.head.to,
+    tail_from: plan.tail.from,
+    tail_to: plan.tail.to,
+  };
+}
+
 export interface TrendingEntry {
   post_id: string;
   score: number;
@@ -192,12 +204,7 @@ export class TrendingJob implements RefreshJob {
       query_params: {
         decay,
         now: ctx.startedAt.getTime() / 1000,
-        buckets_from: plan.buckets.from,
-        buckets_to: plan.buckets.to,
-        head_from: plan.head.from,
-        head_to: plan.head.to,
-        tail_from: plan.tail.from,
-        tail_to: plan.tail.to,
+        ...windowPlanParams(plan),
         top_k: topK,
       },
       // JSON (not JSONEachRow) ends with the query's statistics: rows read, for the run's log line.
