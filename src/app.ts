@@ -14,7 +14,7 @@ import { DlqSpool } from './dlq/spool.js';
 import { builtInJobs, type JobDeps, type RegisteredJob } from './jobs/registry.js';
 import { HttpServer, type ReadinessCheck } from './observability/http.js';
 import { createMetrics, type Metrics } from './observability/metrics.js';
-import { createSystemClock, type Clock } from './runner/clock.js';
+import { createSystemClock, type Clock, type TimerHandle } from './runner/clock.js';
 import { Runner } from './runner/runner.js';
 
 export interface AppOptions {
@@ -46,6 +46,7 @@ export class App {
   #http: HttpServer | undefined;
   #dlqStarting: Promise<void> | undefined;
   readonly #lease: LeaderLease | undefined;
+  readonly #clock: Clock;
   #started = false;
   #closed = false;
 
@@ -54,6 +55,7 @@ export class App {
     this.#config = config;
     this.#log = log;
     const clock = opts.clock ?? createSystemClock();
+    this.#clock = clock;
 
     this.redis = createRedis(config, log.child({ component: 'redis' }));
     this.#closers.push({
@@ -169,6 +171,7 @@ export class App {
       // Catch-up runs when the lease is won (Runner.setLeader), not before: a follower must not run.
       this.#closers.push({ name: 'leader lease', close: () => lease.stop() });
       lease.start();
+      this.#followFreshness(config.leader.leaseSec * 1000);
     } else {
       this.runner.catchUp().catch((err: unknown) => {
         this.#log.error({ err }, 'catch-up at start-up failed');
@@ -219,6 +222,32 @@ export class App {
       log.warn({ spool: spool.dir }, 'KAFKA_BROKERS is not set: dead-letter records go to the spool only');
     }
     publisher.start();
+  }
+
+  /** While this replica follows, it re-reads the leader's freshness records every third of a lease. */
+  #followFreshness(leaseMs: number): void {
+    const clock = this.#clock;
+    let timer: TimerHandle | undefined;
+    let stopped = false;
+    const tick = (): void => {
+      const refreshed = this.runner.isLeader ? Promise.resolve() : this.runner.refreshFreshness();
+      refreshed
+        .catch((err: unknown) => {
+          this.#log.warn({ err }, 'refreshing freshness records failed');
+        })
+        .finally(() => {
+          if (!stopped) timer = clock.setTimer(Math.max(1000, Math.floor(leaseMs / 3)), tick);
+        });
+    };
+    timer = clock.setTimer(0, tick);
+    this.#closers.push({
+      name: 'freshness follower',
+      close: () => {
+        stopped = true;
+        timer?.cancel();
+        return Promise.resolve();
+      },
+    });
   }
 
   /** Redis and ClickHouse must answer for `/readyz`; Kafka is left out because the spool covers it. */

@@ -243,6 +243,26 @@ export class Runner {
     );
   }
 
+  /**
+   * Re-reads every enabled job's freshness record. A follower runs nothing, so this is how its
+   * `last_success_at` (and the metrics built on it) keeps following the leader's successes.
+   */
+  async refreshFreshness(): Promise<void> {
+    await Promise.all(
+      [...this.#jobs.values()]
+        .filter((s) => s.settings.enabled)
+        .map(async (state) => {
+          try {
+            const last = await this.#opts.freshness.lastSuccessAt(state.job.id);
+            if (last !== null) state.lastSuccessAt = Math.max(state.lastSuccessAt ?? 0, last);
+          } catch (err) {
+            // Redis is down: /readyz reports it; the follower's view simply stays as it was.
+            this.#log.debug({ err, job: state.job.id }, 'could not refresh freshness record');
+          }
+        }),
+    );
+  }
+
   /** Leadership gate: losing it aborts in-flight runs; gaining it triggers catch-up. */
   setLeader(leader: boolean): void {
     if (leader === this.#leader) return;

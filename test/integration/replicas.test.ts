@@ -64,6 +64,13 @@ describe('one active replica (two real runner processes)', () => {
     expect(b.logs((l) => l.msg === 'fixture job running')).toHaveLength(0);
     expect(b.logs((l) => l.msg === 'became leader')).toHaveLength(0);
     expect(((await b.request('GET', '/jobs')).json() as { leader: boolean }[])[0]?.leader).toBe(false);
+    // The follower runs nothing but follows the leader's freshness records, so its gauges stay true.
+    await expect
+      .poll(() => b.metric('cache_refresher_job_last_success_timestamp_seconds', { job: 'probe' }), {
+        timeout: 5000,
+      })
+      .toBeGreaterThan(Date.now() / 1000 - 10);
+    expect(await b.metric('cache_refresher_job_healthy', { job: 'probe' })).toBe(1);
 
     const killedAt = Date.now();
     a.kill('SIGKILL');

@@ -377,6 +377,30 @@ describe('Runner: catch-up on gaining leadership', () => {
   });
 });
 
+describe('Runner: a follower follows freshness records', () => {
+  it('refreshFreshness picks up successes another replica recorded', async () => {
+    const clock = new FakeClock();
+    const freshness = new MemoryFreshness();
+    const h = harness([{ job: job('j', () => Promise.resolve({ items: 1 })), settings: settings() }], {
+      clock,
+      freshness,
+    });
+    h.runner.setLeader(false);
+    h.runner.start();
+    expect(h.runner.detail('j')!.last_success_at).toBeNull();
+    freshness.records.set('j', {
+      lastSuccessAt: clock.now() - 5000,
+      runId: 'other',
+      items: 3,
+      durationMs: 9,
+    });
+    await h.runner.refreshFreshness();
+    expect(h.runner.detail('j')!.last_success_at).toBe(new Date(clock.now() - 5000).toISOString());
+    expect(h.started).toHaveLength(0);
+    await h.runner.stop(0);
+  });
+});
+
 describe('Runner: control and robustness', () => {
   it('skips paused jobs with reason paused and runs them again after resume', async () => {
     const clock = new FakeClock();
