@@ -1,12 +1,12 @@
 import { execFileSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { createClient, type ClickHouseClient } from '@clickhouse/client';
+import type { ClickHouseClient } from '@clickhouse/client';
 import type { Kafka } from 'kafkajs';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { migrate } from '../../src/clickhouse/schema.js';
 import { seedDatabase } from '../../src/clickhouse/seed.js';
 import { RunnerProcess } from '../fixtures/child.js';
 import { servicesEnv } from './env.js';
+import { scratchDatabase, type ScratchDatabase } from './scratch-database.js';
 import { createTopic, testKafka, TopicReader } from './kafka-helpers.js';
 
 /**
@@ -21,20 +21,16 @@ function services(action: 'stop' | 'start', name: 'redis' | 'clickhouse'): void 
 }
 
 describe('fault injection against a running runner', () => {
-  const database = `test_faults_${randomUUID().replaceAll('-', '')}`;
+  let db: ScratchDatabase;
   let ch: ClickHouseClient;
   let kafka: Kafka;
   let runner: RunnerProcess | undefined;
 
   beforeAll(async () => {
-    const s = servicesEnv();
-    const admin = createClient({ url: s.clickhouseUrl });
-    await admin.command({ query: `CREATE DATABASE ${database}` });
-    await admin.close();
-    ch = createClient({ url: s.clickhouseUrl, database, request_timeout: 300_000 });
-    await migrate(ch);
+    db = await scratchDatabase('test_faults');
+    ch = db.client;
     await seedDatabase(ch, { users: 20_000, days: 7, events: 400_000, seed: 3 });
-    kafka = testKafka(s.kafkaBrokers);
+    kafka = testKafka(servicesEnv().kafkaBrokers);
   }, 240_000);
 
   afterEach(async () => {
@@ -46,8 +42,7 @@ describe('fault injection against a running runner', () => {
   });
 
   afterAll(async () => {
-    await ch.command({ query: `DROP DATABASE IF EXISTS ${database}` });
-    await ch.close();
+    await db.drop();
   });
 
   function startRunner(topic: string, env: Record<string, string>): RunnerProcess {
@@ -56,7 +51,7 @@ describe('fault injection against a running runner', () => {
       {
         REDIS_URL: s.redisUrl,
         CLICKHOUSE_URL: s.clickhouseUrl,
-        CLICKHOUSE_DATABASE: database,
+        CLICKHOUSE_DATABASE: db.name,
         KAFKA_BROKERS: s.kafkaBrokers.join(','),
         DLQ_TOPIC: topic,
         DLQ_SPOOL_DIR: `/tmp/cache-refresher-test-${randomUUID()}`,

@@ -4,31 +4,27 @@ import { Redis } from 'ioredis';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RedisCacheWriter } from '../../src/cache/writer.js';
-import { ensureDatabase, migrate } from '../../src/clickhouse/schema.js';
+import { ensureDatabase } from '../../src/clickhouse/schema.js';
 import { TrendingJob } from '../../src/jobs/trending.js';
 import { servicesEnv } from './env.js';
+import { scratchDatabase, type ScratchDatabase } from './scratch-database.js';
 
 /**
  * CONTRACT §3: every value reaches ClickHouse as a query parameter, so data rows and configuration
  * holding quotes cannot change a query.
  */
 describe('SQL injection', () => {
-  const database = `test_inject_${randomUUID().replaceAll('-', '')}`;
+  let db: ScratchDatabase;
   let ch: ClickHouseClient;
   let redis: Redis;
 
   beforeAll(async () => {
-    const s = servicesEnv();
-    const admin = createClient({ url: s.clickhouseUrl });
-    await ensureDatabase(admin, database);
-    await admin.close();
-    ch = createClient({ url: s.clickhouseUrl, database });
-    redis = new Redis(s.redisUrl);
-    await migrate(ch);
+    db = await scratchDatabase('test_inject');
+    ch = db.client;
+    redis = new Redis(servicesEnv().redisUrl);
   });
   afterAll(async () => {
-    await ch.command({ query: `DROP DATABASE IF EXISTS ${database}` });
-    await ch.close();
+    await db.drop();
     await redis.quit();
   });
 
@@ -84,12 +80,12 @@ describe('SQL injection', () => {
   it('a database name holding quotes and SQL is an identifier, not SQL', async () => {
     const s = servicesEnv();
     const admin = createClient({ url: s.clickhouseUrl });
-    const name = `x\`; DROP DATABASE ${database}; --`;
+    const name = `x\`; DROP DATABASE ${db.name}; --`;
     try {
       await ensureDatabase(admin, name);
       const rs = await admin.query({
         query: 'SELECT count() AS n FROM system.databases WHERE name IN ({names:Array(String)})',
-        query_params: { names: [name, database] },
+        query_params: { names: [name, db.name] },
         format: 'JSONEachRow',
       });
       // Both exist: the odd name was created as a name, and the test database was not dropped.

@@ -1,15 +1,15 @@
 import { randomUUID } from 'node:crypto';
-import { createClient, type ClickHouseClient } from '@clickhouse/client';
+import type { ClickHouseClient } from '@clickhouse/client';
 import { Redis } from 'ioredis';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RedisCacheWriter } from '../../src/cache/writer.js';
-import { migrate } from '../../src/clickhouse/schema.js';
 import { seedDatabase } from '../../src/clickhouse/seed.js';
 import { FeedWarmerJob } from '../../src/jobs/feed-warmer.js';
 import { SuggestedUsersJob } from '../../src/jobs/suggested-users.js';
 import type { RunContext } from '../../src/runner/job.js';
 import { servicesEnv } from './env.js';
+import { scratchDatabase, type ScratchDatabase } from './scratch-database.js';
 
 /**
  * CONTRACT §4 for suggested-users and feed-warmer, checked against computations written here
@@ -52,19 +52,15 @@ function ctxFor(jobId: string): RunContext {
 }
 
 describe('suggested-users and feed-warmer on a seeded power-law graph', () => {
-  const database = `test_sugg_${randomUUID().replaceAll('-', '')}`;
+  let db: ScratchDatabase;
   const prefix = `test-sugg-${randomUUID()}`;
   let ch: ClickHouseClient;
   let redis: Redis;
 
   beforeAll(async () => {
-    const s = servicesEnv();
-    const admin = createClient({ url: s.clickhouseUrl });
-    await admin.command({ query: `CREATE DATABASE ${database}` });
-    await admin.close();
-    ch = createClient({ url: s.clickhouseUrl, database, request_timeout: 300_000 });
-    redis = new Redis(s.redisUrl);
-    await migrate(ch);
+    db = await scratchDatabase('test_sugg');
+    ch = db.client;
+    redis = new Redis(servicesEnv().redisUrl);
     await seedDatabase(ch, { users: USERS, days: 7, events: 600_000, seed: 11, now: NOW });
     // A celebrity followed by 60 % of all users (CONTRACT: the followee cap must keep this bounded).
     await ch.command({
@@ -97,8 +93,7 @@ describe('suggested-users and feed-warmer on a seeded power-law graph', () => {
       if (found.length > 0) await redis.del(...found);
     } while (cursor !== '0');
     await redis.quit();
-    await ch.command({ query: `DROP DATABASE IF EXISTS ${database}` });
-    await ch.close();
+    await db.drop();
   });
 
   async function rows<T>(query: string, params: Record<string, unknown> = {}): Promise<T[]> {
