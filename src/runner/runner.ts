@@ -325,8 +325,6 @@ export class Runner {
   /** Raw per-job numbers for metrics collected at scrape time. */
   gauges(): {
     job: string;
-    /** A run exists: executing or waiting for a permit. */
-    running: boolean;
     /** A run holds a permit (what `job_running` reports). */
     executing: boolean;
     consecutiveFailures: number;
@@ -340,7 +338,6 @@ export class Runner {
   }[] {
     return [...this.#jobs.values()].map((s) => ({
       job: s.job.id,
-      running: s.active !== undefined,
       executing: this.#hasPermit(s),
       consecutiveFailures: s.consecutiveFailures,
       lastSuccessAt: s.lastSuccessAt,
