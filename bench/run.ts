@@ -22,7 +22,13 @@ import { planWindow, TrendingJob, TRENDING_WINDOWS, type TrendingWindow } from '
 import { createSystemClock } from '../src/runner/clock.js';
 import type { RefreshJob, RunContext } from '../src/runner/job.js';
 import { Runner, type FreshnessStore } from '../src/runner/runner.js';
-import { feedBaseline, suggestionsBaseline, TRENDING_RAW_SQL, BASELINE_IN_FLIGHT } from './baselines.js';
+import {
+  feedBaseline,
+  suggestionsBaseline,
+  TRENDING_RAW_SQL,
+  BASELINE_IN_FLIGHT,
+  type BaselineRun,
+} from './baselines.js';
 import { fmt, fmtSpread, percentile, round, spread, type Spread } from './stats.js';
 
 /**
@@ -217,6 +223,44 @@ interface Env {
   activeUsers: number;
 }
 
+/**
+ * Runs the job and its per-user baseline `scale.reps` times, alternating, so each pair meets the same
+ * machine noise, and summarises both as users/s. The last baseline's values are kept for the
+ * agreement check.
+ */
+async function jobVersusBaseline(job: RefreshJob, env: Env, baseline: () => Promise<BaselineRun>) {
+  const jobRate: number[] = [];
+  const jobSeconds: number[] = [];
+  const baseRate: number[] = [];
+  let jobUsers = 0;
+  let lastBaseline = new Map<string, string>();
+  for (let rep = 0; rep < scale.reps; rep++) {
+    const run = await timed(() => job.run(runContext(job.id, env.now)));
+    jobUsers = run.value.items;
+    jobRate.push(jobUsers / (run.ms / 1000));
+    jobSeconds.push(run.ms / 1000);
+    const base = await baseline();
+    lastBaseline = base.values;
+    baseRate.push(base.users / (base.ms / 1000));
+    note(
+      `  rep ${rep + 1}: job ${jobUsers} users in ${fmt(run.ms / 1000)} s; baseline ${base.users} users in ${fmt(base.ms / 1000)} s`,
+    );
+  }
+  const jobUsersPerSec = spread(jobRate);
+  const baseUsersPerSec = spread(baseRate);
+  return {
+    jobUsers,
+    lastBaseline,
+    jobUsersPerSec,
+    jobSeconds: spread(jobSeconds),
+    baseUsersPerSec,
+    ratio: jobUsersPerSec.median / baseUsersPerSec.median,
+    // Each repetition's pair met the same noise: their ratios show how much of the headline ratio
+    // the machine's noise can move.
+    pairedRatios: spread(jobRate.map((r, i) => r / (baseRate[i] ?? Number.NaN))),
+  };
+}
+
 async function benchSuggestions(env: Env) {
   note(
     `1. suggested-users: job on all ${env.activeUsers.toLocaleString('en-US')} active users vs per-user baseline on ${scale.suggestionsBaselineSample}`,
@@ -247,17 +291,8 @@ async function benchSuggestions(env: Env) {
   });
   const sample = (await sampleResult.json<{ u: string }>()).map((r) => r.u);
 
-  const jobRate: number[] = [];
-  const jobSeconds: number[] = [];
-  const baseRate: number[] = [];
-  let jobUsers = 0;
-  let lastBaseline = new Map<string, string>();
-  for (let rep = 0; rep < scale.reps; rep++) {
-    const run = await timed(() => job.run(runContext(job.id, env.now)));
-    jobUsers = run.value.items;
-    jobRate.push(jobUsers / (run.ms / 1000));
-    jobSeconds.push(run.ms / 1000);
-    const base = await suggestionsBaseline({
+  const compared = await jobVersusBaseline(job, env, () =>
+    suggestionsBaseline({
       clickhouse: env.ch,
       redis: env.redis,
       userIds: sample,
@@ -265,13 +300,8 @@ async function benchSuggestions(env: Env) {
       perUser: PER_USER,
       maxFollowees: MAX_FOLLOWEES,
       ttlSec: 1800,
-    });
-    lastBaseline = base.values;
-    baseRate.push(base.users / (base.ms / 1000));
-    note(
-      `  rep ${rep + 1}: job ${jobUsers} users in ${fmt(run.ms / 1000)} s; baseline ${base.users} users in ${fmt(base.ms / 1000)} s`,
-    );
-  }
+    }),
+  );
   // Same answers, or the comparison would be of different work: the job's value for every sampled user
   // must equal the baseline's byte for byte.
   const jobValues = await env.redis.mget(sample.map((u) => keys.suggestedUsers(jobPrefix, u)));
@@ -283,22 +313,22 @@ async function benchSuggestions(env: Env) {
     if (v !== null && v !== undefined) {
       bytes += Buffer.byteLength(v);
       counted++;
-      if (v === lastBaseline.get(u)) agree++;
+      if (v === compared.lastBaseline.get(u)) agree++;
     }
   });
   await deleteKeys(env.redis, basePrefix);
   await deleteKeys(env.redis, jobPrefix);
-  const job_ = spread(jobRate);
-  const base_ = spread(baseRate);
   return {
     activeUsers: env.activeUsers,
-    usersWritten: jobUsers,
-    job: { usersPerSec: job_, seconds: spread(jobSeconds), batchSize: BATCH_SIZE },
-    baseline: { usersPerSec: base_, sampleUsers: sample.length, inFlight: BASELINE_IN_FLIGHT },
-    ratio: job_.median / base_.median,
-    // Job and baseline alternate, so each repetition's pair met the same noise: their ratios show
-    // how much of the headline ratio the machine's noise can move.
-    pairedRatios: spread(jobRate.map((r, i) => r / (baseRate[i] ?? Number.NaN))),
+    usersWritten: compared.jobUsers,
+    job: { usersPerSec: compared.jobUsersPerSec, seconds: compared.jobSeconds, batchSize: BATCH_SIZE },
+    baseline: {
+      usersPerSec: compared.baseUsersPerSec,
+      sampleUsers: sample.length,
+      inFlight: BASELINE_IN_FLIGHT,
+    },
+    ratio: compared.ratio,
+    pairedRatios: compared.pairedRatios,
     agreement: { identical: agree, compared: sample.length },
     avgValueBytes: counted > 0 ? bytes / counted : 0,
   };
@@ -333,17 +363,8 @@ async function benchFeed(env: Env) {
   const step = Math.max(1, Math.floor(top.length / scale.feedBaselineSample));
   const sample = top.filter((_, i) => i % step === 0).slice(0, scale.feedBaselineSample);
 
-  const jobRate: number[] = [];
-  const jobSeconds: number[] = [];
-  const baseRate: number[] = [];
-  let jobUsers = 0;
-  let lastBaseline = new Map<string, string>();
-  for (let rep = 0; rep < scale.reps; rep++) {
-    const run = await timed(() => job.run(runContext(job.id, env.now)));
-    jobUsers = run.value.items;
-    jobRate.push(jobUsers / (run.ms / 1000));
-    jobSeconds.push(run.ms / 1000);
-    const base = await feedBaseline({
+  const compared = await jobVersusBaseline(job, env, () =>
+    feedBaseline({
       clickhouse: env.ch,
       redis: env.redis,
       userIds: sample,
@@ -353,20 +374,15 @@ async function benchFeed(env: Env) {
       decay: FEED.decay,
       pageSize: FEED.pageSize,
       ttlSec: 600,
-    });
-    lastBaseline = base.values;
-    baseRate.push(base.users / (base.ms / 1000));
-    note(
-      `  rep ${rep + 1}: job ${jobUsers} users in ${fmt(run.ms / 1000)} s; baseline ${base.users} users in ${fmt(base.ms / 1000)} s`,
-    );
-  }
+    }),
+  );
   // Scores are rendered by two different printers (ClickHouse, JavaScript): compare ids exactly and
   // scores to 1e-6 relative.
   const jobValues = await env.redis.mget(sample.map((u) => keys.feed(jobPrefix, u)));
   let agree = 0;
   sample.forEach((u, i) => {
     const a = jobValues[i];
-    const b = lastBaseline.get(u);
+    const b = compared.lastBaseline.get(u);
     if (a === null || a === undefined || b === undefined) return;
     const pa = JSON.parse(a) as { post_id: string; score: number }[];
     const pb = JSON.parse(b) as { post_id: string; score: number }[];
@@ -384,16 +400,16 @@ async function benchFeed(env: Env) {
   });
   await deleteKeys(env.redis, basePrefix);
   await deleteKeys(env.redis, jobPrefix);
-  const job_ = spread(jobRate);
-  const base_ = spread(baseRate);
   return {
-    users: jobUsers,
-    job: { usersPerSec: job_, seconds: spread(jobSeconds) },
-    baseline: { usersPerSec: base_, sampleUsers: sample.length, inFlight: BASELINE_IN_FLIGHT },
-    ratio: job_.median / base_.median,
-    // Job and baseline alternate, so each repetition's pair met the same noise: their ratios show
-    // how much of the headline ratio the machine's noise can move.
-    pairedRatios: spread(jobRate.map((r, i) => r / (baseRate[i] ?? Number.NaN))),
+    users: compared.jobUsers,
+    job: { usersPerSec: compared.jobUsersPerSec, seconds: compared.jobSeconds },
+    baseline: {
+      usersPerSec: compared.baseUsersPerSec,
+      sampleUsers: sample.length,
+      inFlight: BASELINE_IN_FLIGHT,
+    },
+    ratio: compared.ratio,
+    pairedRatios: compared.pairedRatios,
     agreement: { identical: agree, compared: sample.length },
   };
 }
