@@ -59,6 +59,7 @@ PREFIX=ct-$RUN_ID
 DATABASE=ct_$RUN_ID
 TOPIC=ct-dlq-$RUN_ID
 STARTED_ENGINE_PID=''
+PAUSED_CLICKHOUSE=''
 ENGINE_UNAVAILABLE=false
 TMP_DIRS=()
 PASSED=0
@@ -123,6 +124,7 @@ cleanup() {
   local dir
   [[ $CLEANED == false ]] || return 0
   CLEANED=true
+  resume_clickhouse
   if [[ $KEEP == false ]] && docker_answers; then
     local -a ids
     mapfile -t ids < <(docker ps -aq --filter "label=$LABEL" 2>/dev/null || true)
@@ -542,11 +544,79 @@ check_service() {
   code=$(docker inspect --format '{{.State.ExitCode}}' "$PREFIX-service")
   oom=$(docker inspect --format '{{.State.OOMKilled}}' "$PREFIX-service")
   if [[ $code == 0 && $oom == false && ${stop_seconds%.*} -lt $SHUTDOWN_GRACE_SEC ]]; then
-    pass "SIGTERM (docker stop) exits 0 within SHUTDOWN_GRACE_SEC" "exit 0 in $stop_seconds s (SHUTDOWN_GRACE_SEC=$SHUTDOWN_GRACE_SEC)"
+    pass "SIGTERM (docker stop) between runs exits 0 within SHUTDOWN_GRACE_SEC" "exit 0 in $stop_seconds s (SHUTDOWN_GRACE_SEC=$SHUTDOWN_GRACE_SEC)"
   else
-    fail "SIGTERM (docker stop) exits 0 within SHUTDOWN_GRACE_SEC" "exit $code (OOM killed: $oom) after $stop_seconds s"
+    fail "SIGTERM (docker stop) between runs exits 0 within SHUTDOWN_GRACE_SEC" "exit $code (OOM killed: $oom) after $stop_seconds s"
     show_logs "$PREFIX-service"
   fi
+}
+
+# SIGTERM while a run hangs (ClickHouse paused with SIGSTOP, so its query never answers): the sidecar
+# waits SHUTDOWN_GRACE_SEC for the run, aborts it and still exits 0, before docker stop's own timeout.
+check_stop_aborts_hung_run() {
+  local name="SIGTERM with a run hanging on a paused ClickHouse exits 0 once SHUTDOWN_GRACE_SEC has passed"
+  local port token=ct-token-$RUN_ID jobs deadline running='' code start stop_seconds
+  port=$(free_port)
+  run_image -d --name "$PREFIX-drain" --hostname "$PREFIX-drain" --read-only --tmpfs /tmp \
+    -e CLICKHOUSE_DATABASE="$DATABASE" -e CACHE_KEY_PREFIX="$PREFIX-drain" -e HTTP_HOST=127.0.0.1 \
+    -e HTTP_PORT="$port" -e SHUTDOWN_GRACE_SEC="$SHUTDOWN_GRACE_SEC" -e ADMIN_TOKEN="$token" \
+    -e TRENDING_1H_ENABLED=false -e TRENDING_7D_ENABLED=false -e SUGGESTED_USERS_ENABLED=false \
+    -e FEED_WARMER_ENABLED=false -- run >/dev/null
+  # The catch-up run first, so the triggered one is the only run in flight.
+  deadline=$((SECONDS + 60))
+  until [[ $(json_field "$(curl -fsS --max-time 5 "http://127.0.0.1:$port/jobs/trending-24h" 2>/dev/null)" 'v.last_outcome' 2>/dev/null) == success ]]; do
+    if ((SECONDS >= deadline)); then
+      fail "$name" "trending-24h's catch-up run did not succeed within 60 s"
+      show_logs "$PREFIX-drain"
+      return 1
+    fi
+    sleep 0.25
+  done
+  pause_clickhouse || {
+    fail "$name" "cannot find this checkout's ClickHouse server to pause"
+    return 1
+  }
+  curl -fsS --max-time 5 -X POST -H "Authorization: Bearer $token" \
+    "http://127.0.0.1:$port/jobs/trending-24h/trigger" >/dev/null
+  deadline=$((SECONDS + 10))
+  while ((SECONDS < deadline)); do
+    jobs=$(curl -fsS --max-time 5 "http://127.0.0.1:$port/jobs/trending-24h" 2>/dev/null || echo '{}')
+    running=$(json_field "$jobs" 'v.running' 2>/dev/null)
+    [[ $running == true ]] && break
+    sleep 0.1
+  done
+  start=$(now)
+  docker stop --time $((SHUTDOWN_GRACE_SEC * 3)) "$PREFIX-drain" >/dev/null
+  stop_seconds=$(elapsed_since "$start")
+  resume_clickhouse
+  code=$(docker inspect --format '{{.State.ExitCode}}' "$PREFIX-drain")
+  if [[ $running == true && $code == 0 && ${stop_seconds%.*} -ge $((SHUTDOWN_GRACE_SEC - 1)) &&
+    ${stop_seconds%.*} -lt $((SHUTDOWN_GRACE_SEC + 5)) ]]; then
+    pass "$name" "a triggered trending-24h run in flight; exit 0 after $stop_seconds s (SHUTDOWN_GRACE_SEC=$SHUTDOWN_GRACE_SEC, docker stop allowed $((SHUTDOWN_GRACE_SEC * 3)))"
+  else
+    fail "$name" "run in flight: ${running:-unknown}; exit $code after $stop_seconds s (SHUTDOWN_GRACE_SEC=$SHUTDOWN_GRACE_SEC)"
+    show_logs "$PREFIX-drain"
+  fi
+}
+
+# This checkout's own ClickHouse (scripts/services.sh), verified by its command line.
+clickhouse_pid() {
+  local pid
+  pid=$(cat "$ROOT/.services/clickhouse.pid" 2>/dev/null) || return 1
+  [[ $pid =~ ^[0-9]+$ ]] || return 1
+  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "--path=$ROOT/.services/clickhouse/data" || return 1
+  printf '%s' "$pid"
+}
+pause_clickhouse() {
+  local pid
+  pid=$(clickhouse_pid) || return 1
+  PAUSED_CLICKHOUSE=$pid
+  kill -STOP "$pid"
+}
+resume_clickhouse() {
+  [[ -n $PAUSED_CLICKHOUSE ]] || return 0
+  kill -CONT "$PAUSED_CLICKHOUSE" 2>/dev/null || true
+  PAUSED_CLICKHOUSE=''
 }
 
 # A container that can only spool (no KAFKA_BROKERS) fails runs against a missing database until its
@@ -685,6 +755,7 @@ main() {
     if run_check check_migrate; then
       run_check check_once || true
       run_check check_service || true
+      run_check check_stop_aborts_hung_run || true
       run_check check_spool_handover || true
       run_check check_jobs_file || true
       run_check check_job_modules || true
