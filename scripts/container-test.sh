@@ -60,6 +60,7 @@ DATABASE=ct_$RUN_ID
 TOPIC=ct-dlq-$RUN_ID
 STARTED_ENGINE_PID=''
 PAUSED_CLICKHOUSE=''
+SERVICES_UP=false
 ENGINE_UNAVAILABLE=false
 TMP_DIRS=()
 PASSED=0
@@ -132,7 +133,7 @@ cleanup() {
     mapfile -t ids < <(docker volume ls -q --filter "label=$LABEL" 2>/dev/null || true)
     ((${#ids[@]} == 0)) || docker volume rm "${ids[@]}" >/dev/null 2>&1 || true
   fi
-  if [[ $KEEP == false && -f $ROOT/.services/env ]]; then
+  if [[ $KEEP == false && $SERVICES_UP == true ]]; then
     drop_test_data || true
   fi
   stop_engine
@@ -197,6 +198,7 @@ start_engine() {
     log "engine: Docker $(docker version --format '{{.Server.Version}}' 2>/dev/null) already running; using it"
     return 0
   fi
+  [[ $(id -u) -eq 0 ]] || no_engine "none answers, and installing or starting one needs root (this is uid $(id -u))"
   if ! command -v dockerd >/dev/null 2>&1 || ! command -v docker >/dev/null 2>&1; then
     apt_install docker.io || no_engine "dockerd is not installed and apt-get install docker.io failed"
   fi
@@ -472,8 +474,8 @@ check_migrate() {
 check_once() {
   local out items stored
   if ! out=$(run_image --rm -e CLICKHOUSE_DATABASE="$DATABASE" -e CACHE_KEY_PREFIX="$PREFIX-once" \
-    -- once trending-1h --json 2>/dev/null); then
-    fail "docker run … once trending-1h" "exit non-zero: $out"
+    -- once trending-1h --json 2>"$STATE/once.stderr"); then
+    fail "docker run … once trending-1h" "exit non-zero: $out $(tail -n 3 "$STATE/once.stderr")"
     return 1
   fi
   items=$(json_field "$out" 'v.outcome === "success" ? v.items : -1')
@@ -748,6 +750,7 @@ main() {
   bash "$ROOT/scripts/services.sh" up | sed 's/^/  /'
   # shellcheck source=/dev/null
   source "$ROOT/.services/env"
+  SERVICES_UP=true
 
   ensure_base_image
   if run_check check_build; then
