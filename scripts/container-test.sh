@@ -707,14 +707,19 @@ check_jobs_file() {
     pending "$name" "JOBS_FILE (declarative jobs, CONTRACT §11) is not in src/ yet"
     return 0
   fi
-  local file=$ROOT/deploy/kubernetes/jobs.yaml out ids id count=0 failed=''
+  # The file the Kubernetes ConfigMap carries, mounted where the Deployment mounts it.
+  local file=$ROOT/deploy/kubernetes/jobs.yaml target=/etc/cache-refresher/jobs.yaml out ids id count=0 failed=''
+  local mount=(-v "$file:$target:ro" -e JOBS_FILE="$target" -e CLICKHOUSE_DATABASE="$DATABASE")
+  if ! out=$(run_image --rm "${mount[@]}" -- jobs --check 2>&1); then
+    fail "$name" "jobs --check (the deploy-time check against ClickHouse) failed: $out"
+    return 1
+  fi
   ids=$(cd "$ROOT" && node --input-type=module -e '
     import { readFileSync } from "node:fs";
     import { parse } from "yaml";
     for (const j of parse(readFileSync(process.argv[1], "utf8")).jobs) console.log(j.id);' "$file")
   for id in $ids; do
-    if out=$(run_image --rm -v "$file:/etc/cache-refresher/jobs.yaml:ro" -e JOBS_FILE=/etc/cache-refresher/jobs.yaml \
-      -e CLICKHOUSE_DATABASE="$DATABASE" -e CACHE_KEY_PREFIX="$PREFIX-jobs-file" -- once "$id" --json 2>&1); then
+    if out=$(run_image --rm "${mount[@]}" -e CACHE_KEY_PREFIX="$PREFIX-jobs-file" -- once "$id" --json 2>&1); then
       count=$((count + 1))
     else
       failed+=" $id: $out"
@@ -723,7 +728,7 @@ check_jobs_file() {
   local keys
   keys=$(redis-cli -u "$REDIS_URL" --scan --pattern "$PREFIX-jobs-file:*" | grep -vc ':job:' || true)
   if [[ -z $failed && $count -gt 0 && $keys -gt 0 ]]; then
-    pass "$name" "deploy/kubernetes/jobs.yaml mounted read-only: once succeeded for $count job(s) ($(tr '\n' ' ' <<<"$ids")), $keys cache key(s) written"
+    pass "$name" "deploy/kubernetes/jobs.yaml mounted read-only at $target: jobs --check exit 0, once succeeded for $count job(s) ($(tr '\n' ' ' <<<"$ids" | sed 's/ $//')), $keys cache key(s) written"
   else
     fail "$name" "$count job(s) succeeded, $keys key(s) written;$failed"
   fi
@@ -735,17 +740,21 @@ check_job_modules() {
     pending "$name" "JOB_MODULES (job modules, CONTRACT §11) is not in src/ yet"
     return 0
   fi
-  local out value
-  if out=$(run_image --rm -v "$HELPERS/job-module.mjs:/app/jobs/container-test-job.mjs:ro" \
-    -e JOB_MODULES=/app/jobs/container-test-job.mjs -e CLICKHOUSE_DATABASE="$DATABASE" \
-    -e CACHE_KEY_PREFIX="$PREFIX-module" -- once container-test-module --json 2>&1); then
-    value=$(redis-cli -u "$REDIS_URL" get "$PREFIX-module:container-test-module")
-    if [[ -n $value ]]; then
-      pass "$name" "scripts/container-test/job-module.mjs mounted read-only: once exit 0, wrote $PREFIX-module:container-test-module = $value"
-      return 0
-    fi
+  local out verdict module=/app/jobs/container-test-job.mjs
+  if ! out=$(run_image --rm -v "$HELPERS/job-module.mjs:$module:ro" -e JOB_MODULES="$module" \
+    -e CLICKHOUSE_DATABASE="$DATABASE" -e CACHE_KEY_PREFIX="$PREFIX-module" \
+    -- once container-test-module --json 2>"$STATE/module.stderr"); then
+    fail "$name" "exit non-zero: $out $(tail -n 3 "$STATE/module.stderr")"
+    return 1
   fi
-  fail "$name" "$out"
+  # The run's context names the file it was loaded from: the mounted module ran, through the image's
+  # own library.
+  verdict=$(json_field "$out" "v.outcome + ' ' + v.items + ' ' + v.context.loaded_from")
+  if [[ $verdict == "success 1 file://$module" ]]; then
+    pass "$name" "scripts/container-test/job-module.mjs mounted read-only at $module, JOB_MODULES=$module: once exit 0, outcome success, run from $module"
+  else
+    fail "$name" "once said: $out"
+  fi
 }
 
 # ---------------------------------------------------------------------------------------------------------
