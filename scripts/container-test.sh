@@ -3,7 +3,8 @@
 # scripts/services.sh (every container on --network host).
 #
 #   scripts/container-test.sh            install and start what is missing, build, run every check
-#   scripts/container-test.sh --keep     leave this run's containers and volumes for inspection
+#   scripts/container-test.sh --keep     leave this run's containers, volumes, test data and the engine it
+#                                        started, for inspection
 #
 # 1. Engine: a running Docker engine is used as it is. Otherwise Debian's docker.io is installed if
 #    needed and dockerd is started in the background, without a bridge or iptables rules (every
@@ -39,7 +40,8 @@ STANDIN_RECIPE=1
 STANDIN_NPM_VERSION=10.8.2
 STANDIN_MARKER='cache-refresher stand-in base image'
 
-# Per check (the sidecar's own settings; CONTRACT §9).
+# The sidecar's SHUTDOWN_GRACE_SEC in the checks (CONTRACT §9; 30 by default), and how long a container
+# may take to turn healthy.
 SHUTDOWN_GRACE_SEC=10
 HEALTHY_TIMEOUT=90
 
@@ -230,6 +232,10 @@ start_engine() {
 
 stop_engine() {
   [[ -n $STARTED_ENGINE_PID ]] || return 0
+  if [[ $KEEP == true ]]; then
+    log "engine: dockerd (pid $STARTED_ENGINE_PID) left running (--keep); stop it with kill $STARTED_ENGINE_PID"
+    return 0
+  fi
   local pid=$STARTED_ENGINE_PID deadline=$((SECONDS + 30))
   STARTED_ENGINE_PID=''
   kill -TERM "$pid" 2>/dev/null || return 0
