@@ -231,10 +231,11 @@ describe('deploy/kubernetes: schemas', () => {
 });
 
 describe('deploy/kubernetes: the Deployment', () => {
-  it('runs two replicas with leader election on, the image and the `run` command', () => {
+  it('runs two replicas with leader election on, the image of this version and the `run` command', () => {
     expect((deployment as unknown as { spec: { replicas: number } }).spec.replicas).toBe(2);
     expect(envValue('LEADER_ELECTION')).toBe('true');
-    expect(container.image).toBe('cache-refresher:0.1.0');
+    const { version } = JSON.parse(read('package.json')) as { version: string };
+    expect(container.image).toBe(`cache-refresher:${version}`);
     expect(container.args).toEqual(['run']);
   });
 
