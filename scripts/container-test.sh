@@ -746,7 +746,7 @@ check_job_modules() {
     pending "$name" "JOB_MODULES (job modules, CONTRACT §11) is not in src/ yet"
     return 0
   fi
-  local out verdict module=/app/jobs/container-test-job.mjs
+  local out verdict module=/jobs/container-test-job.mjs
   if ! out=$(run_image --rm -v "$HELPERS/job-module.mjs:$module:ro" -e JOB_MODULES="$module" \
     -e CLICKHOUSE_DATABASE="$DATABASE" -e CACHE_KEY_PREFIX="$PREFIX-module" \
     -- once container-test-module --json 2>"$STATE/module.stderr"); then

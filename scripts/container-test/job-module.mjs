@@ -1,5 +1,6 @@
 // A job module (JOB_MODULES, CONTRACT §11) that scripts/container-test.sh mounts into the image at
-// /app/jobs/: it must load through the image's own `cache-refresher` library and run like any job.
+// /jobs/, outside the package: its bare `cache-refresher` import must reach the image's own library,
+// and it must run like any job. Its run's context says where it was loaded from.
 import { defineJob } from 'cache-refresher';
 
 export default defineJob({
