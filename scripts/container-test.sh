@@ -704,8 +704,9 @@ check_spool_handover() {
   docker stop --time 30 "$PREFIX-b" >/dev/null
 }
 
-# The features of CONTRACT §11 are checked once the source has them; until then they are PENDING.
-feature_present() { grep -rqs -- "$1" "$ROOT/src"; }
+# The features of CONTRACT §11 are checked once the source reads their variable (a comment naming it is
+# not enough); until then they are PENDING.
+feature_present() { grep -rqsE -- "'$1'|env\.$1\b" "$ROOT/src"; }
 
 check_jobs_file() {
   local name="a mounted JOBS_FILE works"
