@@ -1,0 +1,114 @@
+import { createRequire, register } from 'node:module';
+import { isAbsolute, join, resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { formatProblem, type ConfigProblem } from '../config.js';
+import { isRefreshJob, type RefreshJob } from './define.js';
+import type { JobEntry, JobSource } from './registration.js';
+
+/**
+ * `JOB_MODULES` (CONTRACT §11): a comma-separated list of module paths or package names whose default
+ * export is a job or an array of jobs made with `defineJob`.
+ *
+ * How each entry is found:
+ * - an absolute path, or one starting with `./` or `../`: that file (relative to the working directory);
+ * - a `file:` URL: that file;
+ * - anything else is a package name (`@team/jobs`, `team-jobs/top-authors`), resolved from the working
+ *   directory's `node_modules` first, then from where this library is installed.
+ *
+ * A module imports the library as `cache-refresher`. Node resolves that name by walking up from the
+ * module's own directory through `node_modules` folders (or, inside the library's own folder, by
+ * package self-reference), so a module mounted elsewhere (`/jobs/x.mjs` in a container) would find
+ * nothing: before loading job modules a resolve hook is registered that, only when Node's own
+ * resolution fails, answers `cache-refresher` with the running library. A module that ships its own
+ * copy keeps it.
+ */
+export const jobModulesSource: JobSource = async (env, { cwd }) => {
+  const list = (env.JOB_MODULES ?? '')
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s !== '');
+  if (list.length === 0) return { entries: [], problems: [] };
+  registerLibraryFallback();
+  const entries: JobEntry[] = [];
+  const problems: ConfigProblem[] = [];
+  for (const spec of list) {
+    const loaded = await loadJobModule(spec, cwd);
+    if ('problem' in loaded) problems.push({ name: 'JOB_MODULES', value: spec, expected: loaded.problem });
+    else
+      entries.push(...loaded.jobs.map((job) => ({ job, origin: { variable: 'JOB_MODULES', where: spec } })));
+  }
+  return { entries, problems: problems.map((p) => formatProblem(p).trimStart()) };
+};
+
+const EXPECTED = 'a module whose default export is a job or an array of jobs made with defineJob';
+
+async function loadJobModule(
+  spec: string,
+  cwd: string,
+): Promise<{ jobs: RefreshJob[] } | { problem: string }> {
+  let url: string;
+  try {
+    url = resolveModule(spec, cwd);
+  } catch (err) {
+    return { problem: `${EXPECTED} (not found: ${describeError(err)})` };
+  }
+  let mod: { default?: unknown };
+  try {
+    mod = (await import(url)) as { default?: unknown };
+  } catch (err) {
+    return { problem: `${EXPECTED} (importing it threw ${describeError(err)})` };
+  }
+  const jobs = jobsOf(mod.default);
+  return jobs ? { jobs } : { problem: `${EXPECTED} (its default export is ${describeValue(mod.default)})` };
+}
+
+/** The jobs a default export holds, or undefined when it is not a job or a non-empty array of jobs. */
+function jobsOf(exported: unknown): RefreshJob[] | undefined {
+  const list: unknown[] = Array.isArray(exported) ? exported : [exported];
+  if (list.length === 0 || !list.every(isRefreshJob)) return undefined;
+  return list;
+}
+
+/** A `file:` URL for a JOB_MODULES entry (rules above). Throws when a package name resolves nowhere. */
+export function resolveModule(spec: string, cwd: string): string {
+  if (spec.startsWith('file:')) return spec;
+  if (isAbsolute(spec) || spec.startsWith('./') || spec.startsWith('../') || spec === '.' || spec === '..')
+    return pathToFileURL(resolve(cwd, spec)).href;
+  try {
+    // CommonJS resolution from the working directory: finds packages the operator installed there.
+    return pathToFileURL(createRequire(join(cwd, 'noop.js')).resolve(spec)).href;
+  } catch (fromCwd) {
+    try {
+      // ESM-only packages (an `exports` map with only `import`) and packages next to this library.
+      return import.meta.resolve(spec);
+    } catch {
+      throw fromCwd;
+    }
+  }
+}
+
+// Hooks are process-wide once registered; this flag mirrors that fact so a second load adds none.
+let fallbackRegistered = false;
+
+/** Registers the `cache-refresher` fallback hook (once per process; see the comment at the top). */
+function registerLibraryFallback(): void {
+  if (fallbackRegistered) return;
+  fallbackRegistered = true;
+  register(new URL('./library-fallback-hook.js', import.meta.url), {
+    data: { libraryUrl: new URL('../index.js', import.meta.url).href },
+  });
+}
+
+function describeError(err: unknown): string {
+  if (err instanceof Error) return `${err.name}: ${err.message.split('\n')[0] ?? ''}`;
+  return String(err);
+}
+
+function describeValue(v: unknown): string {
+  if (v === undefined) return 'missing';
+  if (v === null) return 'null';
+  if (Array.isArray(v))
+    return v.length === 0 ? 'an empty array' : 'an array holding something that is not a job';
+  if (typeof v === 'object') return 'an object not made with defineJob';
+  return `a ${typeof v}`;
+}
