@@ -126,7 +126,7 @@ describe('the packed library in a project of its own', () => {
     misuseArgs.push('--moduleResolution', 'NodeNext', '--types', 'node', 'misuse.ts');
     const misuse = await run(process.execPath, [tsc, ...misuseArgs], { cwd: dir }).then(
       () => ({ stdout: 'compiled without errors' }),
-      (err: { stdout: string }) => err,
+      (err: unknown) => err as { stdout: string },
     );
     expect(misuse.stdout).toMatch(/misuse\.ts\(2,.*'every' does not exist/);
     expect(misuse.stdout).toMatch(/misuse\.ts\(3,.*'items' is missing|misuse\.ts\(3,.*count/);
@@ -141,7 +141,7 @@ describe('the packed library in a project of its own', () => {
       { cwd: dir },
     ).then(
       () => 'imported',
-      (err: { stderr: string }) => err.stderr,
+      (err: unknown) => (err as { stderr: string }).stderr,
     );
     expect(internal).toContain('ERR_PACKAGE_PATH_NOT_EXPORTED');
 
