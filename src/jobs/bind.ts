@@ -1,7 +1,7 @@
 import type { ClickHouseClient } from '@clickhouse/client';
 import type { CacheWriter } from '../cache/writer.js';
 import type { JobSettings } from '../config.js';
-import type { RefreshJob as RunnerJob } from '../runner/job.js';
+import type { RunnerJob } from '../runner/job.js';
 import type { RefreshJob } from './define.js';
 
 /** The clients every job's run receives (see `RunContext`). */

@@ -2,7 +2,7 @@ import type { ClickHouseClient } from '@clickhouse/client';
 import { Cron } from 'croner';
 import type { CacheWriter } from '../cache/writer.js';
 import type { JobSettingDefaults, JobSettings } from '../config.js';
-import type { RunContext as RunnerContext, RunResult } from '../runner/job.js';
+import type { RunFacts, RunResult } from '../runner/job.js';
 
 /**
  * The public shape of a job: what `defineJob` makes and what the runner registers, whatever the job's
@@ -16,7 +16,7 @@ export type JobSchedule = { readonly intervalSec: number } | { readonly cron: st
  * What a job's `run` receives for one run: the runner's facts about the run plus the clients a job
  * needs. Everything here is scoped to this run; nothing is global.
  */
-export interface RunContext extends RunnerContext {
+export interface RunContext extends RunFacts {
   /** The ClickHouse client of the sidecar (`CLICKHOUSE_*`). Pass `abort_signal: ctx.signal` to queries. */
   readonly clickhouse: ClickHouseClient;
   /**

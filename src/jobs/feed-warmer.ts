@@ -3,7 +3,7 @@ import { keys } from '../cache/keys.js';
 import type { CacheWriter } from '../cache/writer.js';
 import { ROLLUPS, WEIGHT_X10_SQL } from '../clickhouse/schema.js';
 import { JOB_DEFAULTS, type Config } from '../config.js';
-import type { RunContext, RunResult } from '../runner/job.js';
+import type { RunFacts, RunResult } from '../runner/job.js';
 import { defineJob, type RefreshJob } from './define.js';
 import { planWindow, windowPlanParams } from './trending.js';
 import { streamUserValues } from './user-values.js';
@@ -101,7 +101,7 @@ export class FeedWarmerJob {
     this.#o = opts;
   }
 
-  async run(ctx: RunContext): Promise<RunResult> {
+  async run(ctx: RunFacts): Promise<RunResult> {
     const nowMs = ctx.startedAt.getTime();
     const now = Math.floor(nowMs / 1000);
     const plan = planWindow(nowMs, this.#o.lookbackHours * 3600, ROLLUPS.minute.bucketSec);

@@ -4,7 +4,7 @@ import { keys } from '../cache/keys.js';
 import type { CacheWriter } from '../cache/writer.js';
 import { isTransientError } from '../runner/retry.js';
 import { JOB_DEFAULTS, type Config } from '../config.js';
-import { JobError, type RunContext, type RunResult } from '../runner/job.js';
+import { JobError, type RunFacts, type RunResult } from '../runner/job.js';
 import { defineJob, type RefreshJob } from './define.js';
 import { streamUserValues } from './user-values.js';
 
@@ -109,7 +109,7 @@ export class SuggestedUsersJob {
     this.#o = opts;
   }
 
-  async run(ctx: RunContext): Promise<RunResult> {
+  async run(ctx: RunFacts): Promise<RunResult> {
     const now = Math.floor(ctx.startedAt.getTime() / 1000);
     const since = now - this.#o.activeDays * 86_400;
     const counted = await this.#o.clickhouse.query({
@@ -186,7 +186,7 @@ export class SuggestedUsersJob {
 
   /** One retry for a transient failure of a batch: a blip should not cost a whole slice of users. */
   async #batchWithRetry(
-    ctx: RunContext,
+    ctx: RunFacts,
     slice: { now: number; since: number; batch: number; batches: number },
     progress: { users: number; skipped: number },
   ): Promise<void> {
@@ -201,7 +201,7 @@ export class SuggestedUsersJob {
   }
 
   async #batch(
-    ctx: RunContext,
+    ctx: RunFacts,
     slice: { now: number; since: number; batch: number; batches: number },
     progress: { users: number; skipped: number },
   ): Promise<void> {

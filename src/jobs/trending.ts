@@ -3,7 +3,7 @@ import { keys } from '../cache/keys.js';
 import type { CacheWriter } from '../cache/writer.js';
 import { BAD_EVENT_SQL, ROLLUPS, WEIGHT_X10_SQL, type Rollup } from '../clickhouse/schema.js';
 import { JOB_DEFAULTS, type Config } from '../config.js';
-import type { RunContext, RunResult } from '../runner/job.js';
+import type { RunFacts, RunResult } from '../runner/job.js';
 import { defineJob, type RefreshJob } from './define.js';
 
 /**
@@ -196,7 +196,7 @@ export class TrendingJob {
     this.context = { window: opts.window };
   }
 
-  async run(ctx: RunContext): Promise<RunResult> {
+  async run(ctx: RunFacts): Promise<RunResult> {
     const { window, clickhouse, cache, keyPrefix, topK, decay, ttlSec } = this.#opts;
     const plan = planWindow(ctx.startedAt.getTime(), this.#spec.windowSec, this.#spec.rollup.bucketSec);
     // Compute first, write last: a failed query throws here (as the client's own error, keeping its
