@@ -1,7 +1,17 @@
 /**
- * A module resolve hook (`module.register`, run on Node's loader thread): when Node's own resolution of
- * `cache-refresher` fails for a job module, answer with the library that is running. See modules.ts.
+ * A module resolve hook (`module.register`, run on Node's loader thread), for JOB_MODULES (modules.ts):
+ * - when Node's own resolution of `cache-refresher` fails for a job module, it answers with the library
+ *   that is running;
+ * - a specifier made by `resolveFromSpecifier` is resolved as if imported from the parent it names
+ *   (a package name relative to the working directory).
  */
+
+const FROM_PREFIX = 'cache-refresher-resolve-from:';
+
+/** A specifier that this hook resolves as `specifier` imported from the module at `parentUrl`. */
+export function resolveFromSpecifier(specifier: string, parentUrl: string): string {
+  return FROM_PREFIX + encodeURIComponent(JSON.stringify({ specifier, parentUrl }));
+}
 
 interface HookData {
   libraryUrl: string;
@@ -23,6 +33,13 @@ export async function resolve(
   context: { parentURL?: string | undefined },
   nextResolve: NextResolve,
 ): Promise<{ url: string; format?: string | null | undefined; shortCircuit?: boolean }> {
+  if (specifier.startsWith(FROM_PREFIX)) {
+    const target = JSON.parse(decodeURIComponent(specifier.slice(FROM_PREFIX.length))) as {
+      specifier: string;
+      parentUrl: string;
+    };
+    return nextResolve(target.specifier, { ...context, parentURL: target.parentUrl });
+  }
   try {
     return await nextResolve(specifier, context);
   } catch (err) {

@@ -1,8 +1,9 @@
-import { createRequire, register } from 'node:module';
+import { register } from 'node:module';
 import { isAbsolute, join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { formatProblem, type ConfigProblem } from '../config.js';
 import { isRefreshJob, type RefreshJob } from './define.js';
+import { resolveFromSpecifier } from './library-fallback-hook.js';
 import type { JobEntry, JobSource } from './registration.js';
 
 /**
@@ -46,18 +47,19 @@ async function loadJobModule(
   spec: string,
   cwd: string,
 ): Promise<{ jobs: RefreshJob[] } | { problem: string }> {
-  let url: string;
-  try {
-    url = resolveModule(spec, cwd);
-  } catch (err) {
-    return { problem: `${EXPECTED} (not found: ${describeError(err)})` };
+  let mod: { default?: unknown } | undefined;
+  let firstError: unknown;
+  for (const url of moduleCandidates(spec, cwd)) {
+    try {
+      mod = (await import(url)) as { default?: unknown };
+      break;
+    } catch (err) {
+      firstError ??= err;
+      // Only "not found here" moves on to the next place; a module that threw is reported as is.
+      if ((err as { code?: unknown }).code !== 'ERR_MODULE_NOT_FOUND') break;
+    }
   }
-  let mod: { default?: unknown };
-  try {
-    mod = (await import(url)) as { default?: unknown };
-  } catch (err) {
-    return { problem: `${EXPECTED} (importing it threw ${describeError(err)})` };
-  }
+  if (mod === undefined) return { problem: `${EXPECTED} (importing it threw ${describeError(firstError)})` };
   const jobs = jobsOf(mod.default);
   return jobs ? { jobs } : { problem: `${EXPECTED} (its default export is ${describeValue(mod.default)})` };
 }
@@ -69,22 +71,16 @@ function jobsOf(exported: unknown): RefreshJob[] | undefined {
   return list;
 }
 
-/** A `file:` URL for a JOB_MODULES entry (rules above). Throws when a package name resolves nowhere. */
-export function resolveModule(spec: string, cwd: string): string {
-  if (spec.startsWith('file:')) return spec;
+/**
+ * What to `import()` for a JOB_MODULES entry, in order (rules above). A package name is first resolved
+ * by Node's own ES module resolution as if imported from a file in `cwd` (through the resolve hook:
+ * `import.meta.resolve` takes no parent without a flag on Node 20), then from this library's place.
+ */
+export function moduleCandidates(spec: string, cwd: string): string[] {
+  if (spec.startsWith('file:')) return [spec];
   if (isAbsolute(spec) || spec.startsWith('./') || spec.startsWith('../') || spec === '.' || spec === '..')
-    return pathToFileURL(resolve(cwd, spec)).href;
-  try {
-    // CommonJS resolution from the working directory: finds packages the operator installed there.
-    return pathToFileURL(createRequire(join(cwd, 'noop.js')).resolve(spec)).href;
-  } catch (fromCwd) {
-    try {
-      // ESM-only packages (an `exports` map with only `import`) and packages next to this library.
-      return import.meta.resolve(spec);
-    } catch {
-      throw fromCwd;
-    }
-  }
+    return [pathToFileURL(resolve(cwd, spec)).href];
+  return [resolveFromSpecifier(spec, pathToFileURL(join(cwd, 'job-modules.js')).href), spec];
 }
 
 // Hooks are process-wide once registered; this flag mirrors that fact so a second load adds none.

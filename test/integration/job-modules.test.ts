@@ -4,7 +4,7 @@
 // loaded exits 2 naming it, before anything connects.
 import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -285,6 +285,31 @@ export default defineJob({ id: 'trending-1h', schedule: { intervalSec: 5 }, run:
       expect(await redis.exists(`${prefix}:author_stats:0`)).toBe(0);
       expect(await redis.hget(`${prefix}:job:author-stats`, 'items')).toBe(String(expected.size));
     });
+  });
+
+  it('finds a package by name from the working directory (an ES-only exports map)', async () => {
+    const project = path.join(dir, 'project');
+    const pkg = path.join(project, 'node_modules', '@team', 'cache-jobs');
+    await mkdir(pkg, { recursive: true });
+    await writeFile(
+      path.join(pkg, 'package.json'),
+      JSON.stringify({
+        name: '@team/cache-jobs',
+        type: 'module',
+        exports: { '.': { import: './index.js' } },
+      }),
+    );
+    await writeFile(
+      path.join(pkg, 'index.js'),
+      `import { defineJob } from 'cache-refresher';
+export default defineJob({ id: 'team-job', schedule: { cron: '0 */5 * * * *' }, run: async () => ({ items: 0 }) });
+`,
+    );
+    const { code, stdout, stderr } = await runCli(['jobs'], { JOB_MODULES: '@team/cache-jobs' }, project);
+    expect(code, stderr).toBe(0);
+    expect(stdout).toMatch(
+      /^team-job\s+true\s+cron "0 \*\/5 \* \* \* \*" \(UTC\).*JOB_MODULES @team\/cache-jobs$/m,
+    );
   });
 
   it('exits 2 naming every module that throws on import, exports no job or takes a built-in id', async () => {
