@@ -1,6 +1,7 @@
+import { existsSync } from 'node:fs';
 import { register } from 'node:module';
 import { isAbsolute, join, resolve } from 'node:path';
-import { pathToFileURL } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { formatProblem, type ConfigProblem } from '../config.js';
 import { isRefreshJob, type RefreshJob } from './define.js';
 import { resolveFromSpecifier } from './library-fallback-hook.js';
@@ -29,11 +30,11 @@ export const jobModulesSource: JobSource = async (env, { cwd }) => {
     .map((s) => s.trim())
     .filter((s) => s !== '');
   if (list.length === 0) return { entries: [], problems: [] };
-  registerLibraryFallback();
+  const hooked = registerResolveHook();
   const entries: JobEntry[] = [];
   const problems: ConfigProblem[] = [];
   for (const spec of list) {
-    const loaded = await loadJobModule(spec, cwd);
+    const loaded = await loadJobModule(spec, cwd, hooked);
     if ('problem' in loaded) problems.push({ name: 'JOB_MODULES', value: spec, expected: loaded.problem });
     else
       entries.push(...loaded.jobs.map((job) => ({ job, origin: { variable: 'JOB_MODULES', where: spec } })));
@@ -46,10 +47,11 @@ const EXPECTED = 'a module whose default export is a job or an array of jobs mad
 async function loadJobModule(
   spec: string,
   cwd: string,
+  hooked: boolean,
 ): Promise<{ jobs: RefreshJob[] } | { problem: string }> {
   let mod: { default?: unknown } | undefined;
   let firstError: unknown;
-  for (const url of moduleCandidates(spec, cwd)) {
+  for (const url of moduleCandidates(spec, cwd, hooked)) {
     try {
       mod = (await import(url)) as { default?: unknown };
       break;
@@ -76,23 +78,29 @@ function jobsOf(exported: unknown): RefreshJob[] | undefined {
  * by Node's own ES module resolution as if imported from a file in `cwd` (through the resolve hook:
  * `import.meta.resolve` takes no parent without a flag on Node 20), then from this library's place.
  */
-export function moduleCandidates(spec: string, cwd: string): string[] {
+export function moduleCandidates(spec: string, cwd: string, hooked: boolean): string[] {
   if (spec.startsWith('file:')) return [spec];
   if (isAbsolute(spec) || spec.startsWith('./') || spec.startsWith('../') || spec === '.' || spec === '..')
     return [pathToFileURL(resolve(cwd, spec)).href];
-  return [resolveFromSpecifier(spec, pathToFileURL(join(cwd, 'job-modules.js')).href), spec];
+  const fromCwd = resolveFromSpecifier(spec, pathToFileURL(join(cwd, 'job-modules.js')).href);
+  return hooked ? [fromCwd, spec] : [spec];
 }
 
 // Hooks are process-wide once registered; this flag mirrors that fact so a second load adds none.
-let fallbackRegistered = false;
+let hookRegistered = false;
 
-/** Registers the `cache-refresher` fallback hook (once per process; see the comment at the top). */
-function registerLibraryFallback(): void {
-  if (fallbackRegistered) return;
-  fallbackRegistered = true;
-  register(new URL('./library-fallback-hook.js', import.meta.url), {
-    data: { libraryUrl: new URL('../index.js', import.meta.url).href },
-  });
+/**
+ * Registers the resolve hook (once per process; see the comment at the top). Only the built library
+ * has it as JavaScript: run from TypeScript sources (the unit tests), Node 20 cannot load it, and job
+ * modules then resolve by Node's rules alone. Returns whether the hook is in place.
+ */
+function registerResolveHook(): boolean {
+  if (hookRegistered) return true;
+  const hook = new URL('./library-fallback-hook.js', import.meta.url);
+  if (!existsSync(fileURLToPath(hook))) return false;
+  register(hook, { data: { libraryUrl: new URL('../index.js', import.meta.url).href } });
+  hookRegistered = true;
+  return true;
 }
 
 function describeError(err: unknown): string {
