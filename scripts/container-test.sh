@@ -743,10 +743,6 @@ check_jobs_file() {
 
 check_job_modules() {
   local name="a mounted JOB_MODULES module works"
-  if ! feature_present JOB_MODULES; then
-    pending "$name" "JOB_MODULES (job modules, CONTRACT §11) is not in src/ yet"
-    return 0
-  fi
   local out verdict module=/jobs/container-test-job.mjs
   if ! out=$(run_image --rm -v "$HELPERS/job-module.mjs:$module:ro" -e JOB_MODULES="$module" \
     -e CLICKHOUSE_DATABASE="$DATABASE" -e CACHE_KEY_PREFIX="$PREFIX-module" \
