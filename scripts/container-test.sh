@@ -458,7 +458,7 @@ check_build() {
   # (FROM steps never say "Using cache": they are not counted.)
   full=$(awk '/^Step 1\//{n=0} /^Step [0-9]/ && !/ : FROM /{n++} END{print n}' "$STATE/build.log")
   ran=$(($(grep '^Step [0-9]' "$STATE/build.log" | grep -vc ' : FROM ') - $(grep -c 'Using cache' "$STATE/build.log")))
-  pass "image builds with the Dockerfile" "DOCKER_BUILDKIT=0, ${BUILD_SECONDS} s ($ran of $full steps ran, the rest from the layer cache)"
+  pass "image builds with the Dockerfile" "DOCKER_BUILDKIT=0, ${BUILD_SECONDS} s ($ran of $full steps ran, $((full - ran)) came from the layer cache)"
   info "image size" "$((size / 1000000)) MB ($size bytes; base $FROM_IMAGE $(($(docker image inspect --format '{{.Size}}' "$FROM_IMAGE") / 1000000)) MB)"
 }
 
