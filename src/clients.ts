@@ -9,6 +9,7 @@ import {
 import { Redis } from 'ioredis';
 import { Kafka, logLevel as kafkaLogLevel, type logCreator } from 'kafkajs';
 import type { Logger } from 'pino';
+import { withQueryCancellation } from './clickhouse/query-cancellation.js';
 import type { Config } from './config.js';
 
 /**
@@ -65,9 +66,12 @@ function clickhouseLoggerClass(log: Logger): new () => ClickHouseLogger {
   };
 }
 
-/** Without `log`, the client keeps its own console logger (scripts and benchmarks). */
+/**
+ * Without `log`, the client keeps its own console logger (scripts and benchmarks). Aborting a request
+ * also stops its query on the server (see `withQueryCancellation`).
+ */
 export function createClickHouse(config: Pick<Config, 'clickhouse'>, log?: Logger): ClickHouseClient {
-  return createClient({
+  const client = createClient({
     ...(log ? { log: { LoggerClass: clickhouseLoggerClass(log), level: ClickHouseLogLevel.WARN } } : {}),
     url: config.clickhouse.url,
     username: config.clickhouse.user,
@@ -85,6 +89,7 @@ export function createClickHouse(config: Pick<Config, 'clickhouse'>, log?: Logge
       date_time_output_format: 'iso',
     },
   });
+  return withQueryCancellation(client, log);
 }
 
 function kafkaLogCreator(log: Logger): logCreator {

@@ -7,6 +7,7 @@ import type { ActiveRun, JobState } from './job-state.js';
 import { rememberRun } from './job-status.js';
 import { AbortError, outcomeOfAbort, timeoutError, toError } from './run-errors.js';
 import type { AbortCause, FreshnessStore, Outcome, RunEnded, RunnerEvents, Trigger } from './run-events.js';
+import { attachRunScope } from './run-scope.js';
 import { isTransientError, retryDelayMs } from './retry.js';
 import { PrioritySemaphore, type Release } from './semaphore.js';
 
@@ -100,8 +101,20 @@ export class RunExecutor {
       scheduledAt: new Date(active.scheduledAt),
       startedAt: new Date(startedAt),
     });
+    const deadline = startedAt + settings.timeoutSec * 1000;
     const timeout = this.#clock.setTimer(settings.timeoutSec * 1000, () => {
       this.abort(state, 'timeout');
+    });
+    // Clean-up adapters start when the signal aborts (e.g. killing a server-side query); the permit
+    // waits for it, so the next run of this job cannot overlap a query that is still being stopped.
+    const held: Promise<unknown>[] = [];
+    attachRunScope(signal, {
+      jobId: job.id,
+      runId: active.runId,
+      remainingMs: () => deadline - this.#clock.now(),
+      holdUntil: (work) => {
+        held.push(work.catch(() => undefined));
+      },
     });
     const log = this.#log.child({ job: job.id, run_id: active.runId });
     // The job's own promise, kept so the permit is held until the job has really stopped.
@@ -161,7 +174,7 @@ export class RunExecutor {
       outcome === 'success' ? result : undefined,
       error,
     );
-    await this.#letGo(jobPromise, signal, log);
+    await this.#letGo([jobPromise, ...held], signal, log);
     this.#permits.delete(active);
     release();
   }
@@ -183,11 +196,14 @@ export class RunExecutor {
     return result;
   }
 
-  /** Waits (bounded) for an aborted job to actually stop before its permit is given back. */
-  async #letGo(jobPromise: Promise<unknown>, signal: AbortSignal, log: Logger): Promise<void> {
+  /**
+   * Waits (bounded) for an aborted job, and the clean-up its adapters started, to actually stop before
+   * its permit is given back.
+   */
+  async #letGo(work: Promise<unknown>[], signal: AbortSignal, log: Logger): Promise<void> {
     if (!signal.aborted) return;
     const limit = this.#opts.abandonAfterMs ?? 10_000;
-    const settled = await settledWithin(this.#clock, [jobPromise], limit);
+    const settled = await settledWithin(this.#clock, work, limit);
     if (!settled)
       log.error({ waited_ms: limit }, 'job ignored its abort signal; releasing its permit anyway');
   }
