@@ -80,7 +80,7 @@ export class RunExecutor {
   }
 
   async #execute(state: JobState, active: ActiveRun): Promise<void> {
-    const { job, settings } = state;
+    const { settings } = state;
     const signal = active.controller.signal;
     let release: Release;
     try {
@@ -93,6 +93,18 @@ export class RunExecutor {
       return;
     }
     this.#permits.set(active, release);
+    try {
+      await this.#runWithPermit(state, active);
+    } finally {
+      // Whatever happened above, the permit goes back: a leaked permit shrinks the pool for good.
+      this.#permits.delete(active);
+      release();
+    }
+  }
+
+  async #runWithPermit(state: JobState, active: ActiveRun): Promise<void> {
+    const { job, settings } = state;
+    const signal = active.controller.signal;
     const startedAt = this.#clock.now();
     this.#opts.events.emit('run:started', {
       job: job.id,
@@ -143,20 +155,23 @@ export class RunExecutor {
       } catch (err) {
         if (signal.aborted) {
           outcome = outcomeOfAbort(active.cause);
-          error = outcome === 'timeout' ? timeoutError(settings.timeoutSec, err) : undefined;
+          error = outcome === 'timeout' ? timeoutError(settings.timeoutSec, toError(err)) : undefined;
           break;
         }
         error = toError(err);
         if (attempts <= settings.retries && isTransientError(err)) {
           const delay = retryDelayMs(attempts, jitter(this.#opts.random));
-          log.warn({ err, attempt: attempts, retry_in_ms: Math.round(delay) }, 'transient failure; retrying');
+          log.warn(
+            { err: error, attempt: attempts, retry_in_ms: Math.round(delay) },
+            'transient failure; retrying',
+          );
           try {
             await sleep(this.#clock, delay, signal);
             continue;
           } catch (abortErr) {
             // The timeout (or a cancel) cut the retry delay short: the run ends with that outcome.
             outcome = outcomeOfAbort(active.cause);
-            if (outcome === 'timeout') error = timeoutError(settings.timeoutSec, abortErr);
+            if (outcome === 'timeout') error = timeoutError(settings.timeoutSec, toError(abortErr));
             break;
           }
         }
@@ -175,8 +190,6 @@ export class RunExecutor {
       error,
     );
     await this.#letGo([jobPromise, ...held], signal, log);
-    this.#permits.delete(active);
-    release();
   }
 
   /** One attempt: the job, then its freshness record (part of success: without it catch-up lies). */
@@ -302,7 +315,7 @@ function raceAbort<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
       },
       (e: unknown) => {
         signal.removeEventListener('abort', onAbort);
-        reject(e instanceof Error ? e : toError(e));
+        reject(toError(e));
       },
     );
   });
