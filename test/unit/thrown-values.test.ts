@@ -97,6 +97,8 @@ describe('Runner: a job rejecting with any value still ends its run and frees it
     const h = harness(
       [
         {
+          // The point of the test: a job that rejects with something that is not an Error.
+          // eslint-disable-next-line @typescript-eslint/prefer-promise-reject-errors
           job: job('hostile', () => Promise.reject(values[i++ % values.length]?.[1])),
           settings: settings({ intervalSec: 10 }),
         },
