@@ -71,7 +71,11 @@ export class LeaderLease {
   readonly replicaId: string;
   readonly #o: LeaderLeaseOptions;
   #token: string | undefined;
-  /** Local deadline of the current lease, measured from the start of the last successful renewal. */
+  /**
+   * Local deadline of the current lease in monotonic ms, measured from the start of the last
+   * successful renewal: a wall-clock step must neither keep a replica leading past its lease nor cut
+   * it short.
+   */
   #validUntil = 0;
   #timer: TimerHandle | undefined;
   /** Fires at `#validUntil`: stepping down exactly then, not at the next renewal attempt. */
@@ -85,7 +89,7 @@ export class LeaderLease {
   }
 
   get isLeader(): boolean {
-    return this.#token !== undefined && this.#o.clock.now() < this.#validUntil;
+    return this.#token !== undefined && this.#o.clock.monotonic() < this.#validUntil;
   }
 
   /** The fence cache writers check: the lease key and, while leader, the token it must still hold. */
@@ -136,7 +140,7 @@ export class LeaderLease {
 
   /** One acquire or renew; false when Redis did not answer (an error or a timeout). */
   async #cycle(): Promise<boolean> {
-    const started = this.#o.clock.now();
+    const started = this.#o.clock.monotonic();
     try {
       if (this.#token === undefined) {
         const token = await this.#o.redis.eval(
@@ -168,7 +172,7 @@ export class LeaderLease {
       this.#o.log.warn({ err }, 'leader lease renewal failed');
       return false;
     } finally {
-      if (this.#token !== undefined && this.#o.clock.now() >= this.#validUntil) {
+      if (this.#token !== undefined && this.#o.clock.monotonic() >= this.#validUntil) {
         this.#stepDown('lease expired before it could be renewed');
       }
     }
@@ -177,7 +181,7 @@ export class LeaderLease {
   #extend(from: number): void {
     this.#validUntil = from + this.#o.leaseMs;
     this.#deadline?.cancel();
-    this.#deadline = this.#o.clock.setTimer(this.#validUntil - this.#o.clock.now(), () => {
+    this.#deadline = this.#o.clock.setTimer(this.#validUntil - this.#o.clock.monotonic(), () => {
       this.#stepDown('lease expired before it could be renewed');
     });
   }

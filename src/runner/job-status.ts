@@ -46,7 +46,11 @@ export function rememberRun(state: JobState, record: RunRecord): void {
   if (state.recentRuns.length > RECENT_RUNS) state.recentRuns.shift();
 }
 
-export function statusOf(state: JobState, leader: boolean, nowMs: number): JobStatus {
+/**
+ * `nowMs` is the wall clock; `monoMs` the monotonic clock at the same instant (the backoff window is
+ * kept in monotonic time and shown in wall time as the wall clock reads now).
+ */
+export function statusOf(state: JobState, leader: boolean, nowMs: number, monoMs: number): JobStatus {
   const iso = (ms: number | null): string | null => (ms === null ? null : new Date(ms).toISOString());
   return {
     name: state.job.id,
@@ -60,12 +64,16 @@ export function statusOf(state: JobState, leader: boolean, nowMs: number): JobSt
     last_outcome: state.lastOutcome,
     consecutive_failures: state.consecutiveFailures,
     next_run_at: iso(state.nextRunAt),
-    backoff_until: iso(state.backoffUntil !== null && state.backoffUntil > nowMs ? state.backoffUntil : null),
+    backoff_until: iso(
+      state.backoffUntilMono !== null && state.backoffUntilMono > monoMs
+        ? nowMs + (state.backoffUntilMono - monoMs)
+        : null,
+    ),
   };
 }
 
-export function detailOf(state: JobState, leader: boolean, nowMs: number): JobDetail {
-  return { ...statusOf(state, leader, nowMs), recent_runs: [...state.recentRuns].reverse() };
+export function detailOf(state: JobState, leader: boolean, nowMs: number, monoMs: number): JobDetail {
+  return { ...statusOf(state, leader, nowMs, monoMs), recent_runs: [...state.recentRuns].reverse() };
 }
 
 export function gaugesOf(state: JobState, executing: boolean): JobGauges {

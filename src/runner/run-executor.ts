@@ -89,7 +89,7 @@ export class RunExecutor {
       if (!signal.aborted) throw err;
       // Aborted while waiting for a permit: nothing ran, but a manual cancel still deserves a record.
       if (active.cause === 'cancel')
-        this.#finish(state, active, this.#clock.now(), 'cancelled', 0, undefined);
+        this.#finish(state, active, this.#clock.now(), this.#clock.monotonic(), 'cancelled', 0, undefined);
       return;
     }
     this.#permits.set(active, release);
@@ -106,6 +106,7 @@ export class RunExecutor {
     const { job, settings } = state;
     const signal = active.controller.signal;
     const startedAt = this.#clock.now();
+    const startedMono = this.#clock.monotonic();
     this.#opts.events.emit('run:started', {
       job: job.id,
       runId: active.runId,
@@ -113,7 +114,7 @@ export class RunExecutor {
       scheduledAt: new Date(active.scheduledAt),
       startedAt: new Date(startedAt),
     });
-    const deadline = startedAt + settings.timeoutSec * 1000;
+    const deadline = startedMono + settings.timeoutSec * 1000;
     const timeout = this.#clock.setTimer(settings.timeoutSec * 1000, () => {
       this.abort(state, 'timeout');
     });
@@ -123,7 +124,7 @@ export class RunExecutor {
     attachRunScope(signal, {
       jobId: job.id,
       runId: active.runId,
-      remainingMs: () => deadline - this.#clock.now(),
+      remainingMs: () => deadline - this.#clock.monotonic(),
       holdUntil: (work) => {
         held.push(work.catch(() => undefined));
       },
@@ -184,6 +185,7 @@ export class RunExecutor {
       state,
       active,
       startedAt,
+      startedMono,
       outcome,
       attempts,
       outcome === 'success' ? result : undefined,
@@ -194,6 +196,7 @@ export class RunExecutor {
 
   /** One attempt: the job, then its freshness record (part of success: without it catch-up lies). */
   async #attempt(state: JobState, ctx: RunContext): Promise<RunResult> {
+    const startedMono = this.#clock.monotonic();
     const result = await state.job.run(ctx);
     ctx.signal.throwIfAborted();
     await this.#opts.freshness.recordSuccess(
@@ -202,7 +205,7 @@ export class RunExecutor {
         lastSuccessAt: this.#clock.now(),
         runId: ctx.runId,
         items: result.items,
-        durationMs: this.#clock.now() - ctx.startedAt.getTime(),
+        durationMs: this.#clock.monotonic() - startedMono,
       },
       ctx.signal,
     );
@@ -226,26 +229,32 @@ export class RunExecutor {
     state: JobState,
     active: ActiveRun,
     startedAt: number,
+    startedMono: number,
     outcome: Outcome,
     attempts: number,
     result: RunResult | undefined,
     error?: Error,
   ): void {
     const endedAt = this.#clock.now();
-    const durationMs = endedAt - startedAt;
+    const endedMono = this.#clock.monotonic();
+    // Durations and the backoff window are monotonic: a wall-clock step must not stretch or cut them.
+    const durationMs = endedMono - startedMono;
     if (outcome === 'success') {
       state.consecutiveFailures = 0;
       state.backoffUntil = null;
+      state.backoffUntilMono = null;
       state.lastSuccessAt = endedAt;
       state.lastItems = result?.items ?? 0;
     } else if (outcome === 'failure' || outcome === 'timeout') {
       state.consecutiveFailures++;
-      state.backoffUntil = backoffUntil(
+      const until = backoffUntil(
         this.#opts.backoff,
         state.consecutiveFailures,
-        endedAt,
+        endedMono,
         jitter(this.#opts.random),
       );
+      state.backoffUntilMono = until;
+      state.backoffUntil = until === null ? null : endedAt + (until - endedMono);
     }
     state.lastRunAt = endedAt;
     state.lastOutcome = outcome;

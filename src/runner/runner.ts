@@ -196,13 +196,14 @@ export class Runner {
 
   status(): JobStatus[] {
     const now = this.#clock.now();
-    return [...this.#jobs.values()].map((s) => statusOf(s, this.#leader, now));
+    const mono = this.#clock.monotonic();
+    return [...this.#jobs.values()].map((s) => statusOf(s, this.#leader, now, mono));
   }
 
   detail(jobId: string): JobDetail | undefined {
     const state = this.#jobs.get(jobId);
     if (!state) return undefined;
-    return detailOf(state, this.#leader, this.#clock.now());
+    return detailOf(state, this.#leader, this.#clock.now(), this.#clock.monotonic());
   }
 
   /** Raw per-job numbers for metrics collected at scrape time. */
