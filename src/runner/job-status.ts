@@ -40,6 +40,23 @@ export interface JobGauges {
   enabled: boolean;
 }
 
+/**
+ * Takes in a last success read from the job's freshness record (`{p}:job:{job}`), which any replica
+ * may have written. A success that ended after this replica's own last run also ends this replica's
+ * failure streak: the job's consecutive failures are the job's, not the process's. Without this, a
+ * former leader kept `consecutive_failures` 3 and `job_healthy` 0 from its last failures forever
+ * while the job succeeded on the new leader (and a stale backoff window met it if it led again).
+ */
+export function adoptRecordedSuccess(state: JobState, lastSuccessAt: number): void {
+  state.lastSuccessAt = Math.max(state.lastSuccessAt ?? 0, lastSuccessAt);
+  const endsStreak =
+    state.consecutiveFailures > 0 && state.lastRunAt !== null && lastSuccessAt > state.lastRunAt;
+  if (!endsStreak || state.active !== undefined) return;
+  state.consecutiveFailures = 0;
+  state.backoffUntil = null;
+  state.backoffUntilMono = null;
+}
+
 /** Appends a finished run to the job's bounded history. */
 export function rememberRun(state: JobState, record: RunRecord): void {
   state.recentRuns.push(record);

@@ -7,6 +7,7 @@ import { GuardedEmitter } from './events.js';
 import type { RefreshJob } from './job.js';
 import { newJobState, type JobState } from './job-state.js';
 import {
+  adoptRecordedSuccess,
   detailOf,
   gaugesOf,
   statusOf,
@@ -127,7 +128,8 @@ export class Runner {
 
   /**
    * Re-reads every enabled job's freshness record. A follower runs nothing, so this is how its
-   * `last_success_at` (and the metrics built on it) keeps following the leader's successes.
+   * `last_success_at`, its failure streak and the metrics built on them (`job_healthy`,
+   * `consecutive_failures`) keep following the leader's successes.
    */
   async refreshFreshness(): Promise<void> {
     await Promise.all(
@@ -136,7 +138,7 @@ export class Runner {
         .map(async (state) => {
           try {
             const last = await this.#opts.freshness.lastSuccessAt(state.job.id);
-            if (last !== null) state.lastSuccessAt = Math.max(state.lastSuccessAt ?? 0, last);
+            if (last !== null) adoptRecordedSuccess(state, last);
           } catch (err) {
             // Redis is down: /readyz reports it; the follower's view simply stays as it was.
             this.#log.debug({ err, job: state.job.id }, 'could not refresh freshness record');

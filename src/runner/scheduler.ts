@@ -2,6 +2,7 @@ import type { Logger } from 'pino';
 import { MAX_TIMER_MS, wallTimeOf, type Clock, type TimerHandle } from './clock.js';
 import type { GuardedEmitter } from './events.js';
 import type { JobState } from './job-state.js';
+import { adoptRecordedSuccess } from './job-status.js';
 import type { FreshnessStore, RunnerEvents, SkipReason, Trigger } from './run-events.js';
 import { nextFireAt } from './schedule.js';
 
@@ -106,7 +107,7 @@ export class Scheduler {
             // Unknown freshness is treated as stale: running once too often beats serving stale data.
             this.#log.warn({ err, job: state.job.id }, 'could not read freshness record; running catch-up');
           }
-          if (last !== null) state.lastSuccessAt = Math.max(state.lastSuccessAt ?? 0, last);
+          if (last !== null) adoptRecordedSuccess(state, last);
           const stale = last === null || now - last >= state.settings.intervalSec * 1000;
           if (!stale || this.#stopping) return;
           this.tick(state, now, 'catch-up');
