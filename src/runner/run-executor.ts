@@ -205,7 +205,7 @@ export class RunExecutor {
         lastSuccessAt: this.#clock.now(),
         runId: ctx.runId,
         items: result.items,
-        durationMs: this.#clock.monotonic() - startedMono,
+        durationMs: Math.round(this.#clock.monotonic() - startedMono),
       },
       ctx.signal,
     );
@@ -235,10 +235,11 @@ export class RunExecutor {
     result: RunResult | undefined,
     error?: Error,
   ): void {
-    const endedAt = this.#clock.now();
-    const endedMono = this.#clock.monotonic();
     // Durations and the backoff window are monotonic: a wall-clock step must not stretch or cut them.
-    const durationMs = endedMono - startedMono;
+    // The end is the start plus that duration, so `failed_at - started_at` is always `duration_ms`.
+    const endedMono = this.#clock.monotonic();
+    const durationMs = Math.round(endedMono - startedMono);
+    const endedAt = startedAt + durationMs;
     if (outcome === 'success') {
       state.consecutiveFailures = 0;
       state.backoffUntil = null;

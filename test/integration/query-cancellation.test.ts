@@ -4,12 +4,16 @@ import { Redis } from 'ioredis';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RedisFreshnessStore } from '../../src/cache/freshness.js';
+import { seedDatabase } from '../../src/clickhouse/seed.js';
+import { RedisCacheWriter } from '../../src/cache/writer.js';
 import { createClickHouse } from '../../src/clients.js';
+import { SuggestedUsersJob } from '../../src/jobs/suggested-users.js';
 import type { JobSettings } from '../../src/config.js';
 import { createSystemClock } from '../../src/runner/clock.js';
 import type { RunContext } from '../../src/runner/job.js';
 import { Runner, type RunEnded } from '../../src/runner/runner.js';
 import { servicesEnv } from './env.js';
+import { scratchDatabase, type ScratchDatabase } from './scratch-database.js';
 
 /**
  * Issue 13 point 1: whatever aborts a run (timeout, cancel, shutdown, lost leadership), its query stops
@@ -202,5 +206,90 @@ describe('aborting a run stops its ClickHouse query on the server', () => {
     expect(ended.filter((e) => e.outcome === 'timeout').length).toBeGreaterThanOrEqual(4);
     expect(peak).toBe(1);
     expect(await serverQueries(jobId)).toEqual([]);
+  });
+});
+
+/**
+ * The issue's own case: a real suggested-users run whose single batch (batch size 50 000) outlasts a
+ * 1 s timeout on a seeded graph. Its batch query must be gone from the server within 2 s of the run
+ * ending, not run on for seconds until it tries to write.
+ */
+describe('a timed-out suggested-users run leaves no query on the server', () => {
+  let db: ScratchDatabase;
+  let redis: Redis;
+  let clickhouse: ClickHouseClient;
+  const prefix = `test-qcancel-sugg-${randomUUID()}`;
+
+  beforeAll(async () => {
+    const env = servicesEnv();
+    db = await scratchDatabase('test_qcancel');
+    await seedDatabase(db.client, { users: 50_000, days: 7, events: 3_000_000, seed: 13 });
+    redis = new Redis(env.redisUrl);
+    clickhouse = createClickHouse(
+      { clickhouse: { url: env.clickhouseUrl, user: 'default', password: '', database: db.name } },
+      pino({ level: 'silent' }),
+    );
+  });
+  afterAll(async () => {
+    const stale = await redis.keys(`${prefix}:*`);
+    if (stale.length > 0) await redis.del(...stale);
+    await redis.quit();
+    await clickhouse.close();
+    await db.drop();
+  });
+
+  it('the batch query is gone within 2 s of the timeout', { timeout: 120_000 }, async () => {
+    const ended: RunEnded[] = [];
+    const runner = new Runner({
+      jobs: [
+        {
+          job: new SuggestedUsersJob({
+            clickhouse,
+            cache: new RedisCacheWriter(redis),
+            keyPrefix: prefix,
+            perUser: 20,
+            activeDays: 7,
+            maxFollowees: 1000,
+            batchSize: 50_000,
+            ttlSec: 1800,
+          }),
+          settings: settings({ timeoutSec: 1 }),
+        },
+      ],
+      maxConcurrentJobs: 1,
+      backoff: { afterFailures: 1000, baseSec: 1, maxSec: 1 },
+      cronTimezone: 'UTC',
+      clock: createSystemClock(),
+      log: pino({ level: 'silent' }),
+      freshness: new RedisFreshnessStore(redis, prefix),
+    });
+    runner.events.on('run:ended', (e) => {
+      ended.push(e);
+    });
+    const observer = db.client;
+    const batchQueries = async (): Promise<string[]> => {
+      const rs = await observer.query({
+        query: `SELECT query_id FROM system.processes WHERE startsWith(query_id, 'cache-refresher:suggested-users:')`,
+        format: 'JSONEachRow',
+      });
+      return (await rs.json<{ query_id: string }>()).map((r) => r.query_id);
+    };
+    runner.start();
+    expect(runner.trigger('suggested-users')).toBe('started');
+    // The batch query must really be running on the server when the timeout strikes.
+    let seenRunning = false;
+    while (ended.length === 0) {
+      if ((await batchQueries()).some((id) => id.endsWith(':b0'))) seenRunning = true;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    expect(ended[0]?.outcome).toBe('timeout');
+    expect(seenRunning).toBe(true);
+    const t0 = Date.now();
+    while ((await batchQueries()).length > 0) {
+      expect(Date.now() - t0).toBeLessThan(2_000);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    console.log(`suggested-users: batch query gone ${Date.now() - t0} ms after the run timed out`);
+    await runner.stop(0);
   });
 });
