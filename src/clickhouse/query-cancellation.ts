@@ -11,6 +11,9 @@ const KILL_TIMEOUT_MS = 5_000;
  */
 const SERVER_LIMIT_SLACK_SEC = 1;
 
+/** How many of a signal's most recent query ids a KILL names. */
+const TRACKED_PER_SIGNAL = 64;
+
 /** The client methods whose requests run a query on the server and take an `abort_signal`. */
 const GUARDED = new Set<PropertyKey>(['query', 'command', 'exec', 'insert']);
 
@@ -55,6 +58,9 @@ export function withQueryCancellation(client: ClickHouseClient, log?: Logger): C
     const ids = issued.get(signal);
     if (ids) {
       ids.push(queryId);
+      // A run that issued hundreds of queries (one per batch) finished the old ones long ago; keeping
+      // the most recent bounds the KILL request's size.
+      if (ids.length > TRACKED_PER_SIGNAL) ids.shift();
       return;
     }
     issued.set(signal, [queryId]);
