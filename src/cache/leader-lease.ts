@@ -82,6 +82,8 @@ export class LeaderLease {
   #deadline: TimerHandle | undefined;
   #stopped = false;
   #inFlight: Promise<void> = Promise.resolve();
+  /** Lease calls failed in a row (Redis unreachable or frozen). */
+  #failedCalls = 0;
 
   constructor(opts: LeaderLeaseOptions) {
     this.#o = opts;
@@ -157,7 +159,7 @@ export class LeaderLease {
           this.#o.log.info({ token }, 'became leader');
           this.#o.onChange(true);
         }
-        return true;
+        return this.#answered();
       }
       const renewed = await this.#o.redis.eval(RENEW, 1, this.#o.key, this.#token, String(this.#o.leaseMs));
       if (renewed === 1) {
@@ -167,15 +169,26 @@ export class LeaderLease {
       } else {
         this.#stepDown('lease held by another replica');
       }
-      return true;
+      return this.#answered();
     } catch (err) {
-      this.#o.log.warn({ err }, 'leader lease renewal failed');
+      // Retried every second while Redis is away: warn once per outage, not once per attempt.
+      if (this.#failedCalls++ === 0) this.#o.log.warn({ err }, 'leader lease renewal failed');
+      else this.#o.log.debug({ err, failed_calls: this.#failedCalls }, 'leader lease renewal failed');
       return false;
     } finally {
       if (this.#token !== undefined && this.#o.clock.monotonic() >= this.#validUntil) {
         this.#stepDown('lease expired before it could be renewed');
       }
     }
+  }
+
+  /** Redis answered a lease call: ends a streak of failed calls. */
+  #answered(): true {
+    if (this.#failedCalls > 0) {
+      this.#o.log.info({ failed_calls: this.#failedCalls }, 'redis answers lease calls again');
+    }
+    this.#failedCalls = 0;
+    return true;
   }
 
   #extend(from: number): void {
