@@ -10,7 +10,7 @@ import { createClickHouse } from '../../src/clients.js';
 import { SuggestedUsersJob } from '../../src/jobs/suggested-users.js';
 import type { JobSettings } from '../../src/config.js';
 import { createSystemClock } from '../../src/runner/clock.js';
-import type { RunContext } from '../../src/runner/job.js';
+import type { RunFacts } from '../../src/runner/job.js';
 import { Runner, type RunEnded } from '../../src/runner/runner.js';
 import { servicesEnv } from './env.js';
 import { scratchDatabase, type ScratchDatabase } from './scratch-database.js';
@@ -96,7 +96,7 @@ describe('aborting a run stops its ClickHouse query on the server', () => {
         {
           job: {
             id: jobId,
-            async run(ctx: RunContext) {
+            async run(ctx: RunFacts) {
               const rs = await clickhouse.query({
                 query: SLOW_SQL,
                 query_params: { rows: 600 },
