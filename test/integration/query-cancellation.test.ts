@@ -10,6 +10,7 @@ import { createClickHouse } from '../../src/clients.js';
 import { SuggestedUsersJob } from '../../src/jobs/suggested-users.js';
 import type { JobSettings } from '../../src/config.js';
 import { createSystemClock } from '../../src/runner/clock.js';
+import { attachRunScope } from '../../src/runner/run-scope.js';
 import type { RunFacts } from '../../src/runner/job.js';
 import { Runner, type RunEnded } from '../../src/runner/runner.js';
 import { servicesEnv } from './env.js';
@@ -187,6 +188,31 @@ describe('aborting a run stops its ClickHouse query on the server', () => {
     await waitFor(async () => (await serverQueries(jobId, runId)).length === 0, 2_000);
     await waitFor(() => Promise.resolve(ended.length === 1), 5_000);
     expect(ended[0]?.outcome).toBe('cancelled');
+  });
+
+  it('the server-side limit stops a query on its own when no abort reaches the server', async () => {
+    // A run's signal with 1.2 s of budget left that never aborts (as if the client had died): the
+    // query carries max_execution_time = ceil(1.2) + 1 = 3 s, and the server ends it there.
+    const signal = new AbortController().signal;
+    attachRunScope(signal, {
+      jobId: 'qc-backstop',
+      runId: randomUUID(),
+      remainingMs: () => 1_200,
+      holdUntil: () => undefined,
+    });
+    const t0 = Date.now();
+    const failure = await clickhouse
+      .query({ query: SLOW_SQL, query_params: { rows: 600 }, format: 'JSONEachRow', abort_signal: signal })
+      .then((rs) => rs.json())
+      .then(
+        () => new Error('the query was not stopped'),
+        (err: unknown) => err,
+      );
+    const ms = Date.now() - t0;
+    console.log(`backstop: the server stopped the query after ${ms} ms`);
+    expect(String(failure)).toMatch(/TIMEOUT_EXCEEDED|Timeout exceeded/);
+    expect(ms).toBeGreaterThanOrEqual(2_500);
+    expect(ms).toBeLessThan(10_000);
   });
 
   it('a 2 s interval with a 1 s timeout never has two queries of the job running', async () => {
