@@ -40,7 +40,11 @@ export function permanentRefusal(err: unknown): BrokerRefusal | undefined {
     };
     if (typeof type === 'string' && PERMANENT_KAFKA_ERRORS.has(type)) {
       const { name, message } = e as { name?: unknown; message?: unknown };
-      return { name: String(name ?? 'Error'), message: String(message ?? type), type };
+      return {
+        name: typeof name === 'string' ? name : 'Error',
+        message: typeof message === 'string' ? message : type,
+        type,
+      };
     }
     queue.push(cause, originalError);
     if (Array.isArray(errors)) queue.push(...(errors as unknown[]));

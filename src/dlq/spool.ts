@@ -210,7 +210,8 @@ export class DlqSpool {
       let pos = this.#acked;
       let chunkSize = 1 << 20;
       while (records.length < max && pos < this.#size) {
-        const chunk = await file.readAt(Math.min(chunkSize, this.#size - pos), pos);
+        const want = Math.min(chunkSize, this.#size - pos);
+        const chunk = await file.readAt(want, pos);
         if (chunk.length === 0) {
           // The file is shorter than we know it to be: someone else truncated it. Never loop on it.
           this.#log.error(
@@ -231,8 +232,9 @@ export class DlqSpool {
         }
         if (lineStart > 0) {
           pos += lineStart;
-        } else if (pos + chunk.length >= this.#size) {
-          // A last line without its newline (only another writer can leave one): handled as at open.
+        } else if (chunk.length < want || pos + chunk.length >= this.#size) {
+          // A last line without its newline, or the file ends early (only another writer or a damaged
+          // disk can do that): skip to the end we know, as at open, instead of reading it again.
           this.#skipCorrupt(pos, chunk.length);
           pos = this.#size;
         } else {
