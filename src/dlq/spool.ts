@@ -319,6 +319,16 @@ export class DlqSpool {
     this.#size = await file.size();
     await this.#dropTornTail(file);
     this.#acked = await this.#readOffset(file);
+    // Rewritten at once: replaces an invalid file, and gives a missing one its fixed size, so that an
+    // in-place write is possible later when the disk is full.
+    await this.#writeOffset(this.#acked).then(
+      () => {
+        this.#offsetDirty = false;
+      },
+      (err: unknown) => {
+        this.#log.warn({ err }, 'dlq spool: cannot write the offset file at open; will retry');
+      },
+    );
     const { valid, corrupt } = await this.#scan(file);
     this.#pending = valid;
     this.#corrupt += corrupt;
@@ -458,12 +468,20 @@ export class DlqSpool {
     return offset as number;
   }
 
+  /**
+   * Replaces `spool.offset` atomically (temp file, fsync, rename, fsync of the directory). On a full
+   * disk the temp file cannot be written; then the existing file, always OFFSET_FILE_BYTES long, is
+   * overwritten in place: its block is already allocated, so this needs no space, and without it a full
+   * disk could never be emptied (compaction needs an offset write). A crash tearing that one small write
+   * makes the offset invalid, which is read as 0: a redelivery, not a loss.
+   */
   async #writeOffset(offset: number): Promise<void> {
+    const bytes = offsetFileBytes(offset);
     const tmp = `${this.#offsetPath}.${randomUUID()}.tmp`;
     try {
       const file = await this.#fs.openFile(tmp, 'exclusive');
       try {
-        await file.writeAt(Buffer.from(JSON.stringify({ offset }) + '\n'), 0);
+        await file.writeAt(bytes, 0);
         await file.datasync();
       } finally {
         await file.close();
@@ -475,9 +493,34 @@ export class DlqSpool {
           this.#log.warn({ err: cleanup, file: tmp }, 'dlq spool: cannot remove a temp offset file');
         }
       });
+      const code = errnoCode(err);
+      if ((code === 'ENOSPC' || code === 'EDQUOT') && (await this.#overwriteOffset(bytes, offset))) return;
       throw new Error(`dlq spool: cannot write ${this.#offsetPath}`, { cause: err });
     }
     await this.#fs.syncDir(this.#dir);
+  }
+
+  /** The disk-full path of `#writeOffset`; false when the file is missing or not of the fixed size. */
+  async #overwriteOffset(bytes: Buffer, offset: number): Promise<boolean> {
+    let file: SpoolFile;
+    try {
+      file = await this.#fs.openFile(this.#offsetPath, 'existing');
+    } catch (err) {
+      this.#log.warn({ err }, 'dlq spool: disk full and no offset file to overwrite in place');
+      return false;
+    }
+    try {
+      if ((await file.size()) !== bytes.length) return false;
+      await file.writeAt(bytes, 0);
+      await file.datasync();
+      this.#log.warn({ offset }, 'dlq spool: disk full; offset file overwritten in place');
+      return true;
+    } catch (err) {
+      this.#log.warn({ err }, 'dlq spool: disk full and the in-place offset write failed too');
+      return false;
+    } finally {
+      await file.close();
+    }
   }
 
   /** Temp files of an offset write that crashed between create and rename. */
@@ -532,6 +575,13 @@ export class DlqSpool {
     this.#queue = next.catch(() => undefined);
     return next;
   }
+}
+
+/** Size of `spool.offset`: fixed, so that it can be overwritten in place (see `#writeOffset`). */
+const OFFSET_FILE_BYTES = 64;
+
+function offsetFileBytes(offset: number): Buffer {
+  return Buffer.from(JSON.stringify({ offset }).padEnd(OFFSET_FILE_BYTES - 1, ' ') + '\n', 'utf8');
 }
 
 function parseLine(line: Buffer): DlqRecord | undefined {

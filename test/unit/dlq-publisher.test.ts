@@ -139,11 +139,15 @@ describe('DlqPublisher', () => {
     const { publisher, spool } = await setup({ transport });
     for (let i = 1; i <= 5; i++) expect(await publisher.publish(record(i))).toBe('spool');
     // Kafka back, but the disk is full: the offset cannot be written for a while.
-    fs.fail('open', /spool\.offset\..*\.tmp$/, { times: 5 });
+    fs.fail('open', /spool\.offset\..*\.tmp$/, { times: 5, code: 'EIO' });
     transport.sent.length = 0;
     transport.answer = () => undefined;
     await expect.poll(() => spool.pending, { timeout: 5_000 }).toBe(0);
     await expect.poll(() => spool.offsetDirty, { timeout: 5_000 }).toBe(false);
+    // Five failed offset writes, each retried after a backoff, before the flusher sent anything new.
+    expect(fs.calls.filter((c) => c.step === 'open' && /\.tmp$/.test(c.file)).length).toBeGreaterThanOrEqual(
+      6,
+    );
     const sent = transport.sent.flat();
     expect(sent).toEqual(['run-1', 'run-2', 'run-3', 'run-4', 'run-5']);
     expect((await readdir(dir)).filter((f) => f.endsWith('.tmp'))).toEqual([]);

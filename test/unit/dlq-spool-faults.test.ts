@@ -147,14 +147,14 @@ describe('DlqSpool under injected file-system faults', () => {
         const spool = await openSpool();
         for (let i = 1; i <= 4; i++) await spool.append(record(i));
         const batch = await spool.read(2);
-        fs.fail(step, file);
+        fs.fail(step, file, { code: 'EIO' });
         await expect(spool.commit(batch.end, 2)).rejects.toThrow(/cannot write .*spool\.offset/);
         expect(await tempFiles()).toEqual([]);
         expect(spool.offsetDirty).toBe(true);
         // Acknowledged records are not read (and so not sent) again while the write is pending.
         expect(spool.pending).toBe(2);
         expect(await ids(spool)).toEqual(['run-3', 'run-4']);
-        fs.fail(step, file);
+        fs.fail(step, file, { code: 'EIO' });
         await expect(spool.persistOffset()).rejects.toThrow();
         expect(await tempFiles()).toEqual([]);
         await spool.persistOffset();
@@ -167,13 +167,42 @@ describe('DlqSpool under injected file-system faults', () => {
       const spool = await openSpool();
       for (let i = 1; i <= 3; i++) await spool.append(record(i));
       const batch = await spool.read(2);
-      fs.fail('open', OFFSET_TMP, { times: 100 });
+      fs.fail('open', OFFSET_TMP, { times: 100, code: 'EIO' });
       await expect(spool.commit(batch.end, 2)).rejects.toThrow();
       // "Crash": the lock is found stale and another process opens the spool.
       fs.clear();
       await rm(path.join(dir, 'spool.lock'));
       const next = await openSpool();
       expect(await ids(next)).toEqual(['run-1', 'run-2', 'run-3']);
+    });
+
+    it('on a full disk (no temp file possible) the offset file is overwritten in place', async () => {
+      const spool = await openSpool();
+      for (let i = 1; i <= 3; i++) await spool.append(record(i));
+      const batch = await spool.read(2);
+      fs.fail('write', OFFSET_TMP, { times: 100 });
+      await spool.commit(batch.end, 2);
+      expect(spool.offsetDirty).toBe(false);
+      expect(await tempFiles()).toEqual([]);
+      const text = await readFile(path.join(dir, 'spool.offset'), 'utf8');
+      expect(text).toHaveLength(64);
+      expect(JSON.parse(text)).toEqual({ offset: batch.end });
+      // Everything delivered: compaction also works without a temp file, and frees the space.
+      const rest = await spool.read(10);
+      await spool.commit(rest.end, 1);
+      expect(await dataText()).toBe('');
+      expect(await ids(await reopen())).toEqual([]);
+    });
+
+    it('on a full disk, if the in-place write fails too, the commit fails and is retried', async () => {
+      const spool = await openSpool();
+      for (let i = 1; i <= 2; i++) await spool.append(record(i));
+      const batch = await spool.read(1);
+      fs.fail('write', /spool\.offset/, { times: 2 });
+      await expect(spool.commit(batch.end, 1)).rejects.toThrow(/cannot write/);
+      expect(spool.offsetDirty).toBe(true);
+      await spool.persistOffset();
+      expect(await ids(await reopen())).toEqual(['run-2']);
     });
 
     it('a failed directory fsync after the rename is retried', async () => {
@@ -198,7 +227,7 @@ describe('DlqSpool under injected file-system faults', () => {
       const realCheck = fs.check.bind(fs);
       fs.check = (step, file) => {
         if (step === 'open' && OFFSET_TMP.test(file) && ++writes === 2) {
-          throw Object.assign(new Error('ENOSPC: injected'), { code: 'ENOSPC' });
+          throw Object.assign(new Error('EIO: injected'), { code: 'EIO' });
         }
         return realCheck(step, file);
       };
