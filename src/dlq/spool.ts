@@ -1,9 +1,10 @@
-import { randomUUID } from 'node:crypto';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { DLQ_SCHEMA, type DlqRecord } from './record.js';
 import { errnoCode, nodeSpoolFs, type SpoolFile, type SpoolFs } from './spool-files.js';
 import { SpoolLock } from './spool-lock.js';
+import { appendRejected } from './rejected-file.js';
+import { SpoolOffsetFile } from './spool-offset.js';
 
 export { SpoolLockedError, type LockHolder } from './spool-lock.js';
 
@@ -69,7 +70,7 @@ export class DlqSpool {
   readonly #fs: SpoolFs;
   readonly #maxBytes: number;
   readonly #dataPath: string;
-  readonly #offsetPath: string;
+  readonly #offsetFile: SpoolOffsetFile;
   readonly #rejectedPath: string;
   readonly #lock: SpoolLock;
   #file: SpoolFile | undefined;
@@ -94,7 +95,7 @@ export class DlqSpool {
     this.#fs = opts.fs ?? nodeSpoolFs;
     this.#maxBytes = opts.maxBytes ?? DEFAULT_SPOOL_MAX_BYTES;
     this.#dataPath = path.join(dir, 'spool.jsonl');
-    this.#offsetPath = path.join(dir, 'spool.offset');
+    this.#offsetFile = new SpoolOffsetFile(dir, this.#fs, log);
     this.#rejectedPath = path.join(dir, 'rejected.jsonl');
     this.#lock = new SpoolLock(dir, {
       fs: this.#fs,
@@ -282,23 +283,11 @@ export class DlqSpool {
   reject(record: DlqRecord, error: { name: string; message: string; type?: string }): Promise<void> {
     return this.#serial(async () => {
       this.#usable();
-      const line = JSON.stringify({ rejected_at: new Date().toISOString(), error, record }) + '\n';
-      const file = await this.#fs.openFile(this.#rejectedPath, 'create');
-      try {
-        const size = await file.size();
-        try {
-          await file.writeAt(Buffer.from(line, 'utf8'), size);
-          await file.datasync();
-        } catch (err) {
-          await file.truncate(size).catch((again: unknown) => {
-            this.#log.error({ err: again }, 'dlq spool: cannot truncate a failed write to rejected.jsonl');
-          });
-          throw err;
-        }
-        if (size === 0) await this.#fs.syncDir(this.#dir);
-      } finally {
-        await file.close();
-      }
+      await appendRejected(this.#fs, this.#rejectedPath, {
+        rejected_at: new Date().toISOString(),
+        error,
+        record,
+      });
       this.#rejected++;
     });
   }
@@ -311,7 +300,7 @@ export class DlqSpool {
   // ---- internals ----------------------------------------------------------------------------------
 
   async #open(): Promise<void> {
-    await this.#removeTempFiles();
+    await this.#offsetFile.removeTempFiles();
     const created = !(await this.#exists(this.#dataPath));
     const file = await this.#fs.openFile(this.#dataPath, 'create');
     this.#file = file;
@@ -321,7 +310,7 @@ export class DlqSpool {
     this.#acked = await this.#readOffset(file);
     // Rewritten at once: replaces an invalid file, and gives a missing one its fixed size, so that an
     // in-place write is possible later when the disk is full.
-    await this.#writeOffset(this.#acked).then(
+    await this.#offsetFile.write(this.#acked).then(
       () => {
         this.#offsetDirty = false;
       },
@@ -400,7 +389,7 @@ export class DlqSpool {
 
   async #persist(): Promise<void> {
     if (!this.#offsetDirty) return;
-    await this.#writeOffset(this.#acked);
+    await this.#offsetFile.write(this.#acked);
     this.#offsetDirty = false;
     if (this.#acked === this.#size && this.#size > 0) {
       // Optional housekeeping: the offset is durable, so a failed compaction loses nothing.
@@ -413,7 +402,7 @@ export class DlqSpool {
   /** Offset reset first, truncation second (see the class comment for why this order). */
   async #compact(): Promise<void> {
     const file = this.#usable();
-    await this.#writeOffset(0);
+    await this.#offsetFile.write(0);
     this.#acked = 0;
     this.#size = 0;
     this.#pending = 0;
@@ -430,24 +419,9 @@ export class DlqSpool {
   }
 
   async #readOffset(file: SpoolFile): Promise<number> {
-    let text: string;
-    try {
-      text = (await this.#fs.readFile(this.#offsetPath)).toString('utf8');
-    } catch (err) {
-      if (errnoCode(err) === 'ENOENT') return 0;
-      this.#log.warn(
-        { err, file: this.#offsetPath },
-        'dlq spool: cannot read the offset file; redelivering all',
-      );
-      return 0;
-    }
-    let offset: unknown;
-    try {
-      offset = (JSON.parse(text) as { offset?: unknown } | null)?.offset;
-    } catch (err) {
-      offset = undefined;
-      this.#log.debug({ err }, 'dlq spool: offset file is not JSON');
-    }
+    const read = await this.#offsetFile.read();
+    if (read === undefined) return 0;
+    const { offset, text } = read;
     const atLineStart =
       offset === 0 ||
       (typeof offset === 'number' &&
@@ -459,79 +433,13 @@ export class DlqSpool {
       // Empty, torn, NUL-filled, edited, or pointing past the end or into a line: redelivering everything
       // (consumers dedupe on run_id) beats both losing records and refusing to start.
       this.#log.warn(
-        { file: this.#offsetPath, text: text.slice(0, 200), size: this.#size },
+        { file: this.#offsetFile.path, text: text.slice(0, 200), size: this.#size },
         'dlq spool: invalid offset file; treating it as 0 and redelivering every spooled record',
       );
       this.#offsetDirty = true;
       return 0;
     }
-    return offset as number;
-  }
-
-  /**
-   * Replaces `spool.offset` atomically (temp file, fsync, rename, fsync of the directory). On a full
-   * disk the temp file cannot be written; then the existing file, always OFFSET_FILE_BYTES long, is
-   * overwritten in place: its block is already allocated, so this needs no space, and without it a full
-   * disk could never be emptied (compaction needs an offset write). A crash tearing that one small write
-   * makes the offset invalid, which is read as 0: a redelivery, not a loss.
-   */
-  async #writeOffset(offset: number): Promise<void> {
-    const bytes = offsetFileBytes(offset);
-    const tmp = `${this.#offsetPath}.${randomUUID()}.tmp`;
-    try {
-      const file = await this.#fs.openFile(tmp, 'exclusive');
-      try {
-        await file.writeAt(bytes, 0);
-        await file.datasync();
-      } finally {
-        await file.close();
-      }
-      await this.#fs.rename(tmp, this.#offsetPath);
-    } catch (err) {
-      await this.#fs.unlink(tmp).catch((cleanup: unknown) => {
-        if (errnoCode(cleanup) !== 'ENOENT') {
-          this.#log.warn({ err: cleanup, file: tmp }, 'dlq spool: cannot remove a temp offset file');
-        }
-      });
-      const code = errnoCode(err);
-      if ((code === 'ENOSPC' || code === 'EDQUOT') && (await this.#overwriteOffset(bytes, offset))) return;
-      throw new Error(`dlq spool: cannot write ${this.#offsetPath}`, { cause: err });
-    }
-    await this.#fs.syncDir(this.#dir);
-  }
-
-  /** The disk-full path of `#writeOffset`; false when the file is missing or not of the fixed size. */
-  async #overwriteOffset(bytes: Buffer, offset: number): Promise<boolean> {
-    let file: SpoolFile;
-    try {
-      file = await this.#fs.openFile(this.#offsetPath, 'existing');
-    } catch (err) {
-      this.#log.warn({ err }, 'dlq spool: disk full and no offset file to overwrite in place');
-      return false;
-    }
-    try {
-      if ((await file.size()) !== bytes.length) return false;
-      await file.writeAt(bytes, 0);
-      await file.datasync();
-      this.#log.warn({ offset }, 'dlq spool: disk full; offset file overwritten in place');
-      return true;
-    } catch (err) {
-      this.#log.warn({ err }, 'dlq spool: disk full and the in-place offset write failed too');
-      return false;
-    } finally {
-      await file.close();
-    }
-  }
-
-  /** Temp files of an offset write that crashed between create and rename. */
-  async #removeTempFiles(): Promise<void> {
-    const base = path.basename(this.#offsetPath);
-    for (const name of await this.#fs.readdir(this.#dir)) {
-      if (!name.startsWith(`${base}.`) || !name.endsWith('.tmp')) continue;
-      await this.#fs.unlink(path.join(this.#dir, name)).catch((err: unknown) => {
-        this.#log.warn({ err, file: name }, 'dlq spool: cannot remove a stale temp offset file');
-      });
-    }
+    return offset;
   }
 
   async #exists(file: string): Promise<boolean> {
@@ -575,13 +483,6 @@ export class DlqSpool {
     this.#queue = next.catch(() => undefined);
     return next;
   }
-}
-
-/** Size of `spool.offset`: fixed, so that it can be overwritten in place (see `#writeOffset`). */
-const OFFSET_FILE_BYTES = 64;
-
-function offsetFileBytes(offset: number): Buffer {
-  return Buffer.from(JSON.stringify({ offset }).padEnd(OFFSET_FILE_BYTES - 1, ' ') + '\n', 'utf8');
 }
 
 function parseLine(line: Buffer): DlqRecord | undefined {
