@@ -287,4 +287,28 @@ describe('DLQ against a real broker that refuses, freezes, or shares a spool', (
         `${spooled.length} spooled records all delivered`,
     );
   }, 180_000);
+
+  it('once beside a running sidecar (which holds the spool) still delivers its record to Kafka', async () => {
+    const topic = `test-dlq-once-${randomUUID()}`;
+    await createTopic(kafka, topic);
+    const dir = await newDir('dlq-once');
+    const env = { KAFKA_BROKERS: s.kafkaBrokers.join(','), DLQ_TOPIC: topic, DLQ_SPOOL_DIR: dir };
+    const sidecar = runner(env, []);
+    await sidecar.waitForLog((l) => l.msg === 'dlq spool opened');
+    const lockBefore = readFileSync(path.join(dir, 'spool.lock'), 'utf8');
+    const once = runner(env, [{ id: 'boom', kind: 'fail', intervalSec: 3600 }], ['once', 'boom']);
+    expect(await once.exited).toEqual({ code: 1, signal: null });
+    expect(
+      once.lines.some((l) => l.msg === 'dlq spool is owned by another process; records go straight to kafka'),
+    ).toBe(true);
+    const [runId] = outcomes(once, 'kafka');
+    expect(runId).toBeDefined();
+    const reader = await read(topic);
+    await expect
+      .poll(() => reader.received.map((r) => r.record.run_id), { timeout: 30_000 })
+      .toEqual([runId]);
+    // The sidecar's lock is untouched and it still owns the spool.
+    const lockId = (file: string): string => (JSON.parse(file) as { id: string }).id;
+    expect(lockId(readFileSync(path.join(dir, 'spool.lock'), 'utf8'))).toBe(lockId(lockBefore));
+  }, 120_000);
 });

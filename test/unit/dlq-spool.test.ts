@@ -151,4 +151,50 @@ describe('DlqSpool', () => {
       /in use by cache-refresher on host .* \(pid \d+, lock id [0-9a-f-]{36}/,
     );
   });
+
+  it('stops writing when its lock is taken over, and close() leaves the new holder lock alone', async () => {
+    const spool = await DlqSpool.open(dir, log, { lock: { staleMs: 400 } });
+    open.push(spool);
+    await spool.append(record(1));
+    const foreign = JSON.stringify({
+      id: 'someone-else',
+      host: 'other-host',
+      pid: 1,
+      boot_id: null,
+      pid_ns: null,
+      acquired_at: new Date().toISOString(),
+      heartbeat_at: new Date().toISOString(),
+      beat: 7,
+    });
+    await writeFile(path.join(dir, 'spool.lock'), foreign);
+    await expect
+      .poll(
+        () =>
+          spool.append(record(2)).then(
+            () => 'appended',
+            (err: unknown) => (err as Error).message,
+          ),
+        {
+          timeout: 5_000,
+        },
+      )
+      .toMatch(/taken over by another process/);
+    await spool.close();
+    open.splice(0);
+    expect(await readFile(path.join(dir, 'spool.lock'), 'utf8')).toBe(foreign);
+  });
+
+  it('takes over a lock whose heartbeat stopped, after the stale timeout', async () => {
+    await writeFile(
+      path.join(dir, 'spool.lock'),
+      JSON.stringify({ id: 'dead', host: 'gone', pid: 1, boot_id: null, pid_ns: null, beat: 3 }),
+    );
+    const started = performance.now();
+    const spool = await DlqSpool.open(dir, log, { lock: { staleMs: 600 } });
+    open.push(spool);
+    // It watched the heartbeat for the stale timeout before judging the holder gone.
+    expect(performance.now() - started).toBeGreaterThanOrEqual(550);
+    const lock = JSON.parse(await readFile(path.join(dir, 'spool.lock'), 'utf8')) as { id: string };
+    expect(lock.id).toBe(spool.holder.id);
+  });
 });
