@@ -18,6 +18,8 @@ export interface LockHolder {
   heartbeat_at: string;
   /** Increases with every heartbeat, so a watcher sees a live holder without trusting clocks. */
   beat: number;
+  /** Set by a clean release: the next process takes the lock at once. */
+  released_at?: string;
 }
 
 export interface SpoolLockOptions {
@@ -61,9 +63,11 @@ const LOCK_BYTES = 512;
  *   then by our own monotonic clock, so clock skew between hosts cannot make a live lock look stale),
  *   the holder is gone and the lock is taken over.
  *
- * Two processes taking over the same stale lock at the same moment is narrowed, not excluded: the
- * taker removes the lock only if it still holds what it judged stale, re-reads its own lock after a
- * pause before using the spool, and every heartbeat checks the file still names it (else `onLost`).
+ * A clean release marks the lock released in place (the file stays, so a restart on a full volume needs
+ * no new block); the next process takes a released lock at once. Takeovers overwrite the file in place.
+ * Two processes taking over the same lock at the same moment is narrowed, not excluded: a taker writes
+ * only if the file still holds what it judged, re-reads it after a pause before using the spool, and
+ * every heartbeat checks the file still names it (else `onLost`).
  */
 export class SpoolLock {
   readonly #file: string;
@@ -112,32 +116,23 @@ export class SpoolLock {
   /** Takes the lock (waiting at most `staleMs` to judge an existing one), then starts the heartbeat. */
   async acquire(): Promise<void> {
     for (let attempt = 0; attempt < 5; attempt++) {
-      if (await this.#tryCreate()) {
-        // Let a concurrent taker of the same stale lock finish its removal, then make sure we won.
-        await sleep(Math.min(200, this.#heartbeatMs));
-        const now = await this.#read();
-        if (now?.id !== this.#me.id) continue;
-        this.#held = true;
-        this.#schedule();
-        return;
-      }
-      const seen = await this.#read();
-      if (seen === undefined) {
-        // Unreadable (its writer died mid-write) or removed meanwhile: it holds nothing.
-        await this.#removeIf(undefined);
-        continue;
-      }
-      if (await this.#isStale(seen)) {
-        this.#log.warn({ lock: this.#file, stale_holder: seen }, 'dlq spool: taking over a stale lock');
-        await this.#removeIf(seen);
-        continue;
-      }
-      throw new SpoolLockedError(this.dir, seen);
+      if (!(await this.#tryCreate()) && !(await this.#tryTakeOver())) continue;
+      // Let a concurrent taker of the same lock finish its write, then make sure we won.
+      await sleep(Math.min(200, this.#heartbeatMs));
+      const now = await this.#read();
+      if (now?.id !== this.#me.id) continue;
+      this.#held = true;
+      this.#schedule();
+      return;
     }
     throw new Error(`dlq spool: could not take the lock ${this.#file} (contended)`);
   }
 
-  /** Stops the heartbeat and removes the lock file, but only if it still names this holder. */
+  /**
+   * Stops the heartbeat and marks the lock released, but only if it still names this holder. The file
+   * stays (overwritten in place): creating it again would need a free block, and a sidecar restarted on
+   * a full spool volume must still be able to take its lock.
+   */
   async release(): Promise<void> {
     if (this.#timer) clearTimeout(this.#timer);
     this.#timer = undefined;
@@ -149,7 +144,49 @@ export class SpoolLock {
       this.#log.warn({ lock: this.#file, holder: seen }, 'dlq spool: lock is not ours any more; leaving it');
       return;
     }
-    await this.#fs.unlink(this.#file);
+    await this.#write({ ...this.#me, released_at: new Date().toISOString() });
+  }
+
+  /** The lock exists: takes it over if released, unreadable or stale; throws if its holder is alive. */
+  async #tryTakeOver(): Promise<boolean> {
+    const seen = await this.#read();
+    if (seen === undefined) {
+      // Unreadable (its writer died mid-write) or removed meanwhile: it holds nothing.
+      return this.#overwriteIf(undefined);
+    }
+    if (seen.released_at === undefined) {
+      if (!(await this.#isStale(seen))) throw new SpoolLockedError(this.dir, seen);
+      this.#log.warn({ lock: this.#file, stale_holder: seen }, 'dlq spool: taking over a stale lock');
+    }
+    return this.#overwriteIf(seen);
+  }
+
+  /** Writes our identity over the lock if it still holds what was judged (`seen`); false if it changed. */
+  async #overwriteIf(seen: LockHolder | undefined): Promise<boolean> {
+    const now = await this.#read();
+    const same =
+      seen === undefined
+        ? now === undefined
+        : now?.id === seen.id && now.beat === seen.beat && now.released_at === seen.released_at;
+    if (!same) return false;
+    try {
+      await this.#write(this.#me, 'existing');
+    } catch (err) {
+      if (errnoCode(err) === 'ENOENT') return false; // removed meanwhile: create it instead
+      throw new Error(`dlq spool: cannot write the lock ${this.#file}`, { cause: err });
+    }
+    return true;
+  }
+
+  /** Overwrites the fixed-size lock file in place and fsyncs it. */
+  async #write(holder: LockHolder, how: 'existing' | 'create' = 'existing'): Promise<void> {
+    const file = await this.#fs.openFile(this.#file, how);
+    try {
+      await file.writeAt(encode(holder), 0);
+      await file.datasync();
+    } finally {
+      await file.close();
+    }
   }
 
   async #tryCreate(): Promise<boolean> {
@@ -218,16 +255,6 @@ export class SpoolLock {
     return true;
   }
 
-  async #removeIf(seen: LockHolder | undefined): Promise<void> {
-    const now = await this.#read();
-    if (seen !== undefined && (now?.id !== seen.id || now.beat !== seen.beat)) return;
-    try {
-      await this.#fs.unlink(this.#file);
-    } catch (err) {
-      if (errnoCode(err) !== 'ENOENT') throw err;
-    }
-  }
-
   #schedule(): void {
     this.#timer = setTimeout(() => {
       this.#timer = undefined;
@@ -252,12 +279,7 @@ export class SpoolLock {
       this.#me.beat++;
       this.#me.heartbeat_at = new Date().toISOString();
       // In place and fixed-size: a heartbeat on a full disk must not fail for want of a block.
-      const file = await this.#fs.openFile(this.#file, 'create');
-      try {
-        await file.writeAt(encode(this.#me), 0);
-      } finally {
-        await file.close();
-      }
+      await this.#write(this.#me, 'create');
     } catch (err) {
       this.#log.warn({ err, lock: this.#file }, 'dlq spool: lock heartbeat failed; retrying');
     }

@@ -73,47 +73,71 @@ describe('DLQ spool on a full disk (real tmpfs, real Kafka stopped)', () => {
     try {
       await services('stop');
       // About 3 KiB per record, three records a second: the 64 KiB disk is full within seconds.
-      const runner = new RunnerProcess(
-        env,
-        ['a', 'b', 'c'].map((id) => ({ id, kind: 'fail' as const, intervalSec: 1, pad: 3000 })),
-      );
-      children.push(runner);
+      const jobs = ['a', 'b', 'c'].map((id) => ({ id, kind: 'fail' as const, intervalSec: 1, pad: 3000 }));
+      const droppedCounted = async (r: RunnerProcess): Promise<number> => {
+        let sum = 0;
+        for (const job of ['a', 'b', 'c']) {
+          sum += (await r.metric('cache_refresher_dlq_records_total', { job, destination: 'dropped' })) ?? 0;
+        }
+        return sum;
+      };
+      const first = new RunnerProcess(env, jobs);
+      children.push(first);
       await expect
-        .poll(() => outcomes(runner, 'dropped').size, { timeout: 60_000, interval: 100 })
+        .poll(() => outcomes(first, 'dropped').size, { timeout: 60_000, interval: 100 })
         .toBeGreaterThanOrEqual(3);
-      const spooledBeforeFree = outcomes(runner, 'spool').size;
-      expect(spooledBeforeFree).toBeGreaterThanOrEqual(3);
+      expect(outcomes(first, 'spool').size).toBeGreaterThanOrEqual(3);
+      // Every drop is counted, per job, exactly as logged.
+      await expect
+        .poll(async () => (await droppedCounted(first)) === outcomes(first, 'dropped').size)
+        .toBe(true);
+
+      // SIGTERM at the worst moment (disk full, Kafka down), then a restart on the same full volume.
+      let signalled = Date.now();
+      first.kill('SIGTERM');
+      expect(await first.exited).toEqual({ code: 0, signal: null });
+      const firstExitMs = Date.now() - signalled;
+      expect(firstExitMs).toBeLessThan(15_000);
+      const second = new RunnerProcess(env, jobs);
+      children.push(second);
+      const opened = await second.waitForLog((l) => l.msg === 'dlq spool opened');
+      expect(opened.pending).toBe(outcomes(first, 'spool').size);
+      await expect
+        .poll(() => outcomes(second, 'dropped').size, { timeout: 30_000, interval: 100 })
+        .toBeGreaterThanOrEqual(1);
 
       await rm(ballast);
       const freedAt = Date.now();
       // With space again, new records are spooled once more.
       await expect
         .poll(
-          () => [...outcomes(runner, 'spool').values()].some((l) => Date.parse(String(l.time)) > freedAt),
-          {
-            timeout: 20_000,
-          },
+          () => [...outcomes(second, 'spool').values()].some((l) => Date.parse(String(l.time)) > freedAt),
+          { timeout: 20_000 },
         )
         .toBe(true);
 
       await services('start');
       // Kafka back: the spool drains (its offset writes work even on the full disk) and is compacted.
       await expect
-        .poll(() => runner.metric('cache_refresher_dlq_spool_pending'), { timeout: 90_000, interval: 500 })
+        .poll(() => second.metric('cache_refresher_dlq_spool_pending'), { timeout: 90_000, interval: 500 })
         .toBe(0);
       await expect
-        .poll(() => outcomes(runner, 'kafka').size, { timeout: 30_000, interval: 200 })
+        .poll(() => outcomes(second, 'kafka').size, { timeout: 30_000, interval: 200 })
         .toBeGreaterThanOrEqual(1);
+      await expect
+        .poll(async () => (await droppedCounted(second)) === outcomes(second, 'dropped').size)
+        .toBe(true);
 
-      // Every drop is counted, per job, exactly as logged.
-      const dropped = outcomes(runner, 'dropped');
-      let counted = 0;
-      for (const job of ['a', 'b', 'c']) {
-        counted +=
-          (await runner.metric('cache_refresher_dlq_records_total', { job, destination: 'dropped' })) ?? 0;
-      }
-      expect(counted).toBe(outcomes(runner, 'dropped').size);
-      // ... and logged at error level with the whole record, so it can be recovered from the logs.
+      signalled = Date.now();
+      second.kill('SIGTERM');
+      expect(await second.exited).toEqual({ code: 0, signal: null });
+      const secondExitMs = Date.now() - signalled;
+      expect(secondExitMs).toBeLessThan(15_000);
+
+      const all = (destination: string): Map<string, Record<string, unknown>> =>
+        new Map([...outcomes(first, destination), ...outcomes(second, destination)]);
+      const dropped = all('dropped');
+      // Dropped records are logged at error level with the whole record, to be recovered from the logs.
       for (const [runId, line] of dropped) {
         expect(line.level).toBe('error');
         const record = line.record as DlqRecord;
@@ -122,21 +146,15 @@ describe('DLQ spool on a full disk (real tmpfs, real Kafka stopped)', () => {
         expect((record.context.pad as string).length).toBe(3000);
       }
 
-      const signalled = Date.now();
-      runner.kill('SIGTERM');
-      expect(await runner.exited).toEqual({ code: 0, signal: null });
-      const exitMs = Date.now() - signalled;
-      expect(exitMs).toBeLessThan(15_000);
-
       // No publish took more than 3 s from the end of its run to its outcome.
       const ended = new Map(
-        runner.lines
+        [...first.lines, ...second.lines]
           .filter((l) => l.outcome === 'failure' && typeof l.run_id === 'string')
           .map((l) => [String(l.run_id), Date.parse(String(l.time))]),
       );
       const resolvedIn: number[] = [];
       for (const destination of ['kafka', 'spool', 'dropped']) {
-        for (const [runId, line] of outcomes(runner, destination)) {
+        for (const [runId, line] of all(destination)) {
           const end = ended.get(runId);
           if (end !== undefined) resolvedIn.push(Date.parse(String(line.time)) - end);
         }
@@ -145,8 +163,8 @@ describe('DLQ spool on a full disk (real tmpfs, real Kafka stopped)', () => {
       expect(Math.max(...resolvedIn)).toBeLessThanOrEqual(3_000);
 
       // Every record reported spooled or published is on the topic, at most twice.
-      const spooled = outcomes(runner, 'spool');
-      const published = outcomes(runner, 'kafka');
+      const spooled = all('spool');
+      const published = all('kafka');
       const expected = [...spooled.keys(), ...published.keys()];
       reader = await TopicReader.start(testKafka(s.kafkaBrokers), topic);
       const received = reader.received;
@@ -163,8 +181,8 @@ describe('DLQ spool on a full disk (real tmpfs, real Kafka stopped)', () => {
       expect((await readdir(spoolDir)).filter((f) => f.endsWith('.tmp'))).toEqual([]);
       console.log(
         `full disk: ${spooled.size} spooled, ${published.size} direct, ${dropped.size} dropped; ` +
-          `slowest publish ${Math.max(...resolvedIn)} ms; SIGTERM exit after ${exitMs} ms; ` +
-          `max copies per run_id ${Math.max(...copies.values())}`,
+          `slowest publish ${Math.max(...resolvedIn)} ms; SIGTERM exits after ${firstExitMs} ms ` +
+          `(disk full, Kafka down) and ${secondExitMs} ms; max copies per run_id ${Math.max(...copies.values())}`,
       );
     } finally {
       await reader?.stop();

@@ -197,4 +197,22 @@ describe('DlqSpool', () => {
     const lock = JSON.parse(await readFile(path.join(dir, 'spool.lock'), 'utf8')) as { id: string };
     expect(lock.id).toBe(spool.holder.id);
   });
+
+  it('close() marks its lock released in place; the next process takes it at once', async () => {
+    const a = await DlqSpool.open(dir, log, { lock: { staleMs: 5_000 } });
+    const id = a.holder.id;
+    await a.close();
+    const lock = JSON.parse(await readFile(path.join(dir, 'spool.lock'), 'utf8')) as {
+      id: string;
+      released_at?: string;
+    };
+    expect(lock.id).toBe(id);
+    expect(typeof lock.released_at).toBe('string');
+    const started = performance.now();
+    const b = await DlqSpool.open(dir, log, { lock: { staleMs: 5_000 } });
+    open.push(b);
+    // No waiting for a heartbeat: a released lock is free.
+    expect(performance.now() - started).toBeLessThan(2_000);
+    expect(b.holder.id).not.toBe(id);
+  });
 });
