@@ -44,8 +44,8 @@ describe('Prometheus alert rules', () => {
   it('defines the eight alerts the runbook documents', () => {
     expect([...alertNames].sort()).toEqual(
       [
-        'CacheRefresherDlqRecordsDropped',
-        'CacheRefresherDlqRecordsRejected',
+        'CacheRefresherDlqDropped',
+        'CacheRefresherDlqRejected',
         'CacheRefresherDlqSpoolGrowing',
         'CacheRefresherDown',
         'CacheRefresherJobFailing',
