@@ -264,6 +264,9 @@ export class DlqSpool {
         this.#pending = Math.max(0, this.#pending - count);
         this.#offsetDirty = true;
       }
+      // Lines skipped as corrupt at run time were counted as pending when appended: at the end of the
+      // file nothing is pending, whatever the count says (else the flusher would loop on nothing).
+      if (this.#acked === this.#size) this.#pending = 0;
       await this.#persist();
     });
   }

@@ -304,6 +304,9 @@ describe('DlqSpool under injected file-system faults', () => {
       expect(records.map((r) => r.record.run_id)).toEqual(['run-1']);
       expect(end).toBe(line(1).length * 3);
       expect(spool.corrupt).toBeGreaterThan(0);
+      // Committing past the damage leaves nothing pending, so a flusher stops instead of spinning.
+      await spool.commit(end, records.length);
+      expect(spool.pending).toBe(0);
     });
 
     it('a failed read rejects (the flusher retries later) and changes nothing', async () => {
