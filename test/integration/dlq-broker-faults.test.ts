@@ -124,11 +124,13 @@ describe('DLQ against a real broker that refuses, freezes, or shares a spool', (
     expect(new Set(rejected.map((r) => r.error.type))).toEqual(new Set(['MESSAGE_TOO_LARGE']));
     // Never on the topic; in order among themselves.
     expect(reader.received.filter((r) => r.record.job === 'big')).toEqual([]);
-    const small = reader.received
-      .filter((r) => r.record.job === 'small')
-      .map((r) => r.record.consecutive_failures);
+    // In order (by first arrival; a direct send that outlived its timeout may also arrive a second
+    // time, later: at-least-once, at most twice).
+    const smallRuns = reader.received.filter((r) => r.record.job === 'small').map((r) => r.record);
+    const firstArrivals = [...new Map(smallRuns.map((r) => [r.run_id, r])).values()];
+    const small = firstArrivals.map((r) => r.consecutive_failures);
     expect(small).toEqual([...small].sort((a, b) => a - b));
-    expect(new Set(small).size).toBe(small.length);
+    expect(smallRuns.length).toBeLessThanOrEqual(2 * small.length);
     const counted = await child.metric('cache_refresher_dlq_records_total', {
       job: 'big',
       destination: 'rejected',
@@ -147,7 +149,11 @@ describe('DLQ against a real broker that refuses, freezes, or shares a spool', (
       { id: 'many', kind: 'fail', intervalSec: 3600, batches: 20_000 },
     ]);
     const reader = await read(topic);
-    await expect.poll(() => reader.received.length, { timeout: 60_000 }).toBe(2);
+    // Two runs, two records; a direct send that outlived its 2 s timeout (a busy machine) is also
+    // spooled and so may arrive twice (at-least-once): count distinct run_ids.
+    await expect
+      .poll(() => new Set(reader.received.map((r) => r.record.run_id)).size, { timeout: 60_000 })
+      .toBe(2);
     for (const { record } of reader.received) {
       const bytes = Buffer.byteLength(JSON.stringify(record));
       expect(bytes).toBeLessThanOrEqual(512 * 1024);
@@ -157,7 +163,8 @@ describe('DLQ against a real broker that refuses, freezes, or shares a spool', (
       expect(record.context.failed_batches).toHaveLength(10);
       console.log(`record cap: ${record.job} ${cut.original_bytes} bytes cut to ${bytes}`);
     }
-    expect(outcomes(child, 'kafka')).toHaveLength(2);
+    expect(outcomes(child, 'kafka').length + outcomes(child, 'spool').length).toBe(2);
+    expect(reader.received.length).toBeLessThanOrEqual(4);
   }, 120_000);
 
   it('SIGTERM while the broker is frozen exits 0 within 15 s; after a thaw and restart every record arrives', async () => {
