@@ -1,5 +1,5 @@
 import { App } from '../app.js';
-import { EXIT, parseCommandArgs, UsageError, type CommandInput } from '../main.js';
+import { EXIT, parseCommandArgs, UsageError, type CommandInput } from './command.js';
 import type { RunEnded } from '../runner/runner.js';
 
 export interface OnceSummary {
@@ -61,12 +61,7 @@ export async function onceCommand(input: CommandInput): Promise<number> {
   // lease (a running sidecar holds it) and writes unfenced; both writers compute from the same data.
   const config = { ...input.config, leader: { ...input.config.leader, enabled: false } };
   // Beside a running sidecar (which owns the spool) the record goes straight to Kafka.
-  const app = new App({
-    config,
-    log,
-    spoolBusy: 'direct',
-    ...(io.extraJobs ? { extraJobs: io.extraJobs } : {}),
-  });
+  const app = new App({ config, log, jobs: input.jobs, spoolBusy: 'direct' });
   try {
     if (!app.runner.has(jobId)) {
       io.stderr(
