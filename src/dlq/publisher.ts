@@ -163,31 +163,26 @@ export class DlqPublisher {
     const fields = { job: record.job, run_id: record.run_id };
     const spool = this.#spool;
     let reason = 'kafka not configured';
+    let triedKafka = false;
     if (this.#transport && spool && spool.pending > 0) {
       reason = 'spool not empty (keeping order)';
     } else if (this.#transport && spool && Date.now() < this.#directAfter) {
       reason = 'kafka failed recently';
     } else if (this.#transport) {
-      try {
-        // Without a spool to fall back on, give Kafka the time a flusher pass would get.
-        const timeout = spool ? this.#sendTimeoutMs : Math.max(this.#sendTimeoutMs, 10_000);
-        await withTimeout(this.#transport.send([toKafkaMessage(record)]), timeout, (late) => {
-          // The send lost the race but kafkajs may still finish it: then the record exists twice.
-          this.#log.debug({ ...fields, err: late }, 'late outcome of a timed-out dlq send');
-        });
-        this.#onRecord(record.job, 'kafka');
-        this.#log.info({ ...fields, destination: 'kafka' }, 'dlq record published');
-        return 'kafka';
-      } catch (err) {
-        this.#directAfter = Date.now() + this.#retryMaxMs;
-        reason = err instanceof Error ? err.message : String(err);
-        this.#log.warn({ ...fields, err }, 'dlq send to kafka failed; spooling the record');
-      }
+      triedKafka = true;
+      const failure = await this.#sendDirect(record);
+      if (failure === undefined) return 'kafka';
+      reason = failure;
     }
     if (!spool) return this.#drop(record, new Error(`no spool (owned by another process); ${reason}`));
     try {
       await spool.append(record);
     } catch (err) {
+      // Full or unwritable spool: Kafka, if it may be up, is the last place left (before the records
+      // already spooled, so this one overtakes them: better out of order than lost).
+      if (this.#transport && !triedKafka && Date.now() >= this.#directAfter) {
+        if ((await this.#sendDirect(record)) === undefined) return 'kafka';
+      }
       return this.#drop(record, err);
     }
     this.#onRecord(record.job, 'spool');
@@ -197,6 +192,28 @@ export class DlqPublisher {
     );
     if (this.#transport) this.#kick(0);
     return 'spool';
+  }
+
+  /** One record straight to Kafka; undefined when acknowledged, else why not (and Kafka is avoided a while). */
+  async #sendDirect(record: DlqRecord): Promise<string | undefined> {
+    const transport = this.#transport;
+    if (!transport) return 'kafka not configured';
+    const fields = { job: record.job, run_id: record.run_id };
+    try {
+      // Without a spool to fall back on, give Kafka the time a flusher pass would get.
+      const timeout = this.#spool ? this.#sendTimeoutMs : Math.max(this.#sendTimeoutMs, 10_000);
+      await withTimeout(transport.send([toKafkaMessage(record)]), timeout, (late) => {
+        // The send lost the race but kafkajs may still finish it: then the record exists twice.
+        this.#log.debug({ ...fields, err: late }, 'late outcome of a timed-out dlq send');
+      });
+    } catch (err) {
+      this.#directAfter = Date.now() + this.#retryMaxMs;
+      this.#log.warn({ ...fields, err }, 'dlq send to kafka failed');
+      return err instanceof Error ? err.message : String(err);
+    }
+    this.#onRecord(record.job, 'kafka');
+    this.#log.info({ ...fields, destination: 'kafka' }, 'dlq record published');
+    return undefined;
   }
 
   #drop(record: DlqRecord, err: unknown): 'dropped' {

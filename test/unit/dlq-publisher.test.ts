@@ -125,6 +125,24 @@ describe('DlqPublisher', () => {
     expect(line).toMatchObject({ level: 50, run_id: 'run-2', record: record(2) });
   });
 
+  it('sends a record the full spool refuses straight to Kafka when Kafka may be up', async () => {
+    const transport = new ScriptedTransport();
+    transport.answer = () => new Error('broker down');
+    const { publisher, spool } = await setup({ transport, maxBytes: JSON.stringify(record(1)).length + 1 });
+    expect(await publisher.publish(record(1))).toBe('spool');
+    // Kafka failed a moment ago: the next refused record is dropped without waiting for Kafka again.
+    const sends = transport.sent.length;
+    expect(await publisher.publish(record(2))).toBe('dropped');
+    expect(transport.sent.length).toBe(sends);
+    // Kafka is back while the spool is still full (and its flusher has not emptied it yet).
+    await publisher.close();
+    const again = new DlqPublisher({ transport, spool, log, onRecord: (job, d) => counted.push([job, d]) });
+    transport.answer = () => undefined;
+    expect(await again.publish(record(3))).toBe('kafka');
+    expect(transport.sent.at(-1)).toEqual(['run-3']);
+    expect(spool.pending).toBe(1);
+  });
+
   it('drops a record when the disk is full (append fails), and spools again once it is not', async () => {
     const { publisher, spool } = await setup();
     fs.fail('write', /spool\.jsonl$/, { partial: true });
