@@ -10,7 +10,7 @@ import type { Config } from './config.js';
 import { KafkaDlqTransport } from './dlq/kafka.js';
 import { DlqPublisher } from './dlq/publisher.js';
 import { buildDlqRecord, needsDlqRecord, runnerInfo } from './dlq/record.js';
-import { DlqSpool } from './dlq/spool.js';
+import { DlqSpool, SpoolLockedError } from './dlq/spool.js';
 import type { RegisteredJob } from './jobs/registration.js';
 import { bindJob } from './jobs/bind.js';
 import { HttpServer, type ReadinessCheck } from './observability/http.js';
@@ -24,6 +24,12 @@ export interface AppOptions {
   clock?: Clock;
   /** Every job to run, built-in or not, with its settings (from `registerJobs`). */
   jobs: readonly RegisteredJob[];
+  /**
+   * When another process owns the DLQ spool: `fail` (default; the sidecar must not share a spool) or
+   * `direct` (`once`: send records straight to Kafka, dropping, counted and logged in full, what it
+   * cannot take).
+   */
+  spoolBusy?: 'fail' | 'direct';
 }
 
 type Closer = { name: string; close: () => Promise<unknown> };
@@ -122,12 +128,17 @@ export class App {
         // A run outside start()/startDlq() (e.g. an embedder that only triggers runs) or after
         // shutdown closed the publisher: the log is the only place left for the record.
         this.#log.error(
-          { job: ended.job, run_id: ended.runId, destination: 'log', record: buildDlqRecord(ended, info) },
+          {
+            job: ended.job,
+            run_id: ended.runId,
+            destination: 'log',
+            record: buildDlqRecord(ended, info, config.dlq.maxRecordBytes),
+          },
           'dlq publisher not running; record written to the log only',
         );
         return;
       }
-      await publisher.publish(buildDlqRecord(ended, info));
+      await publisher.publish(buildDlqRecord(ended, info, config.dlq.maxRecordBytes));
     });
   }
 
@@ -197,13 +208,24 @@ export class App {
   async #openDlq(): Promise<void> {
     const config = this.#config;
     const log = this.#log;
-    const spool = await DlqSpool.open(config.kafka.spoolDir, log.child({ component: 'dlq' }));
+    const dlqLog = log.child({ component: 'dlq' });
+    let spool: DlqSpool | undefined;
+    try {
+      spool = await DlqSpool.open(config.kafka.spoolDir, dlqLog, { maxBytes: config.dlq.spoolMaxBytes });
+    } catch (err) {
+      if (!(err instanceof SpoolLockedError) || this.opts.spoolBusy !== 'direct') throw err;
+      dlqLog.warn(
+        { holder: err.holder, kafka: this.#kafkaTransport !== undefined },
+        'dlq spool is owned by another process; records go straight to kafka',
+      );
+    }
     this.#spool = spool;
-    this.#closers.push({ name: 'dlq spool', close: () => spool.close() });
+    if (spool) this.#closers.push({ name: 'dlq spool', close: () => spool.close() });
     const publisher = new DlqPublisher({
       transport: this.#kafkaTransport,
       spool,
-      log: log.child({ component: 'dlq' }),
+      log: dlqLog,
+      maxRecordBytes: config.dlq.maxRecordBytes,
       onRecord: (job, destination) => {
         this.metrics.dlqRecorded(job, destination);
       },
@@ -221,7 +243,7 @@ export class App {
         this.#log.warn({ err }, 'dlq topic check failed');
       });
     } else {
-      log.warn({ spool: spool.dir }, 'KAFKA_BROKERS is not set: dead-letter records go to the spool only');
+      log.warn({ spool: spool?.dir }, 'KAFKA_BROKERS is not set: dead-letter records go to the spool only');
     }
     publisher.start();
   }

@@ -54,6 +54,8 @@ export interface Config {
   redisUrl: string;
   clickhouse: { url: string; user: string; password: string; database: string };
   kafka: { brokers: string[] | undefined; clientId: string; dlqTopic: string; spoolDir: string };
+  /** Bounds of the dead-letter path, in bytes: the spool file and one serialized record. */
+  dlq: { spoolMaxBytes: number; maxRecordBytes: number };
   cacheKeyPrefix: string;
   maxConcurrentJobs: number;
   backoff: { afterFailures: number; baseSec: number; maxSec: number };
@@ -365,6 +367,12 @@ export function readConfig(env: Env): { config: Config; problems: ConfigProblem[
       dlqTopic: r.string('DLQ_TOPIC', 'jobs-dlq'),
       spoolDir: r.string('DLQ_SPOOL_DIR', './data/dlq'),
     },
+    dlq: {
+      // 256 MiB ≈ 250 k typical records (about 1 KiB each); the floor keeps room for a few full-size ones.
+      spoolMaxBytes: r.int('DLQ_SPOOL_MAX_BYTES', 256 * 1024 * 1024, 64 * 1024),
+      // Half of Kafka's default message.max.bytes (1 MiB); 4 KiB always holds a record's fixed fields.
+      maxRecordBytes: r.int('DLQ_MAX_RECORD_BYTES', 512 * 1024, 4096, 64 * 1024 * 1024),
+    },
     cacheKeyPrefix: r.string('CACHE_KEY_PREFIX', 'cache'),
     maxConcurrentJobs: r.int('MAX_CONCURRENT_JOBS', 5, 1, 1000),
     backoff: {
@@ -420,6 +428,13 @@ export function readConfig(env: Env): { config: Config; problems: ConfigProblem[
       name: 'BACKOFF_MAX_SEC',
       value: env.BACKOFF_MAX_SEC,
       expected: `a number >= BACKOFF_BASE_SEC (${config.backoff.baseSec})`,
+    });
+  }
+  if (config.dlq.maxRecordBytes > config.dlq.spoolMaxBytes) {
+    r.problems.push({
+      name: 'DLQ_MAX_RECORD_BYTES',
+      value: env.DLQ_MAX_RECORD_BYTES,
+      expected: `at most DLQ_SPOOL_MAX_BYTES (${config.dlq.spoolMaxBytes}), so a record always fits the spool`,
     });
   }
   return { config, problems: r.problems };
