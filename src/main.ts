@@ -2,6 +2,7 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 import type { Logger } from 'pino';
 import type { JobDeps, RegisteredJob } from './jobs/registry.js';
 import { ConfigError, parseConfig, type Config } from './config.js';
+import { configWarnings } from './config-warnings.js';
 import { createLogger } from './observability/logger.js';
 import { runCommand } from './commands/run.js';
 import { jobsCommand } from './commands/jobs.js';
@@ -107,6 +108,9 @@ export async function main(
     throw err;
   }
   const log = createLogger(config.logLevel);
+  for (const w of configWarnings(env, config)) {
+    log.warn({ variable: w.name, ...(w.closest ? { closest: w.closest } : {}) }, w.message);
+  }
   try {
     return await spec.run({ args, config, log, io });
   } catch (err) {

@@ -1,6 +1,7 @@
 import { setTimeout as delay } from 'node:timers/promises';
 import type { ClickHouseClient } from '@clickhouse/client';
 import { keys } from '../cache/keys.js';
+import { readJsonEachRow } from '../clickhouse/result-stream.js';
 import type { CacheWriter } from '../cache/writer.js';
 import { isTransientError } from '../runner/retry.js';
 import { JobError, type RefreshJob, type RunContext, type RunResult } from '../runner/job.js';
@@ -117,7 +118,7 @@ export class SuggestedUsersJob implements RefreshJob {
       format: 'JSONEachRow',
       abort_signal: ctx.signal,
     });
-    const [first] = await counted.json<{ n: string | number }>();
+    const [first] = await readJsonEachRow<{ n: string | number }>(counted);
     const activeUsers = Number(first?.n ?? 0);
     const batches = batchCount(activeUsers, this.#o.batchSize);
     ctx.log.info({ active_users: activeUsers, batches }, 'suggested-users: starting');

@@ -1,5 +1,6 @@
-import type { ClickHouseClient } from '@clickhouse/client';
+import type { ClickHouseClient, ResponseJSON } from '@clickhouse/client';
 import { keys } from '../cache/keys.js';
+import { readJsonDocument } from '../clickhouse/result-stream.js';
 import type { CacheWriter } from '../cache/writer.js';
 import { BAD_EVENT_SQL, ROLLUPS, WEIGHT_X10_SQL, type Rollup } from '../clickhouse/schema.js';
 import type { RefreshJob, RunContext, RunResult } from '../runner/job.js';
@@ -213,7 +214,7 @@ export class TrendingJob implements RefreshJob {
       // A recognisable id lets an operator find a run's query in system.query_log.
       query_id: `cache-refresher:${ctx.jobId}:${ctx.runId}:${ctx.attempt}`,
     });
-    const body = await result.json<TrendingRow & { skipped: unknown }>();
+    const body = await readJsonDocument<ResponseJSON<TrendingRow & { skipped: unknown }>>(result);
     const skipped = Number(body.data[0]?.skipped ?? 0);
     const rowsRead = body.statistics?.rows_read ?? 0;
     const rows = body.data;
