@@ -230,7 +230,7 @@ export class TrendingJob implements RefreshJob {
       skipped_rows: skipped + dropped,
       rows_read: rowsRead,
     };
-    if (context.skipped_rows > 0) ctx.log.warn(context, 'trending: skipped bad event rows');
+    if (context.skipped_rows > 0) ctx.log.info(context, 'trending: skipped bad event rows');
     return { items: entries.length, context };
   }
 }
