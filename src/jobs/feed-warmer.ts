@@ -116,6 +116,7 @@ export interface FeedWarmerOptions {
 
 export class FeedWarmerJob implements RefreshJob {
   readonly id = 'feed-warmer';
+  readonly readsTables = ['post_events', 'user_relationships', 'posts', ROLLUPS.minute.table] as const;
   readonly #o: FeedWarmerOptions;
 
   constructor(opts: FeedWarmerOptions) {

@@ -112,6 +112,7 @@ export function batchCount(activeUsers: number, batchSize: number): number {
 
 export class SuggestedUsersJob implements RefreshJob {
   readonly id = 'suggested-users';
+  readonly readsTables = ['post_events', 'user_relationships'] as const;
   readonly #o: SuggestedUsersOptions;
 
   constructor(opts: SuggestedUsersOptions) {

@@ -185,6 +185,7 @@ export interface TrendingRunContext extends Record<string, unknown> {
 export class TrendingJob implements RefreshJob {
   readonly id: string;
   readonly context: Readonly<Record<string, unknown>>;
+  readonly readsTables: readonly string[];
   readonly #opts: TrendingOptions;
   readonly #spec: WindowSpec;
 
@@ -193,6 +194,7 @@ export class TrendingJob implements RefreshJob {
     this.#spec = TRENDING_WINDOWS[opts.window];
     this.id = this.#spec.jobId;
     this.context = { window: opts.window };
+    this.readsTables = ['post_events', this.#spec.rollup.table];
   }
 
   async run(ctx: RunContext): Promise<RunResult> {

@@ -32,6 +32,13 @@ export interface RefreshJob {
   readonly id: string;
   /** Static facts about the job included in every dead-letter record (e.g. `{ window: '1h' }`). */
   readonly context?: Readonly<Record<string, unknown>>;
+  /**
+   * Optional: the ClickHouse tables the job reads, unqualified (they live in `CLICKHOUSE_DATABASE`).
+   * While the job is enabled, `/readyz` answers 503 naming any of them that does not exist, so an
+   * empty or wrong database is visible before the first run fails. Leave it out for jobs that read no
+   * ClickHouse table (or whose tables come and go).
+   */
+  readonly readsTables?: readonly string[];
   run(ctx: RunContext): Promise<RunResult>;
 }
 
