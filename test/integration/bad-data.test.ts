@@ -131,7 +131,7 @@ describe('bad data in every built-in job', () => {
     const keys = await redis.keys(`${prefix}:*`);
     if (keys.length > 0) await redis.del(...keys);
     redis.disconnect();
-    await db?.drop();
+    await db.drop();
   });
 
   it('keeps zero ids and bad rows out of every cached value', async () => {

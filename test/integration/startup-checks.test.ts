@@ -131,7 +131,7 @@ describe('an unmigrated database', () => {
   });
 
   afterAll(async () => {
-    await app?.shutdown(5_000);
+    await app.shutdown(5_000);
     const admin = createClient({ url: s.clickhouseUrl });
     await admin.command({ query: 'DROP DATABASE IF EXISTS {db:Identifier}', query_params: { db: database } });
     await admin.close();
