@@ -45,6 +45,7 @@ export const KNOWN_ELSEWHERE: readonly string[] = [
   'CLICKHOUSE_TCP_PORT',
   'KAFKA_PORT',
   'KAFKA_CONTROLLER_PORT',
+  'CACHE_REFRESHER_CACHE',
 ];
 
 /** The suffixes of every per-job variable (CONTRACT §9), under `<PREFIX>`. */

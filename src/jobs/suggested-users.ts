@@ -147,7 +147,7 @@ export class SuggestedUsersJob implements RefreshJob {
         // A dependency is down, not one slice bad: the remaining batches would fail the same way,
         // slowly. Fail now so the dead-letter record goes out while this replica still leads.
         skippedFrom = batch;
-        ctx.log.error({ batch, batches }, 'suggested-users: dependency unavailable; not attempting the rest');
+        ctx.log.warn({ batch, batches }, 'suggested-users: dependency unavailable; not attempting the rest');
         break;
       }
       try {
@@ -158,7 +158,8 @@ export class SuggestedUsersJob implements RefreshJob {
         if (ctx.signal.aborted) throw err;
         outageStreak = isTransientError(err) ? outageStreak + 1 : 0;
         const error = err instanceof Error ? err.message : String(err);
-        ctx.log.error({ err, batch, batches }, 'suggested-users: batch failed');
+        // warn, not error: the run's one error line (with failed_batches) follows when it ends.
+        ctx.log.warn({ err, batch, batches }, 'suggested-users: batch failed');
         failed.push({ batch, of: batches, error });
       }
       progress.batchesDone++;

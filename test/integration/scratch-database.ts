@@ -11,6 +11,20 @@ export interface ScratchDatabase {
   drop: () => Promise<void>;
 }
 
+/**
+ * Client options for a request timeout above a minute, with the progress headers the client asks for
+ * (otherwise it prints its own WARN about load-balancer idle timeouts into the test output).
+ */
+export function longRequests(requestTimeoutMs: number): {
+  request_timeout: number;
+  clickhouse_settings: { send_progress_in_http_headers: 1; http_headers_progress_interval_ms: string };
+} {
+  return {
+    request_timeout: requestTimeoutMs,
+    clickhouse_settings: { send_progress_in_http_headers: 1, http_headers_progress_interval_ms: '110000' },
+  };
+}
+
 /** A migrated ClickHouse database of this test's own, named `<prefix>_<uuid>`. */
 export async function scratchDatabase(prefix: string): Promise<ScratchDatabase> {
   const url = servicesEnv().clickhouseUrl;
@@ -21,7 +35,7 @@ export async function scratchDatabase(prefix: string): Promise<ScratchDatabase> 
   } finally {
     await admin.close();
   }
-  const client = createClient({ url, database: name, request_timeout: 300_000 });
+  const client = createClient({ url, database: name, ...longRequests(300_000) });
   await migrate(client);
   return {
     name,
