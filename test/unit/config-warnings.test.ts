@@ -74,6 +74,34 @@ describe('configWarnings', () => {
     });
   });
 
+  it('already knows the variables other features read outside parseConfig', () => {
+    const fromOtherFeatures = [
+      'DLQ_SPOOL_MAX_BYTES',
+      'DLQ_MAX_RECORD_BYTES',
+      'KAFKA_SSL',
+      'KAFKA_SSL_CA_FILE',
+      'KAFKA_SASL_MECHANISM',
+      'KAFKA_SASL_USERNAME',
+      'KAFKA_SASL_PASSWORD',
+      'KAFKA_SASL_PASSWORD_FILE',
+      'REDIS_TLS_CA_FILE',
+      'REDIS_PASSWORD_FILE',
+      'CLICKHOUSE_TLS_CA_FILE',
+      'CLICKHOUSE_PASSWORD_FILE',
+      'JOBS_FILE',
+      'JOB_MODULES',
+      'REDIS_CLUSTER_NODES',
+      'REDIS_SENTINELS',
+      'REDIS_SENTINEL_NAME',
+      'CLICKHOUSE_CLUSTER',
+      'SUGGESTED_USERS_MODE',
+      'SUGGESTED_USERS_FULL_EVERY',
+      'SUGGESTED_USERS_PARALLELISM',
+    ];
+    expect(KNOWN_ELSEWHERE).toEqual(expect.arrayContaining(fromOtherFeatures));
+    expect(warningsOf(Object.fromEntries(fromOtherFeatures.map((n) => [n, '1'])))).toEqual([]);
+  });
+
   it('knows every variable parseConfig reads, without a second list', () => {
     const read = variablesReadByParseConfig({});
     for (const name of [
