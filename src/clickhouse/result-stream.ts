@@ -62,6 +62,15 @@ function toMidStreamError(text: string): MidStreamError {
 }
 
 /**
+ * The exception among `lines`, if any. A frame's marker line comes before its text: the text, with the
+ * server's code and type, is preferred when it arrived in the same lines.
+ */
+function firstException(lines: readonly string[]): MidStreamError | undefined {
+  const found = lines.map(exceptionInLine).filter((e) => e !== undefined);
+  return found.find((e) => e.code !== '0') ?? found[0];
+}
+
+/**
  * The row texts of a streamed result, one array per chunk as it arrives (backpressure is the caller's
  * loop). Throws the server's exception instead of yielding it as a row.
  */
@@ -70,10 +79,8 @@ export async function* streamLines(
 ): AsyncGenerator<string[]> {
   for await (const rows of result.stream()) {
     const lines = (rows as { text: string }[]).map((row) => row.text);
-    for (const line of lines) {
-      const err = exceptionInLine(line);
-      if (err) throw err;
-    }
+    const err = firstException(lines);
+    if (err) throw err;
     yield lines;
   }
 }
@@ -96,10 +103,7 @@ export async function readJsonDocument<T>(result: ResultSet<'JSON'>): Promise<T>
   try {
     return JSON.parse(text) as T;
   } catch (err) {
-    const exception = text
-      .split('\n')
-      .map(exceptionInLine)
-      .find((e) => e !== undefined);
+    const exception = firstException(text.split('\n'));
     if (exception) throw exception;
     throw new Error(`unparsable JSON result (${text.length} bytes)`, { cause: err });
   }
