@@ -91,12 +91,17 @@ SETTINGS join_use_nulls = 0`;
 /**
  * The run's bad rows: events of the activity window and the lookback, posts of the lookback, and
  * relationship rows of the whole follow graph (counted as stored, as suggested-users counts them).
+ * Events are counted from the hour rollup's `bad` column for whole hours and from raw rows only for
+ * the partial hours at the window's edges, so the count costs little however long the window is.
  */
 export const FEED_SKIPPED_SQL = `
 SELECT
-  (SELECT count() FROM post_events
-    WHERE event_time > toDateTime(least({active_since:UInt32}, {lookback_since:UInt32}))
-      AND event_time <= toDateTime({now:UInt32}) AND ${BAD_EVENT_SQL}) AS bad_events,
+  (SELECT sum(bad) FROM ${ROLLUPS.hour.table}
+    WHERE bucket >= toDateTime({buckets_from:UInt32}) AND bucket < toDateTime({buckets_to:UInt32}))
+  + (SELECT count() FROM post_events
+    WHERE ((event_time >= toDateTime({head_from:UInt32}) AND event_time < toDateTime({head_to:UInt32}))
+        OR (event_time >= toDateTime({tail_from:UInt32}) AND event_time < toDateTime({tail_to:UInt32})))
+      AND ${BAD_EVENT_SQL}) AS bad_events,
   (SELECT count() FROM posts
     WHERE created_at > toDateTime({lookback_since:UInt32}) AND created_at <= toDateTime({now:UInt32})
       AND ${BAD_POST_SQL}) AS bad_posts,
@@ -116,7 +121,13 @@ export interface FeedWarmerOptions {
 
 export class FeedWarmerJob implements RefreshJob {
   readonly id = 'feed-warmer';
-  readonly readsTables = ['post_events', 'user_relationships', 'posts', ROLLUPS.minute.table] as const;
+  readonly readsTables = [
+    'post_events',
+    'user_relationships',
+    'posts',
+    ROLLUPS.minute.table,
+    ROLLUPS.hour.table,
+  ] as const;
   readonly #o: FeedWarmerOptions;
 
   constructor(opts: FeedWarmerOptions) {
@@ -134,7 +145,16 @@ export class FeedWarmerJob implements RefreshJob {
     };
     const counted = await this.#o.clickhouse.query({
       query: FEED_SKIPPED_SQL,
-      query_params: since,
+      query_params: {
+        ...since,
+        ...windowPlanParams(
+          planWindow(
+            nowMs,
+            Math.max(this.#o.activeDays * 86_400, this.#o.lookbackHours * 3600),
+            ROLLUPS.hour.bucketSec,
+          ),
+        ),
+      },
       format: 'JSONEachRow',
       abort_signal: ctx.signal,
       query_id: `cache-refresher:${ctx.jobId}:${ctx.runId}:${ctx.attempt}:skipped`,
