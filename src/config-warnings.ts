@@ -1,4 +1,13 @@
-import { ConfigError, JOB_DEFAULTS, JOB_IDS, parseConfig, type Config } from './config.js';
+import {
+  ConfigError,
+  JOB_DEFAULTS,
+  JOB_IDS,
+  jobEnvPrefix,
+  parseConfig,
+  parseJobSettings,
+  type Config,
+  type JobSettings,
+} from './config.js';
 
 /**
  * Configuration that parses but is probably not what the operator meant: a misspelt variable (which
@@ -111,6 +120,12 @@ export interface ConfigWarning {
 }
 
 export interface ConfigWarningOptions {
+  /**
+   * Every registered job with the settings it runs under (built-in, modules, `JOBS_FILE`, code): their
+   * env prefixes are known, and their timeouts and TTLs are checked. Default: the built-in jobs, with
+   * their settings read from the environment.
+   */
+  jobs?: readonly { readonly job: { readonly id: string }; readonly settings: JobSettings }[];
   /** Env prefixes of jobs registered beyond the built-ins (e.g. `TOP_AUTHORS_`). */
   jobPrefixes?: readonly string[];
   /** Further variable names read elsewhere by the embedding program. */
@@ -165,6 +180,18 @@ export function variablesReadByParseConfig(env: Readonly<Record<string, string |
   return names;
 }
 
+/** The built-in jobs' settings under `env`, for callers that have not registered jobs (valid ones only). */
+function builtInJobSettings(
+  env: Readonly<Record<string, string | undefined>>,
+  config: Config,
+): { job: { id: string }; settings: JobSettings }[] {
+  return JOB_IDS.flatMap((id) => {
+    const { intervalSec, priority } = JOB_DEFAULTS[id];
+    const parsed = parseJobSettings(env, id, { intervalSec, priority }, config.cronTimezone);
+    return parsed.ok ? [{ job: { id }, settings: parsed.settings }] : [];
+  });
+}
+
 /**
  * Warnings for a configuration that parsed: unknown variables under a known section or job prefix
  * (or within two edits of a known name), each naming the closest known variable; a job whose timeout
@@ -176,7 +203,14 @@ export function configWarnings(
   config: Config,
   opts: ConfigWarningOptions = {},
 ): ConfigWarning[] {
-  const jobPrefixes = [...JOB_IDS.map((id) => JOB_DEFAULTS[id].envPrefix), ...(opts.jobPrefixes ?? [])];
+  const jobs = opts.jobs ?? builtInJobSettings(env, config);
+  const jobPrefixes = [
+    ...new Set([
+      ...JOB_IDS.map((id) => JOB_DEFAULTS[id].envPrefix),
+      ...jobs.map((j) => jobEnvPrefix(j.job.id)),
+      ...(opts.jobPrefixes ?? []),
+    ]),
+  ];
   const known = new Set([
     ...variablesReadByParseConfig(env),
     ...KNOWN_ELSEWHERE,
@@ -197,9 +231,9 @@ export function configWarnings(
       message: `unknown variable ${name} is ignored; did you mean ${closest.name}?`,
     });
   }
-  for (const id of Object.keys(config.jobs).sort()) {
-    const s = config.jobs[id as keyof Config['jobs']];
-    const prefix = JOB_DEFAULTS[id as keyof typeof JOB_DEFAULTS].envPrefix;
+  for (const { job, settings: s } of [...jobs].sort((a, b) => a.job.id.localeCompare(b.job.id))) {
+    const id = job.id;
+    const prefix = jobEnvPrefix(id);
     if (!s.enabled) continue;
     if (s.timeoutSec > s.intervalSec) {
       warnings.push({

@@ -5,8 +5,9 @@ import { readJsonEachRow } from '../clickhouse/result-stream.js';
 import { BAD_EVENT_SQL, BAD_RELATIONSHIP_SQL, GOOD_EVENT_SQL } from '../clickhouse/schema.js';
 import type { CacheWriter } from '../cache/writer.js';
 import { isTransientError } from '../runner/retry.js';
-import { JobError, type RefreshJob, type RunContext, type RunResult } from '../runner/job.js';
-import type { JobDeps, JobFactory } from './registry.js';
+import { JOB_DEFAULTS, type Config } from '../config.js';
+import { JobError, type RunFacts, type RunResult } from '../runner/job.js';
+import { defineJob, type RefreshJob } from './define.js';
 import { streamUserValues } from './user-values.js';
 
 /**
@@ -110,16 +111,15 @@ export function batchCount(activeUsers: number, batchSize: number): number {
   return Math.max(1, Math.ceil(activeUsers / batchSize));
 }
 
-export class SuggestedUsersJob implements RefreshJob {
+export class SuggestedUsersJob {
   readonly id = 'suggested-users';
-  readonly readsTables = ['post_events', 'user_relationships'] as const;
   readonly #o: SuggestedUsersOptions;
 
   constructor(opts: SuggestedUsersOptions) {
     this.#o = opts;
   }
 
-  async run(ctx: RunContext): Promise<RunResult> {
+  async run(ctx: RunFacts): Promise<RunResult> {
     const now = Math.floor(ctx.startedAt.getTime() / 1000);
     const since = now - this.#o.activeDays * 86_400;
     const counted = await this.#o.clickhouse.query({
@@ -202,7 +202,7 @@ export class SuggestedUsersJob implements RefreshJob {
 
   /** One retry for a transient failure of a batch: a blip should not cost a whole slice of users. */
   async #batchWithRetry(
-    ctx: RunContext,
+    ctx: RunFacts,
     slice: { now: number; since: number; batch: number; batches: number },
     progress: { users: number; skipped: number },
   ): Promise<void> {
@@ -217,7 +217,7 @@ export class SuggestedUsersJob implements RefreshJob {
   }
 
   async #batch(
-    ctx: RunContext,
+    ctx: RunFacts,
     slice: { now: number; since: number; batch: number; batches: number },
     progress: { users: number; skipped: number },
   ): Promise<void> {
@@ -244,14 +244,21 @@ export class SuggestedUsersJob implements RefreshJob {
   }
 }
 
-export const suggestedUsersJob: JobFactory = (deps: JobDeps) =>
-  new SuggestedUsersJob({
-    clickhouse: deps.clickhouse,
-    cache: deps.cache,
-    keyPrefix: deps.config.cacheKeyPrefix,
-    perUser: deps.config.suggestedUsers.perUser,
-    activeDays: deps.config.suggestedUsers.activeDays,
-    maxFollowees: deps.config.suggestedUsers.maxFollowees,
-    batchSize: deps.config.suggestedUsers.batchSize,
-    ttlSec: deps.config.jobs['suggested-users'].ttlSec,
+/** The built-in `suggested-users` job, made with the public `defineJob` like any job. */
+export function suggestedUsersJob(config: Pick<Config, 'suggestedUsers'>): RefreshJob {
+  const { intervalSec, priority } = JOB_DEFAULTS['suggested-users'];
+  return defineJob({
+    id: 'suggested-users',
+    schedule: { intervalSec },
+    priority,
+    readsTables: ['post_events', 'user_relationships'],
+    run: (ctx) =>
+      new SuggestedUsersJob({
+        clickhouse: ctx.clickhouse,
+        cache: ctx.cache,
+        keyPrefix: ctx.keyPrefix,
+        ...config.suggestedUsers,
+        ttlSec: ctx.settings.ttlSec,
+      }).run(ctx),
   });
+}

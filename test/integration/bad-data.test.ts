@@ -10,7 +10,7 @@ import { GOOD_EVENT_SQL, migrate, rollupSelectSql, ROLLUPS } from '../../src/cli
 import { FeedWarmerJob } from '../../src/jobs/feed-warmer.js';
 import { SuggestedUsersJob } from '../../src/jobs/suggested-users.js';
 import { TrendingJob, type TrendingWindow } from '../../src/jobs/trending.js';
-import type { RefreshJob, RunContext, RunResult } from '../../src/runner/job.js';
+import type { RunFacts, RunResult } from '../../src/runner/job.js';
 import { servicesEnv } from './env.js';
 import { scratchDatabase, type ScratchDatabase } from './scratch-database.js';
 
@@ -60,7 +60,13 @@ const BAD_POSTS = [
   { post_id: 101, author_id: 0, created_at: at(1800) },
 ];
 
-function ctxFor(jobId: string): RunContext {
+/** What the test needs of a built-in job's class: its id and one run. */
+interface Job {
+  readonly id: string;
+  run(ctx: RunFacts): Promise<RunResult>;
+}
+
+function ctxFor(jobId: string): RunFacts {
   return {
     jobId,
     runId: randomUUID(),
@@ -88,7 +94,7 @@ describe('bad data in every built-in job', () => {
     await insert('posts', [...GOOD_POSTS, ...BAD_POSTS]);
 
     const cache = new RedisCacheWriter(redis);
-    const trending = (window: TrendingWindow): RefreshJob =>
+    const trending = (window: TrendingWindow): Job =>
       new TrendingJob({
         window,
         clickhouse: db.client,
@@ -98,7 +104,7 @@ describe('bad data in every built-in job', () => {
         decay: 0.9,
         ttlSec: 600,
       });
-    const jobs: RefreshJob[] = [
+    const jobs: Job[] = [
       trending('1h'),
       trending('24h'),
       trending('7d'),

@@ -10,10 +10,10 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { App } from '../../src/app.js';
-import { parseConfig } from '../../src/config.js';
-import type { RegisteredJob } from '../../src/jobs/registry.js';
+import { defineJob } from '../../src/jobs/define.js';
 import { createLogger } from '../../src/observability/logger.js';
 import type { RunEnded } from '../../src/runner/runner.js';
+import { prepareSidecar } from '../../src/sidecar.js';
 import { servicesEnv } from './env.js';
 
 const CLI = fileURLToPath(new URL('../../dist/cli.js', import.meta.url));
@@ -24,16 +24,6 @@ interface LogLine {
   [field: string]: unknown;
 }
 
-const settings = {
-  enabled: true,
-  intervalSec: 3600,
-  cron: undefined,
-  timeoutSec: 60,
-  ttlSec: 600,
-  retries: 0,
-  priority: 1,
-};
-
 describe('log levels of runs on a healthy system', () => {
   const s = servicesEnv();
   const lines: LogLine[] = [];
@@ -42,7 +32,7 @@ describe('log levels of runs on a healthy system', () => {
 
   beforeAll(async () => {
     spoolDir = await mkdtemp(path.join(os.tmpdir(), 'log-noise-'));
-    const config = parseConfig({
+    const env = {
       REDIS_URL: s.redisUrl,
       CLICKHOUSE_URL: s.clickhouseUrl,
       KAFKA_BROKERS: s.kafkaBrokers.join(','),
@@ -59,44 +49,41 @@ describe('log levels of runs on a healthy system', () => {
           'false',
         ]),
       ),
+    };
+    const slowQuery = defineJob({
+      id: 'slow-query',
+      schedule: { intervalSec: 3600 },
+      retries: 0,
+      async run(ctx) {
+        const result = await ctx.clickhouse.query({
+          query: 'SELECT sleep(3)',
+          format: 'JSONEachRow',
+          abort_signal: ctx.signal,
+        });
+        await result.json();
+        return { items: 1 };
+      },
     });
+    const badQuery = defineJob({
+      id: 'bad-query',
+      schedule: { intervalSec: 3600 },
+      retries: 0,
+      async run(ctx) {
+        await ctx.clickhouse.query({
+          query: 'SELECT no_such_column FROM system.one',
+          format: 'JSONEachRow',
+          abort_signal: ctx.signal,
+        });
+        return { items: 1 };
+      },
+    });
+    const { config, jobs } = await prepareSidecar({ env, jobs: [slowQuery, badQuery], sources: [] });
     const log = createLogger('debug', {
       write: (line: string) => {
         lines.push(JSON.parse(line) as LogLine);
       },
     });
-    const extraJobs = ({ clickhouse }: { clickhouse: App['clickhouse'] }): RegisteredJob[] => [
-      {
-        settings,
-        job: {
-          id: 'slow-query',
-          async run(ctx) {
-            const result = await clickhouse.query({
-              query: 'SELECT sleep(3)',
-              format: 'JSONEachRow',
-              abort_signal: ctx.signal,
-            });
-            await result.json();
-            return { items: 1 };
-          },
-        },
-      },
-      {
-        settings,
-        job: {
-          id: 'bad-query',
-          async run(ctx) {
-            await clickhouse.query({
-              query: 'SELECT no_such_column FROM system.one',
-              format: 'JSONEachRow',
-              abort_signal: ctx.signal,
-            });
-            return { items: 1 };
-          },
-        },
-      },
-    ];
-    app = new App({ config, log, extraJobs });
+    app = new App({ config, log, jobs });
     // Nothing was ever refreshed under this prefix: both jobs run at once (catch-up); let them end.
     const caughtUp = Promise.all([ended('slow-query'), ended('bad-query')]);
     await app.start();

@@ -14,7 +14,7 @@ import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { App } from '../../src/app.js';
 import { ensureDatabase, migrate } from '../../src/clickhouse/schema.js';
-import { parseConfig } from '../../src/config.js';
+import { prepareSidecar } from '../../src/sidecar.js';
 import type { RunEnded } from '../../src/runner/runner.js';
 import { servicesEnv } from './env.js';
 
@@ -115,19 +115,22 @@ describe('an unmigrated database', () => {
       await admin.close();
     }
     spoolDir = await mkdtemp(path.join(os.tmpdir(), 'unmigrated-'));
-    const config = parseConfig({
-      REDIS_URL: s.redisUrl,
-      CLICKHOUSE_URL: s.clickhouseUrl,
-      CLICKHOUSE_DATABASE: database,
-      CACHE_KEY_PREFIX: `test-unmigrated-${randomUUID()}`,
-      LEADER_ELECTION: 'false',
-      HTTP_HOST: '127.0.0.1',
-      HTTP_PORT: '0',
-      DLQ_SPOOL_DIR: spoolDir,
-      TRENDING_1H_RETRIES: '0',
-      SUGGESTED_USERS_ENABLED: 'false',
+    const { config, jobs } = await prepareSidecar({
+      sources: [],
+      env: {
+        REDIS_URL: s.redisUrl,
+        CLICKHOUSE_URL: s.clickhouseUrl,
+        CLICKHOUSE_DATABASE: database,
+        CACHE_KEY_PREFIX: `test-unmigrated-${randomUUID()}`,
+        LEADER_ELECTION: 'false',
+        HTTP_HOST: '127.0.0.1',
+        HTTP_PORT: '0',
+        DLQ_SPOOL_DIR: spoolDir,
+        TRENDING_1H_RETRIES: '0',
+        SUGGESTED_USERS_ENABLED: 'false',
+      },
     });
-    app = new App({ config, log: pino({ level: 'silent' }) });
+    app = new App({ config, log: pino({ level: 'silent' }), jobs });
   });
 
   afterAll(async () => {

@@ -8,6 +8,16 @@ import {
   variablesReadByParseConfig,
 } from '../../src/config-warnings.js';
 
+const builtInLike = {
+  enabled: true,
+  intervalSec: 60,
+  cron: undefined,
+  timeoutSec: 60,
+  ttlSec: 180,
+  retries: 2,
+  priority: 1,
+};
+
 function warningsOf(env: Record<string, string>): string[] {
   return configWarnings(env, parseConfig(env)).map((w) => w.message);
 }
@@ -107,11 +117,23 @@ describe('configWarnings', () => {
     for (const name of [
       'REDIS_URL',
       'CLICKHOUSE_PASSWORD',
-      'FEED_WARMER_TTL_SEC',
+      'FEED_WARMER_PAGE_SIZE',
       'TRENDING_7D_DECAY',
       'LOG_LEVEL',
     ])
       expect(read.has(name), name).toBe(true);
+  });
+
+  it("knows every registered job's settings variables, whatever its id", () => {
+    const settings = parseConfig({});
+    const jobs = [{ job: { id: 'top-authors' }, settings: { ...builtInLike, intervalSec: 60 } }];
+    expect(
+      configWarnings(
+        { TOP_AUTHORS_INTERVAL_SEC: '60', FEED_WARMER_TTL_SEC: '500', TOP_AUTHORS_INTERVL_SEC: '60' },
+        settings,
+        { jobs },
+      ).map((w) => [w.name, w.closest]),
+    ).toEqual([['TOP_AUTHORS_INTERVL_SEC', 'TOP_AUTHORS_INTERVAL_SEC']]);
   });
 
   it('names the closest known variable for typos under a job prefix or a section', () => {
