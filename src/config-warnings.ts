@@ -1,3 +1,4 @@
+import type { Logger } from 'pino';
 import {
   ConfigError,
   JOB_DEFAULTS,
@@ -253,4 +254,16 @@ export function configWarnings(
     }
   }
   return warnings;
+}
+
+/** Logs each of `configWarnings` at warn level, with the variable and the closest known name as fields. */
+export function logConfigWarnings(
+  log: Pick<Logger, 'warn'>,
+  env: Readonly<Record<string, string | undefined>>,
+  config: Config,
+  opts: ConfigWarningOptions = {},
+): void {
+  for (const w of configWarnings(env, config, opts)) {
+    log.warn({ variable: w.name, ...(w.closest ? { closest: w.closest } : {}) }, w.message);
+  }
 }

@@ -1,6 +1,6 @@
 import { EXIT, UsageError, type Command, type ProcessIO } from './commands/command.js';
 import { ConfigError, parseConfig, type Config } from './config.js';
-import { configWarnings } from './config-warnings.js';
+import { logConfigWarnings } from './config-warnings.js';
 import type { RegisteredJob } from './jobs/registration.js';
 import { prepareSidecar } from './sidecar.js';
 import { createLogger } from './observability/logger.js';
@@ -110,9 +110,7 @@ export async function main(
     throw err;
   }
   const log = createLogger(config.logLevel);
-  for (const w of configWarnings(env, config, spec.needsJobs ? { jobs } : {})) {
-    log.warn({ variable: w.name, ...(w.closest ? { closest: w.closest } : {}) }, w.message);
-  }
+  logConfigWarnings(log, env, config, spec.needsJobs ? { jobs } : {});
   try {
     return await spec.run({ args, config, log, io, jobs });
   } catch (err) {
