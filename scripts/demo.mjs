@@ -9,10 +9,13 @@
 //   npm run demo -- --check            exit 0 once every enabled job has succeeded, 1 if not within the
 //                                      deadline (60 s from the runner's start; --timeout SEC to change)
 //   npm run demo -- --skip-build       reuse dist/ (tests: do not rebuild under other running tests)
+//   npm run demo -- --check --run-for 60
+//                                      as --check, but keep the runner up until 60 s after its start
+//                                      (all five jobs must still have succeeded by the deadline)
 //
 // Environment: DEMO_DATABASE (demo), DEMO_PREFIX (demo: Redis key prefix), DEMO_HTTP_PORT (9464, or a
 // free port when 9464 is taken), DEMO_USERS / DEMO_DAYS / DEMO_EVENTS (5000 / 2 / 200000).
-// The runner's own logs go to data/demo/runner.log.
+// The runner's own logs go to data/demo/runner.log (DEMO_LOG_FILE to change).
 import { spawn } from 'node:child_process';
 import { createWriteStream, readFileSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
@@ -38,12 +41,19 @@ const { values: opts } = parseArgs({
   options: {
     check: { type: 'boolean', default: false },
     timeout: { type: 'string', default: '60' },
+    'run-for': { type: 'string', default: '0' },
     'skip-build': { type: 'boolean', default: false },
   },
 });
 const checkTimeoutSec = Number(opts.timeout);
 if (!Number.isFinite(checkTimeoutSec) || checkTimeoutSec <= 0) {
   process.stderr.write(`demo: --timeout must be a positive number of seconds, got ${opts.timeout}\n`);
+  process.exit(2);
+}
+
+const runForSec = Number(opts['run-for']);
+if (!Number.isFinite(runForSec) || runForSec < 0) {
+  process.stderr.write(`demo: --run-for must be a number of seconds >= 0, got ${opts['run-for']}\n`);
   process.exit(2);
 }
 
@@ -226,7 +236,9 @@ async function main() {
   );
   if (interrupted) return;
 
-  const logFile = path.join(dataDir, 'runner.log');
+  const logFile = process.env.DEMO_LOG_FILE
+    ? path.resolve(process.env.DEMO_LOG_FILE)
+    : path.join(dataDir, 'runner.log');
   const log = createWriteStream(logFile, { flags: 'a' });
   say(`runner: node dist/cli.js run on ${base} (logs: ${path.relative(ROOT, logFile)})`);
   const runnerStart = Date.now();
@@ -287,7 +299,7 @@ async function main() {
       process.stdout.write(
         `\x1b[H\x1b[2J${render(jobs, details, { base, runnerStart, succeeded })}\nCtrl-C to stop.\n`,
       );
-    } else if (allGreen || now - lastPrint >= 2_000) {
+    } else if ((allGreen && !announced) || now - lastPrint >= 2_000) {
       process.stdout.write(`\n${render(jobs, details, { base, runnerStart, succeeded })}`);
       lastPrint = now;
     }
@@ -297,10 +309,10 @@ async function main() {
         `all ${expected.length} jobs succeeded: ${since(runnerStart)} after the runner started, ` +
           `${since(t0)} after the demo started`,
       );
-      if (opts.check) {
-        const code = await stopRunner();
-        process.exit(code === 0 ? 0 : 1);
-      }
+    }
+    if (opts.check && allGreen && now - runnerStart >= runForSec * 1000) {
+      const code = await stopRunner();
+      process.exit(code === 0 ? 0 : 1);
     }
     if (opts.check && now - runnerStart > checkTimeoutSec * 1000) {
       const missing = expected.filter((id) => !succeeded.has(id));

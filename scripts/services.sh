@@ -523,6 +523,9 @@ write_env() {
     printf 'export REDIS_URL=redis://127.0.0.1:%s\n' "$REDIS_PORT"
     printf 'export CLICKHOUSE_URL=http://127.0.0.1:%s\n' "$CLICKHOUSE_HTTP_PORT"
     printf 'export KAFKA_BROKERS=127.0.0.1:%s\n' "$KAFKA_PORT"
+    printf '# The database and key prefix `npm run demo` migrates, seeds and refreshes.\n'
+    printf 'export CLICKHOUSE_DATABASE=demo\n'
+    printf 'export CACHE_KEY_PREFIX=demo\n'
   } >"$tmp"
   mv -f -- "$tmp" "$STATE/env"
 }

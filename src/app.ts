@@ -6,6 +6,7 @@ import { keys } from './cache/keys.js';
 import { LeaderLease } from './cache/leader-lease.js';
 import { RedisCacheWriter } from './cache/writer.js';
 import { createClickHouse, createKafka, createRedis } from './clients.js';
+import { missingTables, withMissingTableHints } from './clickhouse/missing-tables.js';
 import type { Config } from './config.js';
 import { KafkaDlqTransport } from './dlq/kafka.js';
 import { DlqPublisher } from './dlq/publisher.js';
@@ -56,6 +57,8 @@ export class App {
   #dlqStarting: Promise<void> | undefined;
   readonly #lease: LeaderLease | undefined;
   readonly #clock: Clock;
+  /** The ClickHouse tables the enabled jobs read (`RefreshJob.readsTables`), for `/readyz`. */
+  readonly #tablesRead: readonly string[];
   #started = false;
   #closed = false;
 
@@ -96,11 +99,15 @@ export class App {
     this.#lease = lease;
     const fence = lease?.fence();
     const clients = {
-      clickhouse: this.clickhouse,
+      // Jobs see a missing table as "table db.t does not exist: run `cache-refresher migrate`".
+      clickhouse: withMissingTableHints(this.clickhouse, config.clickhouse.database),
       cache: new RedisCacheWriter(this.redis, fence),
       keyPrefix: config.cacheKeyPrefix,
     };
     this.jobs = opts.jobs;
+    this.#tablesRead = [
+      ...new Set(opts.jobs.filter((j) => j.settings.enabled).flatMap((j) => j.job.readsTables ?? [])),
+    ];
     this.runner = new Runner({
       jobs: opts.jobs.map(({ job, settings }) => ({ job: bindJob(job, settings, clients), settings })),
       maxConcurrentJobs: config.maxConcurrentJobs,
@@ -274,7 +281,10 @@ export class App {
     });
   }
 
-  /** Redis and ClickHouse must answer for `/readyz`; Kafka is left out because the spool covers it. */
+  /**
+   * Redis and ClickHouse must answer for `/readyz`, and the tables the enabled jobs read must exist;
+   * Kafka is left out because the spool covers it.
+   */
   #readinessChecks(): ReadinessCheck[] {
     return [
       {
@@ -290,6 +300,17 @@ export class App {
         check: async (signal) => {
           const result = await this.clickhouse.ping({ select: false, abort_signal: signal });
           if (!result.success) throw result.error;
+        },
+      },
+      {
+        name: 'clickhouse_tables',
+        check: async (signal) => {
+          const missing = await missingTables(this.clickhouse, this.#tablesRead, signal);
+          if (missing.length === 0) return;
+          throw new Error(
+            `database ${this.#config.clickhouse.database} lacks ${missing.join(', ')} ` +
+              '(read by enabled jobs): run `cache-refresher migrate`',
+          );
         },
       },
     ];

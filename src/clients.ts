@@ -42,11 +42,19 @@ export function createRedis(config: Pick<Config, 'redisUrl'>, log: Logger): Redi
 }
 
 /**
+ * Client log lines about an error the client also rejects the request (or fails the result stream)
+ * with: the code that made the request decides what it means and logs it once (a failed run's one
+ * error line; a cancelled run's abort is no error at all), so here they are debug.
+ */
+const ALSO_THROWN = [/: HTTP request error\.$/, /^Error while processing the ResultSet\.$/];
+
+/**
  * The ClickHouse client instantiates its logger class itself, with no arguments; a class made per
  * client closes over our logger so its lines honour LOG_LEVEL and stay JSON like every other line.
  */
-function clickhouseLoggerClass(log: Logger): new () => ClickHouseLogger {
+export function clickhouseLoggerClass(log: Logger): new () => ClickHouseLogger {
   const fields = ({ module, args }: LogParams): Record<string, unknown> => ({ ch_module: module, ...args });
+  const alsoThrown = (message: string): boolean => ALSO_THROWN.some((re) => re.test(message));
   return class implements ClickHouseLogger {
     trace(p: LogParams): void {
       log.trace(fields(p), `clickhouse: ${p.message}`);
@@ -58,10 +66,13 @@ function clickhouseLoggerClass(log: Logger): new () => ClickHouseLogger {
       log.info(fields(p), `clickhouse: ${p.message}`);
     }
     warn(p: LogParams & { err?: Error }): void {
-      log.warn({ ...fields(p), err: p.err }, `clickhouse: ${p.message}`);
+      // A failed ping is logged here at warn and reported by /readyz as well.
+      if (alsoThrown(p.message)) log.debug({ ...fields(p), err: p.err }, `clickhouse: ${p.message}`);
+      else log.warn({ ...fields(p), err: p.err }, `clickhouse: ${p.message}`);
     }
     error(p: ErrorLogParams): void {
-      log.error({ ...fields(p), err: p.err }, `clickhouse: ${p.message}`);
+      if (alsoThrown(p.message)) log.debug({ ...fields(p), err: p.err }, `clickhouse: ${p.message}`);
+      else log.error({ ...fields(p), err: p.err }, `clickhouse: ${p.message}`);
     }
   };
 }

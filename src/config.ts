@@ -1,3 +1,4 @@
+import { isIP } from 'node:net';
 import { Cron } from 'croner';
 
 /**
@@ -191,6 +192,55 @@ class EnvReader {
     return hit ?? this.fail(name, `one of ${allowed.join(', ')}`, fallback);
   }
 
+  /** A host name (RFC 1123 labels) or an IPv4/IPv6 address, as `net.Server.listen` takes it. */
+  host(name: string, fallback: string): string {
+    const v = this.raw(name);
+    if (v === undefined) return fallback;
+    const label = /^[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?$/;
+    const hostName =
+      v.length <= 253 &&
+      v
+        .replace(/\.$/, '')
+        .split('.')
+        .every((l) => label.test(l));
+    return isIP(v) !== 0 || hostName
+      ? v
+      : this.fail(
+          name,
+          'a host name or an IP address without brackets (e.g. 0.0.0.0, ::, localhost)',
+          fallback,
+        );
+  }
+
+  /**
+   * A Kafka topic name as the broker accepts it (Kafka's `Topic.validate`): 1 to 249 of
+   * `[a-zA-Z0-9._-]`, and neither `.` nor `..`. Anything else is rejected by every produce request,
+   * so every record would spool forever.
+   */
+  kafkaTopic(name: string, fallback: string): string {
+    const v = this.raw(name);
+    if (v === undefined) return fallback;
+    return /^[a-zA-Z0-9._-]{1,249}$/.test(v) && v !== '.' && v !== '..'
+      ? v
+      : this.fail(name, 'a Kafka topic name: 1 to 249 of [a-zA-Z0-9._-], not "." or ".."', fallback);
+  }
+
+  /**
+   * A secret compared verbatim (a bearer token): surrounding whitespace is trimmed like every value,
+   * inner whitespace is refused because an `Authorization` header can never carry it intact. The
+   * problem report describes the value instead of printing it.
+   */
+  secret(name: string): string | undefined {
+    const v = this.raw(name);
+    if (v === undefined || !/\s/.test(v)) return v;
+    this.problems.push({
+      name,
+      value: `<secret of ${v.length} characters, whitespace at position ${v.search(/\s/) + 1}>`,
+      expected: 'a token without whitespace',
+    });
+    return undefined;
+  }
+
   brokers(name: string): string[] | undefined {
     const v = this.raw(name);
     if (v === undefined) return undefined;
@@ -364,7 +414,7 @@ export function readConfig(env: Env): { config: Config; problems: ConfigProblem[
     kafka: {
       brokers: r.brokers('KAFKA_BROKERS'),
       clientId: r.string('KAFKA_CLIENT_ID', 'cache-refresher'),
-      dlqTopic: r.string('DLQ_TOPIC', 'jobs-dlq'),
+      dlqTopic: r.kafkaTopic('DLQ_TOPIC', 'jobs-dlq'),
       spoolDir: r.string('DLQ_SPOOL_DIR', './data/dlq'),
     },
     dlq: {
@@ -393,9 +443,9 @@ export function readConfig(env: Env): { config: Config; problems: ConfigProblem[
       leaseSec: r.int('LEADER_LEASE_SEC', 15, 3, 3600),
     },
     http: {
-      host: r.string('HTTP_HOST', '0.0.0.0'),
+      host: r.host('HTTP_HOST', '0.0.0.0'),
       port: r.int('HTTP_PORT', 9464, 0, 65535),
-      adminToken: r.optionalString('ADMIN_TOKEN'),
+      adminToken: r.secret('ADMIN_TOKEN'),
     },
     shutdownGraceSec: r.int('SHUTDOWN_GRACE_SEC', 30, 0, 3600),
     logLevel: r.oneOf('LOG_LEVEL', 'info', LOG_LEVELS),

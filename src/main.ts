@@ -1,5 +1,6 @@
 import { EXIT, UsageError, type Command, type ProcessIO } from './commands/command.js';
 import { ConfigError, parseConfig, type Config } from './config.js';
+import { logConfigWarnings } from './config-warnings.js';
 import type { RegisteredJob } from './jobs/registration.js';
 import { prepareSidecar } from './sidecar.js';
 import { createLogger } from './observability/logger.js';
@@ -109,6 +110,7 @@ export async function main(
     throw err;
   }
   const log = createLogger(config.logLevel);
+  logConfigWarnings(log, env, config, spec.needsJobs ? { jobs } : {});
   try {
     return await spec.run({ args, config, log, io, jobs });
   } catch (err) {

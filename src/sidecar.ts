@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import { App } from './app.js';
 import { ConfigError, readConfig, type Config, type Env } from './config.js';
+import { logConfigWarnings } from './config-warnings.js';
 import { builtInEntries } from './jobs/built-in.js';
 import type { RefreshJob } from './jobs/define.js';
 import {
@@ -117,6 +118,7 @@ export function createSidecar(opts: SidecarOptions): Sidecar {
     const prepared = await prepareSidecar(opts);
     if (stopped) return;
     const log = opts.log ?? createLogger(prepared.config.logLevel);
+    logConfigWarnings(log, opts.env, prepared.config, { jobs: prepared.jobs });
     const started = new App({ config: prepared.config, log, jobs: prepared.jobs });
     app = started;
     try {

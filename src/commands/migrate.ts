@@ -62,6 +62,8 @@ export async function migrateCommand(input: CommandInput): Promise<number> {
           `migrate: database ${db}: created ${report.created.length} (${report.created.join(', ') || '-'}), ` +
             `${report.existing.length} already present\n`,
         );
+        if (report.updated.length > 0)
+          io.stdout(`migrate: updated the SELECT of ${report.updated.join(', ')}\n`);
         if (values.backfill) {
           const started = Date.now();
           const result = await backfillRollups(client, {
@@ -76,7 +78,8 @@ export async function migrateCommand(input: CommandInput): Promise<number> {
           io.stdout(`backfill: done in ${Date.now() - started} ms\n`);
         } else if (report.backfillAdvised) {
           io.stderr(
-            'migrate: post_events holds rows that the rollups do not: run `cache-refresher migrate --backfill`\n',
+            'migrate: the rollups do not match post_events (rows loaded before the views, or a view ' +
+              'updated above): run `cache-refresher migrate --backfill`\n',
           );
         }
       },

@@ -53,6 +53,12 @@ export class KafkaDlqTransport implements DlqTransport {
     const admin = this.#kafka.admin();
     try {
       await admin.connect();
+      // Asking first: creating a topic that exists makes kafkajs log the broker's refusal at error level
+      // on every start-up. (A topic created between the two calls is reported as existing, harmlessly.)
+      if ((await admin.listTopics()).includes(this.topic)) {
+        this.#log.info({ topic: this.topic, created: false }, 'dlq topic checked');
+        return;
+      }
       const created = await admin.createTopics({
         topics: [{ topic: this.topic }],
         waitForLeaders: true,

@@ -300,7 +300,8 @@ export class RunExecutor {
       backoff_until: state.backoffUntil === null ? undefined : new Date(state.backoffUntil).toISOString(),
     };
     if (outcome === 'success') this.#log.info(logFields, 'run succeeded');
-    else if (outcome === 'cancelled') this.#log.warn(logFields, 'run cancelled');
+    // A cancel is asked for (admin API, shutdown, a lost lease, which is logged as such): not a problem.
+    else if (outcome === 'cancelled') this.#log.info(logFields, 'run cancelled');
     else
       this.#log.error({ ...logFields, err: error }, `run ${outcome === 'timeout' ? 'timed out' : 'failed'}`);
     this.#opts.events.emit('run:ended', ended);

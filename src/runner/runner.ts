@@ -226,7 +226,10 @@ export class Runner {
     for (const state of this.#jobs.values()) {
       if (state.active && !this.#executor.hasPermit(state)) this.#executor.abort(state, 'shutdown');
     }
-    const drained = graceMs > 0 && (await settledWithin(this.#clock, inFlight(), graceMs));
+    const running = inFlight();
+    // Nothing in flight (an idle runner, a start-up that failed) is drained already: no warning.
+    const drained =
+      running.length === 0 || (graceMs > 0 && (await settledWithin(this.#clock, running, graceMs)));
     if (!drained) {
       this.#log.warn({ graceMs }, 'shutdown grace period over; aborting in-flight runs');
       for (const state of this.#jobs.values()) this.#executor.abort(state, 'shutdown');
