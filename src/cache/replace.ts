@@ -77,14 +77,16 @@ function script(body: string, fence: Fence | undefined): string {
 
 /**
  * The temporary key for building `key`'s next value, in the same Redis Cluster hash slot (RENAME
- * needs that): a key with a hash tag keeps it; a key without one becomes the tag itself, since the
- * slot of `{k}…` is the slot of `k`.
+ * needs that): a key with a hash tag keeps it; a key without braces becomes the tag itself, since the
+ * slot of `{k}…` is the slot of `k`. (A key with braces but an empty tag, like `a{}b`, cannot be
+ * matched; on a cluster its RENAME fails, and the run with it, rather than writing anything wrong.)
  */
 export function temporaryKey(key: string, id: string): string {
   const open = key.indexOf('{');
   const close = open >= 0 ? key.indexOf('}', open + 1) : -1;
   const tagged = close > open + 1;
-  return tagged ? `${key}:tmp:${id}` : `{${key}}:tmp:${id}`;
+  const braces = key.includes('{') || key.includes('}');
+  return tagged || braces ? `${key}:tmp:${id}` : `{${key}}:tmp:${id}`;
 }
 
 /** The seconds a value lives, as Redis wants them. */

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { outputProblems, isNumericType } from '../../src/declarative/column-check.js';
+import { temporaryKey } from '../../src/cache/replace.js';
+import { isNumericType, outputProblems } from '../../src/declarative/column-check.js';
 import { parseKeyTemplate, renderKey } from '../../src/declarative/key-template.js';
 import { parseJobsFile } from '../../src/declarative/parse-jobs-file.js';
 import { formatJobsFileProblem } from '../../src/declarative/problems.js';
@@ -252,5 +253,30 @@ describe('outputProblems (the deploy-time column check, given the columns)', () 
       expect(isNumericType(t), t).toBe(true);
     for (const t of ['String', 'DateTime', 'Array(UInt8)', 'Nullable(String)'])
       expect(isNumericType(t), t).toBe(false);
+  });
+});
+
+/** Redis Cluster's key slot (cluster spec): CRC16/XMODEM of the hash tag or whole key, mod 16384. */
+function keySlot(key: string): number {
+  const open = key.indexOf('{');
+  const close = open >= 0 ? key.indexOf('}', open + 1) : -1;
+  const hashed = close > open + 1 ? key.slice(open + 1, close) : key;
+  let crc = 0;
+  for (const byte of Buffer.from(hashed)) {
+    crc ^= byte << 8;
+    for (let bit = 0; bit < 8; bit++)
+      crc = crc & 0x8000 ? ((crc << 1) ^ 0x1021) & 0xffff : (crc << 1) & 0xffff;
+  }
+  return crc % 16384;
+}
+
+describe('temporaryKey', () => {
+  it('stays in the hash slot of the key it replaces (RENAME needs one slot on a cluster)', () => {
+    expect(keySlot('123456789')).toBe(0x31c3 % 16384); // the spec's CRC16 check value
+    for (const key of ['cache:top_authors', '{user:1}:feed', 'x{y}z{w}', 'cache:top:{author_id}']) {
+      const tmp = temporaryKey(key, 'c0ffee');
+      expect(tmp).not.toBe(key);
+      expect(keySlot(tmp), `${key} -> ${tmp}`).toBe(keySlot(key));
+    }
   });
 });
