@@ -40,7 +40,12 @@ export const EXIT = { ok: 0, failure: 1, usage: 2 } as const;
 
 const COMMANDS: Record<string, CommandSpec> = {
   run: { usage: 'run', summary: 'run the sidecar: schedule every enabled job (default)', run: runCommand },
-  jobs: { usage: 'jobs', summary: "print each job's schedule, next run and config", run: jobsCommand },
+  jobs: {
+    usage: 'jobs [--check]',
+    summary:
+      "print each job's schedule, next run and config; --check: JOBS_FILE's queries against ClickHouse",
+    run: jobsCommand,
+  },
   dlq: { usage: 'dlq replay', summary: 'deliver spooled dead-letter records to Kafka now', run: dlqCommand },
   once: { usage: 'once <job> [--json]', summary: 'run one job now and print its outcome', run: onceCommand },
   migrate: {

@@ -1,10 +1,20 @@
 import { Cron } from 'croner';
 import { JOB_IDS } from '../config.js';
-import { EXIT, type CommandInput } from '../main.js';
+import { EXIT, parseCommandArgs, type CommandInput } from '../main.js';
 import { describeSchedule, nextFireAt, type Schedule } from '../runner/schedule.js';
+import { jobsCheckCommand } from './jobs-check.js';
 
-/** Prints each job's schedule, next run and settings without connecting to anything. */
-export function jobsCommand({ config, io }: CommandInput): Promise<number> {
+/**
+ * Prints each job's schedule, next run and settings without connecting to anything; with `--check`,
+ * checks JOBS_FILE's queries against ClickHouse instead (jobs-check.ts).
+ */
+export function jobsCommand(input: CommandInput): Promise<number> {
+  const { values } = parseCommandArgs({
+    args: input.args,
+    options: { check: { type: 'boolean', default: false } },
+  });
+  if (values.check) return jobsCheckCommand(input);
+  const { config, io } = input;
   const now = Date.now();
   const rows = JOB_IDS.map((id) => {
     const s = config.jobs[id];
