@@ -2,6 +2,7 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 import type { Logger } from 'pino';
 import type { JobDeps, RegisteredJob } from './jobs/registry.js';
 import { ConfigError, parseConfig, type Config } from './config.js';
+import { declarativeJob, loadDeclarativeJobs } from './declarative/register.js';
 import { createLogger } from './observability/logger.js';
 import { runCommand } from './commands/run.js';
 import { jobsCommand } from './commands/jobs.js';
@@ -111,9 +112,36 @@ export async function main(
     }
     throw err;
   }
+  // Declarative jobs are configuration too: a bad file exits 2 here, before anything connects.
+  const declarative = await loadDeclarativeJobs(env, config);
+  if (declarative.problems.length > 0) {
+    const n = declarative.problems.length;
+    io.stderr(
+      `cache-refresher: invalid JOBS_FILE (${n} problem${n === 1 ? '' : 's'}):\n` +
+        declarative.problems.map((line) => `  ${line}\n`).join(''),
+    );
+    return EXIT.usage;
+  }
+  const withDeclarative: ProcessIO =
+    declarative.jobs.length === 0
+      ? io
+      : {
+          ...io,
+          extraJobs: (deps) => [
+            ...(io.extraJobs?.(deps) ?? []),
+            ...declarative.jobs.map((loaded) => ({
+              job: declarativeJob(loaded, {
+                clickhouse: deps.clickhouse,
+                cache: deps.cache,
+                keyPrefix: deps.config.cacheKeyPrefix,
+              }),
+              settings: loaded.settings,
+            })),
+          ],
+        };
   const log = createLogger(config.logLevel);
   try {
-    return await spec.run({ args, config, log, io });
+    return await spec.run({ args, config, log, io: withDeclarative });
   } catch (err) {
     if (err instanceof UsageError) {
       io.stderr(`cache-refresher ${name}: ${err.message}\n`);

@@ -115,6 +115,10 @@ export function isNumericType(type: string): boolean {
   return /^(?:U?Int\d+|Float\d+|Decimal)/.test(inner);
 }
 
+/** The server's message without the echo of the whole query (" in scope SELECT …") and its version. */
 function firstLine(message: string): string {
-  return (message.split('\n')[0] ?? message).trim();
+  return (message.split('\n')[0] ?? message)
+    .replace(/ in scope [\s\S]*$/, '')
+    .replace(/\s*\(version [^)]*\)\s*$/, '')
+    .trim();
 }
