@@ -2,14 +2,15 @@
 // `npm run demo`: the whole sidecar on this machine, no Docker. Starts the local servers
 // (scripts/services.sh up), builds, migrates and seeds a `demo` ClickHouse database, runs
 // `node dist/cli.js run` with short intervals for every job and shows a live status table from GET /jobs
-// until Ctrl-C, then stops the runner cleanly (SIGTERM, drained runs, exit 0).
+// until Ctrl-C, then stops the runner cleanly (SIGTERM, drained runs, exit 0). Besides the built-in
+// jobs it runs the declarative jobs of examples/jobs.yaml (JOBS_FILE), on short intervals too.
 //
 //   npm run demo                       live table until Ctrl-C
-//   npm run demo -- --check            exit 0 once all five jobs have succeeded, 1 if not within the
+//   npm run demo -- --check            exit 0 once every job has succeeded, 1 if not within the
 //                                      deadline (60 s from the runner's start; --timeout SEC to change)
 //   npm run demo -- --skip-build       reuse dist/ (tests: do not rebuild under other running tests)
 //
-// Environment: DEMO_DATABASE (demo), DEMO_PREFIX (demo: Redis key prefix), DEMO_HTTP_PORT (9464, or a
+// Environment: JOBS_FILE (examples/jobs.yaml), DEMO_DATABASE (demo), DEMO_PREFIX (demo: Redis key prefix), DEMO_HTTP_PORT (9464, or a
 // free port when 9464 is taken), DEMO_USERS / DEMO_DAYS / DEMO_EVENTS (5000 / 2 / 200000).
 // The runner's own logs go to data/demo/runner.log.
 import { spawn } from 'node:child_process';
@@ -21,13 +22,17 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const JOBS = ['trending-1h', 'trending-24h', 'trending-7d', 'suggested-users', 'feed-warmer'];
 const INTERVALS = {
   TRENDING_1H_INTERVAL_SEC: '5',
   TRENDING_24H_INTERVAL_SEC: '10',
   TRENDING_7D_INTERVAL_SEC: '15',
   SUGGESTED_USERS_INTERVAL_SEC: '15',
   FEED_WARMER_INTERVAL_SEC: '5',
+  // examples/jobs.yaml's jobs: the environment overrides a declarative job's file settings too.
+  TOP_AUTHORS_INTERVAL_SEC: '5',
+  POST_COUNTERS_INTERVAL_SEC: '10',
+  USER_ACTIVITY_INTERVAL_SEC: '15',
+  EVENTS_LAST_HOUR_INTERVAL_SEC: '5',
 };
 
 const { values: opts } = parseArgs({
@@ -136,7 +141,7 @@ function render(jobs, details, meta) {
   const green = jobs.filter((j) => meta.succeeded.has(j.name)).length;
   return (
     `cache-refresher demo  ${new Date(now).toISOString()}  ${meta.base}  ` +
-    `(${green}/${JOBS.length} jobs succeeded; runner up ${since(meta.runnerStart)})\n\n` +
+    `(${green}/${jobs.length} jobs succeeded; runner up ${since(meta.runnerStart)})\n\n` +
     `${table(rows)}\n`
   );
 }
@@ -199,6 +204,7 @@ async function main() {
     HTTP_HOST: '127.0.0.1',
     HTTP_PORT: String(port),
     LOG_LEVEL: process.env.LOG_LEVEL ?? 'info',
+    JOBS_FILE: process.env.JOBS_FILE ?? path.join(ROOT, 'examples', 'jobs.yaml'),
     ...INTERVALS,
   };
   const cli = path.join(ROOT, 'dist', 'cli.js');
@@ -275,7 +281,8 @@ async function main() {
         succeeded.set(j.name, Date.now());
       }
     }
-    const allGreen = JOBS.every((id) => succeeded.has(id));
+    // Every job the runner knows, whatever its origin (built in or from JOBS_FILE).
+    const allGreen = jobs.length > 0 && jobs.every((j) => succeeded.has(j.name));
     const now = Date.now();
     if (tty) {
       process.stdout.write(
@@ -288,7 +295,7 @@ async function main() {
     if (allGreen && !announced) {
       announced = true;
       say(
-        `all ${JOBS.length} jobs succeeded: ${since(runnerStart)} after the runner started, ` +
+        `all ${jobs.length} jobs succeeded: ${since(runnerStart)} after the runner started, ` +
           `${since(t0)} after the demo started`,
       );
       if (opts.check) {
@@ -297,7 +304,7 @@ async function main() {
       }
     }
     if (opts.check && now - runnerStart > checkTimeoutSec * 1000) {
-      const missing = JOBS.filter((id) => !succeeded.has(id));
+      const missing = jobs.map((j) => j.name).filter((id) => !succeeded.has(id));
       process.stderr.write(`demo: no success within ${checkTimeoutSec} s for: ${missing.join(', ')}\n`);
       await stopRunner();
       process.exit(1);
