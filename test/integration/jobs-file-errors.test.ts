@@ -9,6 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { RunnerProcess } from '../fixtures/child.js';
 import { servicesEnv } from './env.js';
 import { scratchDatabase, type ScratchDatabase } from './scratch-database.js';
 
@@ -159,5 +160,34 @@ describe('invalid JOBS_FILE', () => {
     const run = await cli(['run'], env);
     expect(run.code, run.stderr).toBe(2);
     expect(problemLines(run.stderr, file)).toEqual(expected);
+  });
+
+  it('a ClickHouse that cannot be asked at start-up does not stop run (warning), but fails jobs --check (exit 1)', async () => {
+    const file = await write(
+      'fine.yaml',
+      `jobs:\n  - { id: fine, interval_sec: 3600, query: "SELECT 1 AS x", output: { type: string, key: "{prefix}:x" } }\n`,
+    );
+    const env = {
+      REDIS_URL: s.redisUrl,
+      CLICKHOUSE_URL: 'http://127.0.0.1:1',
+      DLQ_SPOOL_DIR: path.join(dir, 'spool-unreachable'),
+      HTTP_PORT: '0',
+      JOBS_FILE: file,
+      CACHE_KEY_PREFIX: `test-jobsfile-${randomUUID()}`,
+    };
+    const check = await cli(['jobs', '--check'], env);
+    expect(check.code, check.stderr).toBe(1);
+    expect(check.stderr).toContain('ClickHouse could not be asked');
+    const runner = new RunnerProcess(env, []);
+    try {
+      await runner.waitForLog((l) => l.msg === 'declarative queries not checked: ClickHouse unavailable');
+      await runner.httpPort();
+      // The job itself then fails at run time, like any job whose dependency is down.
+      await runner.waitForLog((l) => l.job === 'fine' && l.outcome === 'failure');
+      runner.kill('SIGTERM');
+      expect((await runner.exited).code).toBe(0);
+    } finally {
+      runner.kill('SIGKILL');
+    }
   });
 });
