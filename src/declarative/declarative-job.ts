@@ -1,6 +1,6 @@
 import type { ClickHouseClient, ResultSet } from '@clickhouse/client';
 import { yieldToLoop, type CacheWriter } from '../cache/writer.js';
-import type { RefreshJob, RunContext, RunResult } from '../runner/job.js';
+import type { Logger } from 'pino';
 import { renderKey } from './key-template.js';
 import { runParams } from './query-params.js';
 import { hashEntry, perRowEntry, scoredMember, type Row } from './row-values.js';
@@ -8,6 +8,17 @@ import type { DeclarativeJobSpec } from './spec.js';
 
 /** Keys per Redis flush while streaming per-row outputs (as suggested-users does). */
 const WRITE_CHUNK = 2000;
+
+/** What one run of a declarative job needs to know about the run (a subset of every job's context). */
+export interface DeclarativeRunFacts {
+  readonly jobId: string;
+  readonly runId: string;
+  readonly attempt: number;
+  /** The run's `now`: `{now:UInt32}` is its unix seconds. */
+  readonly startedAt: Date;
+  readonly signal: AbortSignal;
+  readonly log: Logger;
+}
 
 export interface DeclarativeJobOptions {
   spec: DeclarativeJobSpec;
@@ -26,7 +37,7 @@ export interface DeclarativeJobOptions {
  * before the next is read, so memory stays flat in the number of rows and a failure leaves the keys
  * not yet reached at their last good value.
  */
-export class DeclarativeJob implements RefreshJob {
+export class DeclarativeJob {
   readonly id: string;
   readonly context: Readonly<Record<string, unknown>>;
   readonly #o: DeclarativeJobOptions;
@@ -37,7 +48,7 @@ export class DeclarativeJob implements RefreshJob {
     this.context = { jobs_file: opts.spec.file, output: opts.spec.output.type };
   }
 
-  async run(ctx: RunContext): Promise<RunResult> {
+  async run(ctx: DeclarativeRunFacts): Promise<{ items: number; context: Record<string, unknown> }> {
     const { spec, clickhouse } = this.#o;
     const result = await clickhouse.query({
       query: spec.query,

@@ -78,7 +78,6 @@ describe('per_row streaming', () => {
     const run = job.run({
       jobId: 'wide',
       runId,
-      scheduledAt: new Date(),
       startedAt: new Date(),
       signal: new AbortController().signal,
       log: pino({ level: 'silent' }),
