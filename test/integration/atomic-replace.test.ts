@@ -127,4 +127,17 @@ describe('atomic sorted-set and hash replacement', () => {
     expect(await writer.replaceSortedSet(z, [], 300, signal)).toBe(0);
     expect(await redis.exists(z)).toBe(0);
   });
+
+  it('works the same without a fence (LEADER_ELECTION=false, once)', async () => {
+    const writer = new RedisCacheWriter(redis);
+    const z = `${prefix}:unfenced`;
+    await redis.zadd(z, 1, 'old');
+    expect(await writer.replaceSortedSet(z, members(3, 'n'), 60, signal)).toBe(3);
+    expect(await redis.zrange(z, 0, -1)).toEqual(['n0', 'n1', 'n2']);
+    const h = `${prefix}:unfenced:h`;
+    await redis.hset(h, 'old', '1');
+    expect(await writer.replaceHashes([{ key: h, fields: [['new', '2']] }], 60, signal)).toBe(1);
+    expect(await redis.hgetall(h)).toEqual({ new: '2' });
+    expect(await redis.ttl(h)).toBeGreaterThan(50);
+  });
 });
