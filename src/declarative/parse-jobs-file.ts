@@ -1,9 +1,10 @@
 import { Cron } from 'croner';
-import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Node, type YAMLMap } from 'yaml';
-import { parseKeyTemplate, type KeyTemplate } from './key-template.js';
+import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Node } from 'yaml';
+import { parseOutput } from './parse-output.js';
 import type { JobsFileProblem } from './problems.js';
 import { queryPlaceholders, type ParamValue } from './query-params.js';
-import { OUTPUT_TYPES, type DeclarativeJobSpec, type OutputSpec, type OutputType } from './spec.js';
+import type { DeclarativeJobSpec } from './spec.js';
+import { Fields, FileContext } from './yaml-fields.js';
 
 /**
  * Parses and validates a jobs file (CONTRACT §11) without connecting to anything: YAML syntax, known
@@ -41,13 +42,6 @@ const JOB_FIELDS = [
   'query',
   'output',
 ] as const;
-const OUTPUT_FIELDS: Readonly<Record<OutputType, readonly string[]>> = {
-  string: ['type', 'key'],
-  per_row: ['type', 'key', 'value'],
-  hash: ['type', 'key'],
-  sorted_set: ['type', 'key', 'member', 'score'],
-};
-
 export function parseJobsFile(text: string, file: string, opts: ParseOptions): ParsedJobsFile {
   const lineCounter = new LineCounter();
   const doc = parseDocument(text, { lineCounter, uniqueKeys: true, prettyErrors: true });
@@ -93,93 +87,6 @@ export function parseJobsFile(text: string, file: string, opts: ParseOptions): P
   // In file order (stable: problems of one line keep the order they were found in).
   problems.sort((a, b) => a.line - b.line);
   return { jobs: problems.length > 0 ? [] : jobs, problems };
-}
-
-/** Line lookup and problem collection for one file. */
-class FileContext {
-  constructor(
-    readonly file: string,
-    private readonly lines: LineCounter,
-    readonly problems: JobsFileProblem[],
-  ) {}
-
-  lineOf(node: Node | null | undefined): number {
-    const offset = node?.range?.[0];
-    return offset === undefined ? 1 : this.lines.linePos(offset).line;
-  }
-
-  problem(node: Node | null | undefined, field: string, message: string): void {
-    this.problems.push({ file: this.file, line: this.lineOf(node), field, message });
-  }
-
-  /** Reports every key of `map` not in `known`, at the key's own line. */
-  unknownFields(map: YAMLMap, known: readonly string[], label: string): void {
-    for (const pair of map.items) {
-      const key = isScalar(pair.key) ? String(pair.key.value) : String(pair.key);
-      if (!known.includes(key)) {
-        this.problem(
-          pair.key as Node,
-          `${label}${key}`,
-          `unknown field (expected one of: ${known.join(', ')})`,
-        );
-      }
-    }
-  }
-}
-
-/** Reads fields of one mapping, reporting each bad one under `label`. */
-class Fields {
-  constructor(
-    private readonly ctx: FileContext,
-    readonly map: YAMLMap,
-    readonly label: string,
-  ) {}
-
-  node(name: string): Node | undefined {
-    return this.map.get(name, true) ?? undefined;
-  }
-
-  has(name: string): boolean {
-    return this.map.has(name);
-  }
-
-  line(name: string): number {
-    return this.ctx.lineOf(this.node(name) ?? this.map);
-  }
-
-  fail(name: string, message: string): void {
-    this.ctx.problem(this.node(name) ?? this.map, `${this.label}${name}`, message);
-  }
-
-  string(name: string, required: boolean): string | undefined {
-    const node = this.node(name);
-    if (node === undefined) {
-      if (required) this.fail(name, 'required field is missing');
-      return;
-    }
-    if (!isScalar(node) || typeof node.value !== 'string' || node.value.trim() === '') {
-      this.fail(name, 'expected a non-empty string');
-      return;
-    }
-    return node.value;
-  }
-
-  int(name: string, min: number, max: number): number | undefined {
-    const node = this.node(name);
-    if (node === undefined) return undefined;
-    const v = isScalar(node) ? node.value : undefined;
-    if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) {
-      this.fail(name, `expected an integer from ${min} to ${max}, got ${describe(node)}`);
-      return;
-    }
-    return v;
-  }
-}
-
-function describe(node: Node): string {
-  return isScalar(node)
-    ? JSON.stringify(node.value)
-    : node.constructor.name.replace(/^YAML/, '').toLowerCase();
 }
 
 function parseJob(
@@ -309,67 +216,4 @@ function checkPlaceholders(f: Fields, query: string, params: Readonly<Record<str
   for (const name of Object.keys(params)) {
     if (!used.some((p) => p.name === name)) f.fail('params', `"${name}" is not used by the query`);
   }
-}
-
-function parseOutput(
-  ctx: FileContext,
-  job: Fields,
-): { spec: OutputSpec; lines: { key: number; member?: number; score?: number; value?: number } } | undefined {
-  const node = job.node('output');
-  if (node === undefined) {
-    job.fail('output', 'required field is missing');
-    return;
-  }
-  if (!isMap(node)) {
-    job.fail('output', 'expected a mapping with type and key');
-    return;
-  }
-  const f = new Fields(ctx, node, `${job.label}output.`);
-  const type = f.string('type', true);
-  if (type === undefined) return undefined;
-  if (!(OUTPUT_TYPES as readonly string[]).includes(type)) {
-    f.fail('type', `"${type}" is not one of ${OUTPUT_TYPES.join(', ')}`);
-    return;
-  }
-  const outputType = type as OutputType;
-  ctx.unknownFields(node, OUTPUT_FIELDS[outputType], f.label);
-  const key = parseKey(f, outputType);
-  const lines = { key: f.line('key') };
-  if (outputType === 'sorted_set') {
-    const member = f.string('member', true);
-    const score = f.string('score', true);
-    if (!key || member === undefined || score === undefined) return undefined;
-    return {
-      spec: { type: 'sorted_set', key, member, score },
-      lines: { ...lines, member: f.line('member'), score: f.line('score') },
-    };
-  }
-  if (!key) return undefined;
-  if (outputType === 'per_row') {
-    const value = f.string('value', false);
-    const spec: OutputSpec = { type: 'per_row', key, value };
-    return { spec, lines: value === undefined ? lines : { ...lines, value: f.line('value') } };
-  }
-  return { spec: { type: outputType, key }, lines };
-}
-
-/** One-key outputs must not name columns; per-row outputs must, or every row would hit one key. */
-function parseKey(f: Fields, type: OutputType): KeyTemplate | undefined {
-  const source = f.string('key', true);
-  if (source === undefined) return undefined;
-  const template = parseKeyTemplate(source);
-  if ('error' in template) {
-    f.fail('key', template.error);
-    return;
-  }
-  const perRow = type === 'per_row' || type === 'hash';
-  if (perRow && template.columns.length === 0) {
-    f.fail('key', `a ${type} key must name at least one {column}, or every row writes the same key`);
-    return;
-  }
-  if (!perRow && template.columns.length > 0) {
-    f.fail('key', `a ${type} output is one key: it cannot name a {column}`);
-    return;
-  }
-  return template;
 }
