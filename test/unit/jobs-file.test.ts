@@ -280,3 +280,14 @@ describe('temporaryKey', () => {
     }
   });
 });
+
+describe('loadJobsFile', () => {
+  it('reports a file that cannot be read as one problem at line 1', async () => {
+    const { loadJobsFile } = await import('../../src/declarative/jobs-file.js');
+    const { jobs, problems } = await loadJobsFile('missing/jobs.yaml', { ...OPTS, cwd: '/nonexistent-dir' });
+    expect(jobs).toEqual([]);
+    expect(problems.map(formatJobsFileProblem)).toEqual([
+      expect.stringMatching(/^missing\/jobs\.yaml:1: JOBS_FILE: cannot read the file: ENOENT/),
+    ]);
+  });
+});
