@@ -87,7 +87,7 @@ describe('invalid JOBS_FILE', () => {
     }
   });
 
-  it('an unknown field and a built-in id: exit 2 before connecting, one line each', async () => {
+  it('an unknown field, a built-in id, a missing output key: exit 2 before connecting, one line each', async () => {
     const file = await write(
       'static.yaml',
       `jobs:
@@ -104,6 +104,10 @@ describe('invalid JOBS_FILE', () => {
       member: member
       score: score
       ttl: 30
+  - id: no-key
+    interval_sec: 60
+    query: SELECT user_id, count() AS n FROM post_events GROUP BY user_id
+    output: { type: hash }
 `,
     );
     const r = await cli(['run'], { ...unreachable, JOBS_FILE: file });
@@ -111,6 +115,7 @@ describe('invalid JOBS_FILE', () => {
     expect(problemLines(r.stderr, file)).toEqual([
       `${file}:2: trending-1h: id: "trending-1h" is a built-in job id`,
       `${file}:14: top-authors: output.ttl: unknown field (expected one of: type, key, member, score)`,
+      `${file}:18: no-key: output.key: required field is missing`,
     ]);
     // An environment override of a declarative job is validated like any per-job variable.
     const fixed = await write(
