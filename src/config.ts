@@ -64,7 +64,6 @@ export interface Config {
   cronTimezone: string;
   /** JOBS_FILE: a YAML file of declarative jobs (CONTRACT §11), read at start-up; unset: none. */
   jobsFile: string | undefined;
-  jobs: Record<JobId, JobSettings>;
   trending: { topK: number; decay: { '1h': number; '24h': number; '7d': number } };
   suggestedUsers: { perUser: number; activeDays: number; maxFollowees: number; batchSize: number };
   feedWarmer: { users: number; pageSize: number; activeDays: number; lookbackHours: number; decay: number };
@@ -79,12 +78,20 @@ export interface ConfigProblem {
   expected: string;
 }
 
+/**
+ * Every problem of a configuration, reported at once (exit 2). `problems` are environment variables;
+ * `lines` are problems already phrased by their origin, e.g. `jobs.yaml:12: output.key: …`.
+ */
 export class ConfigError extends Error {
   override readonly name = 'ConfigError';
-  constructor(readonly problems: readonly ConfigProblem[]) {
+  constructor(
+    readonly problems: readonly ConfigProblem[],
+    readonly lines: readonly string[] = [],
+  ) {
+    const n = problems.length + lines.length;
     super(
-      `invalid configuration (${problems.length} problem${problems.length === 1 ? '' : 's'}):\n` +
-        problems.map(formatProblem).join('\n'),
+      `invalid configuration (${n} problem${n === 1 ? '' : 's'}):\n` +
+        [...problems.map(formatProblem), ...lines.map((l) => `  ${l}`)].join('\n'),
     );
   }
 }
@@ -327,13 +334,24 @@ function readJobSettings(
 
 const DECAY = { gt: 0, max: 1, expected: 'a number in (0, 1]' };
 
-/** Builds the typed configuration from an environment, or throws one `ConfigError` listing every problem. */
+/**
+ * Builds the typed configuration from an environment, or throws one `ConfigError` listing every problem.
+ * Per-job settings are not part of it: they are read for every registered job, built-in or not, by
+ * `parseJobSettings` (see jobs/registration.ts).
+ */
 export function parseConfig(env: Env): Config {
+  const { config, problems } = readConfig(env);
+  if (problems.length > 0) throw new ConfigError(problems);
+  return config;
+}
+
+/**
+ * `parseConfig` without the throw: the configuration with each bad value replaced by its default, and
+ * every problem. For callers that go on collecting problems (the jobs' settings) before reporting.
+ */
+export function readConfig(env: Env): { config: Config; problems: ConfigProblem[] } {
   const r = new EnvReader(env);
   const cronTimezone = r.timezone('CRON_TIMEZONE', 'UTC');
-  const jobs = Object.fromEntries(
-    JOB_IDS.map((id) => [id, readJobSettings(r, JOB_DEFAULTS[id].envPrefix, JOB_DEFAULTS[id], cronTimezone)]),
-  ) as Record<JobId, JobSettings>;
 
   const config: Config = {
     redisUrl: r.url('REDIS_URL', 'redis://127.0.0.1:6379', ['redis:', 'rediss:']),
@@ -377,7 +395,6 @@ export function parseConfig(env: Env): Config {
     logLevel: r.oneOf('LOG_LEVEL', 'info', LOG_LEVELS),
     cronTimezone,
     jobsFile: r.optionalString('JOBS_FILE'),
-    jobs,
     trending: {
       topK: r.int('TRENDING_TOP_K', 50, 1, 10_000),
       decay: {
@@ -408,6 +425,5 @@ export function parseConfig(env: Env): Config {
       expected: `a number >= BACKOFF_BASE_SEC (${config.backoff.baseSec})`,
     });
   }
-  if (r.problems.length > 0) throw new ConfigError(r.problems);
-  return config;
+  return { config, problems: r.problems };
 }

@@ -4,7 +4,7 @@ import { createClickHouse } from '../clients.js';
 import { JOB_IDS, type Config } from '../config.js';
 import { deployCheck } from '../declarative/deploy-check.js';
 import { formatJobsFileProblem } from '../declarative/problems.js';
-import { EXIT, type CommandInput } from '../main.js';
+import { EXIT, type CommandInput } from './command.js';
 
 /**
  * `jobs --check`: the deploy-time check of JOBS_FILE against the configured ClickHouse, the same one

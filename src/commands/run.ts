@@ -1,12 +1,12 @@
 import { App } from '../app.js';
-import { EXIT, type CommandInput } from '../main.js';
+import { EXIT, type CommandInput } from './command.js';
 import { startupJobsCheck } from './jobs-check.js';
 
 /** The sidecar: runs until SIGTERM/SIGINT, then drains and exits 0; a second signal exits 1 at once. */
-export async function runCommand({ config, log, io }: CommandInput): Promise<number> {
+export async function runCommand({ config, log, io, jobs }: CommandInput): Promise<number> {
   // A declarative query that does not compile or misses a column fails the deployment now, not at 3 a.m.
   if (!(await startupJobsCheck({ config, log, io }))) return EXIT.usage;
-  const app = new App({ config, log, ...(io.extraJobs ? { extraJobs: io.extraJobs } : {}) });
+  const app = new App({ config, log, jobs });
   const stopped = new Promise<string>((resolve) => {
     let signals = 0;
     io.onSignal((signal) => {

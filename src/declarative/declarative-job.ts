@@ -1,4 +1,5 @@
 import type { ClickHouseClient, ResultSet } from '@clickhouse/client';
+import { eachRow } from '../cache/stream.js';
 import { yieldToLoop, type CacheWriter } from '../cache/writer.js';
 import type { Logger } from 'pino';
 import { renderKey } from './key-template.js';
@@ -125,17 +126,15 @@ async function streamRows<T>(
     written += await flush(entries);
     await yieldToLoop();
   };
-  for await (const batch of result.stream<Row>()) {
-    for (const raw of batch) {
-      rows++;
-      const entry = toEntry(raw.json());
-      if (entry === undefined) {
-        skipped++;
-        continue;
-      }
-      chunk.push(entry);
-      if (chunk.length >= WRITE_CHUNK) await write();
+  for await (const row of eachRow<Row>(result)) {
+    rows++;
+    const entry = toEntry(row);
+    if (entry === undefined) {
+      skipped++;
+      continue;
     }
+    chunk.push(entry);
+    if (chunk.length >= WRITE_CHUNK) await write();
   }
   signal.throwIfAborted();
   await write();

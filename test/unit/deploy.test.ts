@@ -183,6 +183,8 @@ const GLOBAL_VARS = [
   'JOBS_FILE',
 ];
 const PER_JOB_SUFFIXES = ['ENABLED', 'INTERVAL_SEC', 'CRON', 'TIMEOUT_SEC', 'TTL_SEC', 'RETRIES', 'PRIORITY'];
+// The compose stack also loads the example job module (examples/jobs/author-stats.mjs) through JOB_MODULES.
+const MODULE_JOB_PREFIXES = ['AUTHOR_STATS_'];
 /** The declarative jobs the compose stack mounts (CONTRACT §11): their per-job variables are valid too. */
 const EXAMPLE_JOBS = parseJobsFile(read('examples/jobs.yaml'), 'examples/jobs.yaml', {
   reservedIds: JOB_IDS,
@@ -190,7 +192,10 @@ const EXAMPLE_JOBS = parseJobsFile(read('examples/jobs.yaml'), 'examples/jobs.ya
 });
 const CONTRACT_VARS = new Set([
   ...GLOBAL_VARS,
-  ...Object.values(JOB_DEFAULTS).flatMap((d) => PER_JOB_SUFFIXES.map((s) => `${d.envPrefix}${s}`)),
+  'JOB_MODULES',
+  ...[...Object.values(JOB_DEFAULTS).map((d) => d.envPrefix), ...MODULE_JOB_PREFIXES].flatMap((p) =>
+    PER_JOB_SUFFIXES.map((s) => `${p}${s}`),
+  ),
   ...EXAMPLE_JOBS.jobs.flatMap((j) => PER_JOB_SUFFIXES.map((s) => `${jobEnvPrefix(j.id)}${s}`)),
 ]);
 
