@@ -291,3 +291,41 @@ describe('loadJobsFile', () => {
     ]);
   });
 });
+
+describe('JOBS_FILE as a job source', () => {
+  it('registers each job with the file as its defaults and the environment over them', async () => {
+    const { prepareSidecar } = await import('../../src/sidecar.js');
+    const { jobs } = await prepareSidecar({
+      env: {
+        JOBS_FILE: 'examples/jobs.yaml',
+        TOP_AUTHORS_INTERVAL_SEC: '15',
+        USER_ACTIVITY_ENABLED: 'false',
+      },
+      cwd: new URL('../..', import.meta.url).pathname,
+    });
+    const byId = new Map(jobs.map((j) => [j.job.id, j]));
+    expect(byId.get('top-authors')?.settings).toMatchObject({ intervalSec: 15, ttlSec: 45, priority: 1 });
+    expect(byId.get('top-authors')?.origin).toEqual({ variable: 'JOBS_FILE', where: 'examples/jobs.yaml:8' });
+    // The file's own settings stay where the environment says nothing.
+    expect(byId.get('post-counters')?.settings).toMatchObject({ intervalSec: 60, ttlSec: 600 });
+    expect(byId.get('user-activity')?.settings).toMatchObject({ enabled: false, timeoutSec: 60 });
+    expect(byId.get('events-last-hour')?.settings.cron).toBe('0 * * * * *');
+    expect(byId.get('events-last-hour')?.job.context).toEqual({
+      jobs_file: 'examples/jobs.yaml',
+      output: 'string',
+    });
+  });
+
+  it('reports the file and the environment problems together, before connecting', async () => {
+    const { prepareSidecar } = await import('../../src/sidecar.js');
+    const { ConfigError } = await import('../../src/config.js');
+    const attempt = prepareSidecar({
+      env: { JOBS_FILE: 'examples/jobs.yaml', TOP_AUTHORS_RETRIES: 'many', MAX_CONCURRENT_JOBS: '0' },
+      cwd: new URL('../..', import.meta.url).pathname,
+    });
+    await expect(attempt).rejects.toBeInstanceOf(ConfigError);
+    const message = await attempt.catch((err: unknown) => String(err));
+    expect(message).toContain('TOP_AUTHORS_RETRIES: got "many"');
+    expect(message).toContain('MAX_CONCURRENT_JOBS: got "0"');
+  });
+});
