@@ -1,8 +1,11 @@
 import type { ClickHouseClient } from '@clickhouse/client';
+import type { Logger } from 'pino';
+import { createClickHouse } from '../clients.js';
+import { JOB_IDS, type Config } from '../config.js';
 import { checkJobColumns, ColumnCheckUnavailableError } from './column-check.js';
 import { loadJobsFile } from './jobs-file.js';
 import type { ParseOptions } from './parse-jobs-file.js';
-import type { JobsFileProblem } from './problems.js';
+import { formatJobsFileProblem, type JobsFileProblem } from './problems.js';
 
 /** How long the deploy-time check may take before it counts as "server unavailable". */
 export const DEPLOY_CHECK_TIMEOUT_MS = 15_000;
@@ -22,7 +25,12 @@ export type DeployCheckResult =
  */
 export async function deployCheck(
   file: string,
-  opts: ParseOptions & { clickhouse: Pick<ClickHouseClient, 'query'>; now?: Date; timeoutMs?: number },
+  opts: ParseOptions & {
+    clickhouse: Pick<ClickHouseClient, 'query'>;
+    cwd?: string;
+    now?: Date;
+    timeoutMs?: number;
+  },
 ): Promise<DeployCheckResult> {
   const parsed = await loadJobsFile(file, opts);
   if (parsed.problems.length > 0) return { status: 'invalid', problems: parsed.problems };
@@ -35,5 +43,54 @@ export async function deployCheck(
   } catch (err) {
     if (err instanceof ColumnCheckUnavailableError) return { status: 'unavailable', reason: err.message };
     throw err;
+  }
+}
+
+/**
+ * The deploy-time check as the sidecar does it when starting (`run`, `createSidecar().start()`), with
+ * a ClickHouse client of its own whose log stays quiet (a rejected query is the expected answer here,
+ * not an error). Resolves to the problem lines (the start must fail, exit 2), or to none: the file is
+ * good, or ClickHouse could not be asked, which is logged and never stops the sidecar (CONTRACT §1).
+ */
+export async function checkJobsFileAtStart(
+  config: Config,
+  log: Logger,
+  cwd: string = process.cwd(),
+): Promise<string[]> {
+  if (config.jobsFile === undefined) return [];
+  const result = await withCheckClient(config, log, (clickhouse) =>
+    deployCheck(config.jobsFile ?? '', {
+      reservedIds: JOB_IDS,
+      cronTimezone: config.cronTimezone,
+      clickhouse,
+      cwd,
+    }),
+  );
+  if (result.status === 'invalid') return result.problems.map(formatJobsFileProblem);
+  if (result.status === 'unavailable') {
+    log.warn(
+      { jobs_file: config.jobsFile, reason: result.reason },
+      'declarative queries not checked: ClickHouse unavailable',
+    );
+  } else {
+    log.info(
+      { jobs_file: config.jobsFile, jobs: result.jobs },
+      'declarative queries checked against ClickHouse',
+    );
+  }
+  return [];
+}
+
+/** Runs `check` with a quiet ClickHouse client of its own, closed afterwards. */
+export async function withCheckClient<T>(
+  config: Config,
+  log: Logger,
+  check: (clickhouse: ClickHouseClient) => Promise<T>,
+): Promise<T> {
+  const clickhouse = createClickHouse(config, log.child({ component: 'jobs-check' }, { level: 'silent' }));
+  try {
+    return await check(clickhouse);
+  } finally {
+    await clickhouse.close();
   }
 }

@@ -8,6 +8,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RunnerProcess } from '../fixtures/child.js';
 import { servicesEnv } from './env.js';
@@ -165,6 +166,18 @@ describe('invalid JOBS_FILE', () => {
     const run = await cli(['run'], env);
     expect(run.code, run.stderr).toBe(2);
     expect(problemLines(run.stderr, file)).toEqual(expected);
+    // The library's start does the same check: it rejects with the same lines, before serving anything.
+    const { createSidecar } = await import('../../src/sidecar.js');
+    const sidecar = createSidecar({ env, log: pino({ level: 'silent' }) });
+    const started = sidecar.start();
+    await expect(started).rejects.toThrow(/invalid configuration \(2 problems\)/);
+    const message = await started.then(
+      () => '',
+      (err: unknown) => String(err),
+    );
+    expect(problemLines(message, file)).toEqual(expected);
+    expect(sidecar.httpPort).toBeUndefined();
+    await sidecar.stop();
   });
 
   it('a ClickHouse that cannot be asked at start-up does not stop run (warning), but fails jobs --check (exit 1)', async () => {
