@@ -1,7 +1,7 @@
 import type { ClickHouseClient, ResultSet } from '@clickhouse/client';
+import type { Logger } from 'pino';
 import { eachRow } from '../cache/stream.js';
 import { yieldToLoop, type CacheWriter } from '../cache/writer.js';
-import type { Logger } from 'pino';
 import { renderKey } from './key-template.js';
 import { runParams } from './query-params.js';
 import { hashEntry, perRowEntry, scoredMember, type Row } from './row-values.js';
@@ -39,14 +39,10 @@ export interface DeclarativeJobOptions {
  * not yet reached at their last good value.
  */
 export class DeclarativeJob {
-  readonly id: string;
-  readonly context: Readonly<Record<string, unknown>>;
   readonly #o: DeclarativeJobOptions;
 
   constructor(opts: DeclarativeJobOptions) {
     this.#o = opts;
-    this.id = opts.spec.id;
-    this.context = { jobs_file: opts.spec.file, output: opts.spec.output.type };
   }
 
   async run(ctx: DeclarativeRunFacts): Promise<{ items: number; context: Record<string, unknown> }> {
@@ -62,7 +58,7 @@ export class DeclarativeJob {
     });
     const counts = await this.#write(result, ctx.signal);
     const context = { rows: counts.rows, skipped_rows: counts.skipped };
-    if (counts.skipped > 0) ctx.log.warn(context, `${this.id}: skipped rows that cannot be written`);
+    if (counts.skipped > 0) ctx.log.warn(context, `${ctx.jobId}: skipped rows that cannot be written`);
     return { items: counts.written, context };
   }
 
