@@ -1,9 +1,10 @@
 #!/usr/bin/env node
 // `npm run demo`: the whole sidecar on this machine, no Docker. Starts the local servers
 // (scripts/services.sh up), builds, migrates and seeds a `demo` ClickHouse database, runs
-// `node dist/cli.js run` with short intervals for every job (the built-in ones and the example job
-// module examples/jobs/author-stats.mjs, loaded through JOB_MODULES) and shows a live status table from
-// GET /jobs until Ctrl-C, then stops the runner cleanly (SIGTERM, drained runs, exit 0).
+// `node dist/cli.js run` with short intervals for every job (the built-in ones, the example job
+// module examples/jobs/author-stats.mjs loaded through JOB_MODULES, and the declarative jobs of
+// examples/jobs.yaml loaded through JOBS_FILE) and shows a live status table from GET /jobs until
+// Ctrl-C, then stops the runner cleanly (SIGTERM, drained runs, exit 0).
 //
 //   npm run demo                       live table until Ctrl-C
 //   npm run demo -- --check            exit 0 once every enabled job has succeeded, 1 if not within the
@@ -13,7 +14,7 @@
 //                                      as --check, but keep the runner up until 60 s after its start
 //                                      (all five jobs must still have succeeded by the deadline)
 //
-// Environment: DEMO_DATABASE (demo), DEMO_PREFIX (demo: Redis key prefix), DEMO_HTTP_PORT (9464, or a
+// Environment: JOBS_FILE (examples/jobs.yaml), DEMO_DATABASE (demo), DEMO_PREFIX (demo: Redis key prefix), DEMO_HTTP_PORT (9464, or a
 // free port when 9464 is taken), DEMO_USERS / DEMO_DAYS / DEMO_EVENTS (5000 / 2 / 200000).
 // The runner's own logs go to data/demo/runner.log (DEMO_LOG_FILE to change).
 import { spawn } from 'node:child_process';
@@ -26,7 +27,18 @@ import { parseArgs } from 'node:util';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 // Every job the runner lists must succeed; these are the ones it must list at least.
-const JOBS = ['trending-1h', 'trending-24h', 'trending-7d', 'suggested-users', 'feed-warmer', 'author-stats'];
+const JOBS = [
+  'trending-1h',
+  'trending-24h',
+  'trending-7d',
+  'suggested-users',
+  'feed-warmer',
+  'author-stats',
+  'top-authors',
+  'post-counters',
+  'user-activity',
+  'events-last-hour',
+];
 const JOB_MODULES = './examples/jobs/author-stats.mjs';
 const INTERVALS = {
   TRENDING_1H_INTERVAL_SEC: '5',
@@ -35,6 +47,11 @@ const INTERVALS = {
   SUGGESTED_USERS_INTERVAL_SEC: '15',
   FEED_WARMER_INTERVAL_SEC: '5',
   AUTHOR_STATS_INTERVAL_SEC: '10',
+  // examples/jobs.yaml's jobs: the environment overrides a declarative job's file settings too.
+  TOP_AUTHORS_INTERVAL_SEC: '5',
+  POST_COUNTERS_INTERVAL_SEC: '10',
+  USER_ACTIVITY_INTERVAL_SEC: '15',
+  EVENTS_LAST_HOUR_INTERVAL_SEC: '5',
 };
 
 const { values: opts } = parseArgs({
@@ -214,6 +231,7 @@ async function main() {
     HTTP_PORT: String(port),
     LOG_LEVEL: process.env.LOG_LEVEL ?? 'info',
     JOB_MODULES,
+    JOBS_FILE: process.env.JOBS_FILE ?? path.join(ROOT, 'examples', 'jobs.yaml'),
     ...INTERVALS,
   };
   const cli = path.join(ROOT, 'dist', 'cli.js');

@@ -65,6 +65,8 @@ export interface Config {
   shutdownGraceSec: number;
   logLevel: LogLevel;
   cronTimezone: string;
+  /** JOBS_FILE: a YAML file of declarative jobs (CONTRACT §11), read at start-up; unset: none. */
+  jobsFile: string | undefined;
   trending: { topK: number; decay: { '1h': number; '24h': number; '7d': number } };
   suggestedUsers: { perUser: number; activeDays: number; maxFollowees: number; batchSize: number };
   feedWarmer: { users: number; pageSize: number; activeDays: number; lookbackHours: number; decay: number };
@@ -450,6 +452,7 @@ export function readConfig(env: Env): { config: Config; problems: ConfigProblem[
     shutdownGraceSec: r.int('SHUTDOWN_GRACE_SEC', 30, 0, 3600),
     logLevel: r.oneOf('LOG_LEVEL', 'info', LOG_LEVELS),
     cronTimezone,
+    jobsFile: r.optionalString('JOBS_FILE'),
     trending: {
       topK: r.int('TRENDING_TOP_K', 50, 1, 10_000),
       decay: {

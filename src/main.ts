@@ -29,8 +29,9 @@ const COMMANDS: Record<string, CommandSpec> = {
     needsJobs: true,
   },
   jobs: {
-    usage: 'jobs',
-    summary: "print each job's origin, schedule, next run and config",
+    usage: 'jobs [--check]',
+    summary:
+      "print each job's origin, schedule, next run and config; --check: JOBS_FILE's queries against ClickHouse",
     run: jobsCommand,
     needsJobs: true,
   },

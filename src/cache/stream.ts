@@ -7,7 +7,7 @@ const DEFAULT_CHUNK = 2000;
 
 /** What `writeStream` needs of a run: its writer, its TTL and its signal (a `RunContext` has all three). */
 export interface StreamTarget {
-  readonly cache: CacheWriter;
+  readonly cache: Pick<CacheWriter, 'write'>;
   readonly settings: { readonly ttlSec: number };
   readonly signal: AbortSignal;
 }
