@@ -14,6 +14,8 @@ import { DlqSpool } from './dlq/spool.js';
 import { builtInJobs, type JobDeps, type RegisteredJob } from './jobs/registry.js';
 import { HttpServer, type ReadinessCheck } from './observability/http.js';
 import { createMetrics, type Metrics } from './observability/metrics.js';
+import { createRedactor, redactJson, type Redact } from './observability/redact.js';
+import { explainConnectionError } from './connection-errors.js';
 import { createSystemClock, type Clock, type TimerHandle } from './runner/clock.js';
 import { Runner } from './runner/runner.js';
 
@@ -47,6 +49,9 @@ export class App {
   #dlqStarting: Promise<void> | undefined;
   readonly #lease: LeaderLease | undefined;
   readonly #clock: Clock;
+  /** Keeps configured secrets out of DLQ records, HTTP answers and readiness errors. */
+  readonly #redact: Redact;
+  #lastRedisError: Error | undefined;
   #started = false;
   #closed = false;
 
@@ -56,8 +61,17 @@ export class App {
     this.#log = log;
     const clock = opts.clock ?? createSystemClock();
     this.#clock = clock;
+    const redact = createRedactor(config.security.secrets);
+    this.#redact = redact;
 
     this.redis = createRedis(config, log.child({ component: 'redis' }));
+    // The last connection error says why a reconnecting client is not ready (wrong password, TLS).
+    this.redis.on('error', (err: Error) => {
+      this.#lastRedisError = err;
+    });
+    this.redis.on('ready', () => {
+      this.#lastRedisError = undefined;
+    });
     this.#closers.push({
       name: 'redis',
       close: () => this.redis.quit().catch(() => this.redis.disconnect()),
@@ -120,12 +134,17 @@ export class App {
         // A run outside start()/startDlq() (e.g. an embedder that only triggers runs) or after
         // shutdown closed the publisher: the log is the only place left for the record.
         this.#log.error(
-          { job: ended.job, run_id: ended.runId, destination: 'log', record: buildDlqRecord(ended, info) },
+          {
+            job: ended.job,
+            run_id: ended.runId,
+            destination: 'log',
+            record: redactJson(buildDlqRecord(ended, info), redact),
+          },
           'dlq publisher not running; record written to the log only',
         );
         return;
       }
-      await publisher.publish(buildDlqRecord(ended, info));
+      await publisher.publish(redactJson(buildDlqRecord(ended, info), redact));
     });
   }
 
@@ -151,8 +170,19 @@ export class App {
 
     await this.startDlq();
 
+    const runner = this.runner;
+    const redact = this.#redact;
     const http = new HttpServer({
-      runner: this.runner,
+      // Run errors are shown in /jobs/{id}: they pass the redactor like every other output.
+      runner: {
+        status: () => redactJson(runner.status(), redact),
+        detail: (id) => redactJson(runner.detail(id), redact),
+        trigger: (id) => runner.trigger(id),
+        cancel: (id) => runner.cancel(id),
+        setPaused: (id, paused) => runner.setPaused(id, paused),
+        has: (id) => runner.has(id),
+        loopAlive: (maxSilenceMs) => runner.loopAlive(maxSilenceMs),
+      },
       registry: this.metrics.registry,
       readiness: this.#readinessChecks(),
       adminToken: config.http.adminToken,
@@ -250,23 +280,47 @@ export class App {
     });
   }
 
-  /** Redis and ClickHouse must answer for `/readyz`; Kafka is left out because the spool covers it. */
+  /**
+   * Redis and ClickHouse must answer for `/readyz`; Kafka is left out because the spool covers it. A
+   * failure is explained (wrong CA, wrong password, TLS mismatch) and redacted before it is shown.
+   */
   #readinessChecks(): ReadinessCheck[] {
+    const explained = async (
+      service: 'redis' | 'clickhouse',
+      tls: boolean,
+      check: () => Promise<void>,
+    ): Promise<void> => {
+      try {
+        await check();
+      } catch (err) {
+        throw new Error(this.#redact(explainConnectionError(service, err, { tls })), { cause: err });
+      }
+    };
+    const config = this.#config;
     return [
       {
         name: 'redis',
-        check: async () => {
-          // A client between reconnects would queue the ping; its state already says the answer.
-          if (this.redis.status !== 'ready') throw new Error(`redis connection is ${this.redis.status}`);
-          await this.redis.ping();
-        },
+        check: () =>
+          explained('redis', config.security.redis.tls !== undefined, async () => {
+            // A client between reconnects would queue the ping; its state already says the answer.
+            if (this.redis.status !== 'ready') {
+              const last = this.#lastRedisError;
+              throw new Error(
+                `redis connection is ${this.redis.status}${last ? `: ${last.message}` : ''}`,
+                last ? { cause: last } : undefined,
+              );
+            }
+            await this.redis.ping();
+          }),
       },
       {
         name: 'clickhouse',
-        check: async (signal) => {
-          const result = await this.clickhouse.ping({ select: false, abort_signal: signal });
-          if (!result.success) throw result.error;
-        },
+        check: (signal) =>
+          explained('clickhouse', config.security.clickhouse.tls !== undefined, async () => {
+            // A SELECT, not /ping: /ping answers without credentials, so a wrong password would look ready.
+            const result = await this.clickhouse.ping({ select: true, abort_signal: signal });
+            if (!result.success) throw result.error;
+          }),
       },
     ];
   }

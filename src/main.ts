@@ -3,6 +3,7 @@ import type { Logger } from 'pino';
 import type { JobDeps, RegisteredJob } from './jobs/registry.js';
 import { ConfigError, parseConfig, type Config } from './config.js';
 import { createLogger } from './observability/logger.js';
+import { createRedactor } from './observability/redact.js';
 import { runCommand } from './commands/run.js';
 import { jobsCommand } from './commands/jobs.js';
 import { dlqCommand } from './commands/dlq.js';
@@ -106,12 +107,23 @@ export async function main(
     }
     throw err;
   }
-  const log = createLogger(config.logLevel);
+  // Everything this process writes passes the redactor: logs, command output, error messages.
+  const redact = createRedactor(config.security.secrets);
+  const log = createLogger(config.logLevel, undefined, redact);
+  const safeIo: ProcessIO = {
+    ...io,
+    stdout: (text) => {
+      io.stdout(redact(text));
+    },
+    stderr: (text) => {
+      io.stderr(redact(text));
+    },
+  };
   try {
-    return await spec.run({ args, config, log, io });
+    return await spec.run({ args, config, log, io: safeIo });
   } catch (err) {
     if (err instanceof UsageError) {
-      io.stderr(`cache-refresher ${name}: ${err.message}\n`);
+      safeIo.stderr(`cache-refresher ${name}: ${err.message}\n`);
       return EXIT.usage;
     }
     log.fatal({ err }, 'fatal error');
