@@ -19,6 +19,18 @@ import { clickhouseTlsOptions, kafkaSecurityOptions, redisStandaloneOptions } fr
  * client and closes it; nothing here keeps a reference.
  */
 
+/**
+ * ioredis attaches the failed command to a reply error (`err.command = { name, args }`); for AUTH and
+ * HELLO the arguments are the user name and password, which a logged error would print. Replaces them.
+ */
+export function hideAuthArguments(err: Error): void {
+  const command = (err as { command?: { name?: unknown; args?: unknown } }).command;
+  if (command === undefined || typeof command.name !== 'string') return;
+  if (['auth', 'hello'].includes(command.name.toLowerCase()) && Array.isArray(command.args)) {
+    command.args = command.args.map(() => '[REDACTED]');
+  }
+}
+
 /** What a client factory needs of the security settings; absent in scripts that build a config by hand. */
 type Secured<K extends keyof ConnectionSecurity> = { security?: Pick<ConnectionSecurity, K> };
 
@@ -35,6 +47,8 @@ export function createRedis(config: Pick<Config, 'redisUrl'> & Secured<'redis'>,
     enableAutoPipelining: false,
   });
   let lastError = '';
+  // Registered first, so every later listener (and log line) sees the error without credentials.
+  redis.on('error', hideAuthArguments);
   redis.on('error', (err: Error) => {
     // ioredis emits the same error on every reconnect attempt; log each distinct message once.
     if (err.message !== lastError) {
