@@ -16,7 +16,8 @@ import { migrate } from '../../src/clickhouse/schema.js';
 import { seedDatabase } from '../../src/clickhouse/seed.js';
 import { withMigratedDatabase } from '../../src/commands/migrate.js';
 import { parseConfig } from '../../src/config.js';
-import { createClickHouse } from '../../src/clients.js';
+import { pino } from 'pino';
+import { createClickHouse, createKafka } from '../../src/clients.js';
 import { RunnerProcess } from '../fixtures/child.js';
 import { createTopic, TopicReader } from './kafka-helpers.js';
 import { findSecrets, readerKafka, secureServicesUp, type SecureServices } from './secure-services.js';
@@ -24,6 +25,7 @@ import { findSecrets, readerKafka, secureServicesUp, type SecureServices } from 
 const CLI = fileURLToPath(new URL('../../dist/cli.js', import.meta.url));
 const ADMIN_TOKEN = `admin-${randomUUID()}`;
 const USERS = ['refresher', 'reader', 'admin', 'default'];
+const silentLog = pino({ level: 'silent' });
 
 interface CliResult {
   code: number | null;
@@ -230,6 +232,22 @@ describe('managed and secured services: TLS and SASL', () => {
       await reader.stop();
     }
   }, 180_000);
+
+  it.each(['scram-sha-256', 'plain'])(
+    'Kafka takes the sidecar user over SASL_SSL with %s too',
+    async (mechanism) => {
+      const kafka = createKafka(parseConfig({ ...baseEnv(), KAFKA_SASL_MECHANISM: mechanism }), silentLog);
+      const admin = kafka?.admin();
+      if (admin === undefined) throw new Error('KAFKA_BROKERS is not set in the secure env');
+      await admin.connect();
+      try {
+        expect((await admin.describeCluster()).brokers).toHaveLength(1);
+      } finally {
+        await admin.disconnect();
+      }
+    },
+    60_000,
+  );
 
   it('cache-refresher jobs, once and bad configuration print no secret', async () => {
     const env = baseEnv();
