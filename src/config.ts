@@ -105,7 +105,8 @@ export function formatProblem(p: ConfigProblem): string {
 const DEFAULT_TIMEOUT_CAP_SEC = 600;
 const MAX_SAFE_SECONDS = 366 * 24 * 3600;
 
-type Env = Readonly<Record<string, string | undefined>>;
+/** An environment: variable name → value, as `process.env` holds it. */
+export type Env = Readonly<Record<string, string | undefined>>;
 
 /**
  * Reads one variable at a time and remembers every problem. Each reader returns the default when the
@@ -121,7 +122,11 @@ class EnvReader {
   }
 
   private fail<T>(name: string, expected: string, fallback: T): T {
-    this.problems.push({ name, value: this.env[name], expected });
+    return this.failWith(name, this.env[name], expected, fallback);
+  }
+
+  private failWith<T>(name: string, value: string | undefined, expected: string, fallback: T): T {
+    this.problems.push({ name, value, expected });
     return fallback;
   }
 
@@ -214,15 +219,24 @@ class EnvReader {
 
   cron(name: string, timezone: string): string | undefined {
     const v = this.raw(name);
-    if (v === undefined) return undefined;
+    return v === undefined ? undefined : this.cronValue(name, v, timezone);
+  }
+
+  /** Validates `pattern` as croner would run it; a problem is reported under `name`. */
+  cronValue(name: string, pattern: string, timezone: string): string | undefined {
     try {
-      const probe = new Cron(v, { timezone, paused: true });
+      const probe = new Cron(pattern, { timezone, paused: true });
       if (probe.nextRun() === null)
-        return this.fail<string | undefined>(name, 'a cron pattern that fires in the future', undefined);
-      return v;
+        return this.failWith<string | undefined>(
+          name,
+          pattern,
+          'a cron pattern that fires in the future',
+          undefined,
+        );
+      return pattern;
     } catch (err) {
       const why = err instanceof Error ? err.message : String(err);
-      return this.fail<string | undefined>(name, `a croner pattern (${why})`, undefined);
+      return this.failWith<string | undefined>(name, pattern, `a croner pattern (${why})`, undefined);
     }
   }
 }
@@ -243,21 +257,87 @@ export function cronIntervalSec(pattern: string, timezone: string, from: Date = 
   return Math.max(1, Math.round((b.getTime() - a.getTime()) / 1000));
 }
 
-function readJob(r: EnvReader, id: JobId, timezone: string): JobSettings {
-  const d = JOB_DEFAULTS[id];
-  const p = d.envPrefix;
-  const cron = r.cron(`${p}CRON`, timezone);
+/**
+ * The environment prefix of a job's settings: its id upper-cased with `-` as `_`, plus `_`
+ * (`top-authors` → `TOP_AUTHORS_`). The built-in prefixes of CONTRACT §2 follow the same rule.
+ */
+export function jobEnvPrefix(jobId: string): string {
+  return `${jobId.toUpperCase().replaceAll('-', '_')}_`;
+}
+
+/**
+ * A job's own defaults, before the environment overrides them. Exactly one of `intervalSec` and
+ * `cron` gives the default schedule; every other field falls back to the rule of CONTRACT §9.
+ */
+export interface JobSettingDefaults {
+  /** Seconds between runs (≥ 1). */
+  readonly intervalSec?: number;
+  /** croner pattern (seconds field allowed), read in `CRON_TIMEZONE`. */
+  readonly cron?: string;
+  /** Default `true`. */
+  readonly enabled?: boolean;
+  /** Default: the interval, at most 600 s. */
+  readonly timeoutSec?: number;
+  /** Default: 3 × the interval. */
+  readonly ttlSec?: number;
+  /** Transient-error retries inside one run (0 to 10). Default 2. */
+  readonly retries?: number;
+  /** Permit order, higher first (-1000 to 1000). Default 1. */
+  readonly priority?: number;
+}
+
+export type JobSettingsResult =
+  | { readonly ok: true; readonly settings: JobSettings }
+  | { readonly ok: false; readonly problems: readonly ConfigProblem[] };
+
+/**
+ * Reads one job's `<PREFIX>ENABLED`, `INTERVAL_SEC`, `CRON`, `TIMEOUT_SEC`, `TTL_SEC`, `RETRIES` and
+ * `PRIORITY` for any job id (prefix from `jobEnvPrefix`), over the job's own `defaults`. Pure: never
+ * throws for bad values; returns every problem in the `ConfigProblem` shape so a caller can merge them
+ * with the rest of the configuration's problems into one exit-2 report.
+ *
+ * Precedence: `<PREFIX>CRON` overrides everything; `<PREFIX>INTERVAL_SEC` overrides a default cron; with
+ * a cron schedule and no explicit interval, `intervalSec` is the gap between the cron's next two fire
+ * times, so the timeout, TTL and staleness defaults derive from it. A default `cron` is validated like
+ * an environment one (reported under the `<PREFIX>CRON` name, value = the default pattern).
+ */
+export function parseJobSettings(
+  env: Env,
+  jobId: string,
+  defaults: JobSettingDefaults,
+  timezone = 'UTC',
+): JobSettingsResult {
+  const r = new EnvReader(env);
+  const settings = readJobSettings(r, jobEnvPrefix(jobId), defaults, timezone);
+  return r.problems.length === 0 ? { ok: true, settings } : { ok: false, problems: r.problems };
+}
+
+function readJobSettings(
+  r: EnvReader,
+  p: string,
+  defaults: JobSettingDefaults,
+  timezone: string,
+): JobSettings {
   const explicitInterval = r.raw(`${p}INTERVAL_SEC`) !== undefined;
-  let intervalSec = r.int(`${p}INTERVAL_SEC`, d.intervalSec, 1, MAX_SAFE_SECONDS);
+  let cron = r.cron(`${p}CRON`, timezone);
+  if (cron === undefined && r.raw(`${p}CRON`) === undefined && !explicitInterval && defaults.cron) {
+    cron = r.cronValue(`${p}CRON`, defaults.cron, timezone);
+  }
+  let intervalSec = r.int(`${p}INTERVAL_SEC`, defaults.intervalSec ?? 60, 1, MAX_SAFE_SECONDS);
   if (cron !== undefined && !explicitInterval) intervalSec = cronIntervalSec(cron, timezone);
   return {
-    enabled: r.bool(`${p}ENABLED`, true),
+    enabled: r.bool(`${p}ENABLED`, defaults.enabled ?? true),
     intervalSec,
     cron,
-    timeoutSec: r.int(`${p}TIMEOUT_SEC`, Math.min(intervalSec, DEFAULT_TIMEOUT_CAP_SEC), 1, MAX_SAFE_SECONDS),
-    ttlSec: r.int(`${p}TTL_SEC`, 3 * intervalSec, 1, MAX_SAFE_SECONDS * 3),
-    retries: r.int(`${p}RETRIES`, 2, 0, 10),
-    priority: r.int(`${p}PRIORITY`, d.priority, -1000, 1000),
+    timeoutSec: r.int(
+      `${p}TIMEOUT_SEC`,
+      defaults.timeoutSec ?? Math.min(intervalSec, DEFAULT_TIMEOUT_CAP_SEC),
+      1,
+      MAX_SAFE_SECONDS,
+    ),
+    ttlSec: r.int(`${p}TTL_SEC`, defaults.ttlSec ?? 3 * intervalSec, 1, MAX_SAFE_SECONDS * 3),
+    retries: r.int(`${p}RETRIES`, defaults.retries ?? 2, 0, 10),
+    priority: r.int(`${p}PRIORITY`, defaults.priority ?? 1, -1000, 1000),
   };
 }
 
@@ -272,10 +352,9 @@ const readTextFile: ReadTextFile = (path) => readFileSync(path, 'utf8');
 export function parseConfig(env: Env, readFile: ReadTextFile = readTextFile): Config {
   const r = new EnvReader(env);
   const cronTimezone = r.timezone('CRON_TIMEZONE', 'UTC');
-  const jobs = Object.fromEntries(JOB_IDS.map((id) => [id, readJob(r, id, cronTimezone)])) as Record<
-    JobId,
-    JobSettings
-  >;
+  const jobs = Object.fromEntries(
+    JOB_IDS.map((id) => [id, readJobSettings(r, JOB_DEFAULTS[id].envPrefix, JOB_DEFAULTS[id], cronTimezone)]),
+  ) as Record<JobId, JobSettings>;
 
   // TLS and credentials (README "Connecting to managed services"): REDIS_PASSWORD(_FILE),
   // REDIS_TLS_CA_FILE, CLICKHOUSE_PASSWORD(_FILE), CLICKHOUSE_TLS_CA_FILE, KAFKA_SSL, KAFKA_SSL_CA_FILE,

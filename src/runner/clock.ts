@@ -47,3 +47,21 @@ export function sleep(clock: Clock, ms: number, signal?: AbortSignal): Promise<v
     signal?.addEventListener('abort', onAbort, { once: true });
   });
 }
+
+/** True if every promise settled within `ms` on `clock`; false if the time ran out first. */
+export async function settledWithin(
+  clock: Clock,
+  promises: Promise<unknown>[],
+  ms: number,
+): Promise<boolean> {
+  let timer: TimerHandle | undefined;
+  const expired = new Promise<false>((resolve) => {
+    timer = clock.setTimer(ms, () => {
+      resolve(false);
+    });
+  });
+  const all = Promise.allSettled(promises).then(() => true as const);
+  const settled = await Promise.race([all, expired]);
+  timer?.cancel();
+  return settled;
+}

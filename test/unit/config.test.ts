@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { ConfigError, JOB_IDS, parseConfig } from '../../src/config.js';
+import { ConfigError, JOB_IDS, jobEnvPrefix, parseConfig, parseJobSettings } from '../../src/config.js';
 
 function problemsOf(env: Record<string, string>): string[] {
   try {
@@ -164,5 +164,97 @@ describe('parseConfig', () => {
 
   it('treats empty values as unset', () => {
     expect(parseConfig({ REDIS_URL: '', KAFKA_BROKERS: ' ' }).redisUrl).toBe('redis://127.0.0.1:6379');
+  });
+});
+
+describe('parseJobSettings', () => {
+  it('derives the prefix from any job id: upper-cased, "-" as "_"', () => {
+    expect(jobEnvPrefix('top-authors')).toBe('TOP_AUTHORS_');
+    expect(jobEnvPrefix('trending-1h')).toBe('TRENDING_1H_');
+  });
+
+  it("gives a job its own defaults, then CONTRACT §9's rule for what it leaves out", () => {
+    expect(parseJobSettings({}, 'top-authors', { intervalSec: 120 })).toEqual({
+      ok: true,
+      settings: {
+        enabled: true,
+        intervalSec: 120,
+        cron: undefined,
+        timeoutSec: 120,
+        ttlSec: 360,
+        retries: 2,
+        priority: 1,
+      },
+    });
+    expect(
+      parseJobSettings({}, 'x', { intervalSec: 5, timeoutSec: 3, ttlSec: 9, retries: 0, priority: 7 }),
+    ).toMatchObject({ ok: true, settings: { timeoutSec: 3, ttlSec: 9, retries: 0, priority: 7 } });
+  });
+
+  it('reads every variable under the job prefix, over the defaults', () => {
+    const env = {
+      POST_COUNTERS_ENABLED: 'no',
+      POST_COUNTERS_INTERVAL_SEC: '30',
+      POST_COUNTERS_TIMEOUT_SEC: '20',
+      POST_COUNTERS_TTL_SEC: '500',
+      POST_COUNTERS_RETRIES: '4',
+      POST_COUNTERS_PRIORITY: '-3',
+      OTHER_JOB_INTERVAL_SEC: 'junk',
+    };
+    expect(parseJobSettings(env, 'post-counters', { intervalSec: 60, priority: 2 })).toEqual({
+      ok: true,
+      settings: {
+        enabled: false,
+        intervalSec: 30,
+        cron: undefined,
+        timeoutSec: 20,
+        ttlSec: 500,
+        retries: 4,
+        priority: -3,
+      },
+    });
+  });
+
+  it('runs a default cron unless the environment sets an interval or another cron', () => {
+    const defaults = { cron: '*/20 * * * * *' };
+    expect(parseJobSettings({}, 'j', defaults)).toMatchObject({
+      ok: true,
+      settings: { cron: '*/20 * * * * *', intervalSec: 20, timeoutSec: 20, ttlSec: 60 },
+    });
+    expect(parseJobSettings({ J_INTERVAL_SEC: '7' }, 'j', defaults)).toMatchObject({
+      ok: true,
+      settings: { cron: undefined, intervalSec: 7 },
+    });
+    expect(parseJobSettings({ J_CRON: '*/30 * * * * *' }, 'j', { intervalSec: 5 })).toMatchObject({
+      ok: true,
+      settings: { cron: '*/30 * * * * *', intervalSec: 30 },
+    });
+  });
+
+  it('returns every problem in the ConfigProblem shape, a bad default cron under the CRON name', () => {
+    expect(
+      parseJobSettings({ A_B_INTERVAL_SEC: '0', A_B_RETRIES: 'many', A_B_ENABLED: 'perhaps' }, 'a-b', {
+        intervalSec: 60,
+      }),
+    ).toEqual({
+      ok: false,
+      problems: [
+        { name: 'A_B_INTERVAL_SEC', value: '0', expected: 'an integer from 1 to 31622400' },
+        { name: 'A_B_ENABLED', value: 'perhaps', expected: 'a boolean (true/false, 1/0, yes/no, on/off)' },
+        { name: 'A_B_RETRIES', value: 'many', expected: 'an integer from 0 to 10' },
+      ],
+    });
+    const bad = parseJobSettings({}, 'c', { cron: 'not a cron' });
+    expect(bad.ok).toBe(false);
+    expect(!bad.ok && bad.problems[0]).toMatchObject({ name: 'C_CRON', value: 'not a cron' });
+  });
+
+  it('is what parseConfig uses for the built-in jobs', () => {
+    const env = { TRENDING_24H_CRON: '0 */5 * * * *', TRENDING_24H_RETRIES: '1' };
+    const viaConfig = parseConfig(env).jobs['trending-24h'];
+    expect(parseJobSettings(env, 'trending-24h', { intervalSec: 300, priority: 2 })).toEqual({
+      ok: true,
+      settings: viaConfig,
+    });
   });
 });

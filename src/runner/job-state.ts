@@ -1,0 +1,73 @@
+import type { JobSettings } from '../config.js';
+import type { TimerHandle } from './clock.js';
+import type { RefreshJob } from './job.js';
+import type { AbortCause, Outcome, Trigger } from './run-events.js';
+import type { Schedule } from './schedule.js';
+
+/** One finished run as `/jobs/:name` lists it (newest first). */
+export interface RunRecord {
+  run_id: string;
+  trigger: Trigger;
+  started_at: string;
+  duration_ms: number;
+  outcome: Outcome;
+  items: number | null;
+  error: string | null;
+}
+
+/** One run from the tick that launched it until its permit is back. */
+export interface ActiveRun {
+  runId: string;
+  trigger: Trigger;
+  scheduledAt: number;
+  controller: AbortController;
+  cause: AbortCause | undefined;
+  /** Settles when the permit is back and the job's promise has settled (or was abandoned). */
+  done: Promise<void>;
+}
+
+/**
+ * Everything the runner knows about one registered job. The scheduler owns `anchor`, `timer` and
+ * `nextRunAt`; a run's execution owns `active` and the outcome fields; status only reads.
+ */
+export interface JobState {
+  job: RefreshJob;
+  settings: JobSettings;
+  schedule: Schedule;
+  /** Where this job's interval grid starts: the runner's start, or its last catch-up run. */
+  anchor: number;
+  paused: boolean;
+  active: ActiveRun | undefined;
+  timer: TimerHandle | undefined;
+  nextRunAt: number | null;
+  consecutiveFailures: number;
+  backoffUntil: number | null;
+  lastRunAt: number | null;
+  lastSuccessAt: number | null;
+  lastOutcome: Outcome | null;
+  lastItems: number | null;
+  recentRuns: RunRecord[];
+}
+
+export function newJobState(job: RefreshJob, settings: JobSettings, cronTimezone: string): JobState {
+  return {
+    job,
+    settings,
+    schedule:
+      settings.cron === undefined
+        ? { kind: 'interval', intervalSec: settings.intervalSec }
+        : { kind: 'cron', pattern: settings.cron, timezone: cronTimezone },
+    anchor: 0,
+    paused: false,
+    active: undefined,
+    timer: undefined,
+    nextRunAt: null,
+    consecutiveFailures: 0,
+    backoffUntil: null,
+    lastRunAt: null,
+    lastSuccessAt: null,
+    lastOutcome: null,
+    lastItems: null,
+    recentRuns: [],
+  };
+}
