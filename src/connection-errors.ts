@@ -109,6 +109,8 @@ export function connectionCause(
     /wrong version number|packet length too long|http request/i.test(message)
   )
     return `TLS failed: the server does not speak TLS on this port (use ${s.tlsOff}, or the server's TLS port)`;
+  if (opts.tls && /disconnected before secure TLS connection|ETIMEDOUT|Connection timeout/i.test(message))
+    return `TLS failed: no TLS handshake with the server: it may not speak TLS on this port (use ${s.tlsOff}, or the server's TLS port), or it is unreachable`;
   if (
     /WRONGPASS|NOAUTH|AUTHENTICATION_FAILED|Authentication failed|authentication failed|SASL.*(failed|Authentication)|invalid username-password/i.test(
       message,

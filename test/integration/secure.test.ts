@@ -19,6 +19,7 @@ import { parseConfig } from '../../src/config.js';
 import { pino } from 'pino';
 import { createClickHouse, createKafka } from '../../src/clients.js';
 import { RunnerProcess } from '../fixtures/child.js';
+import { servicesEnv } from './env.js';
 import { createTopic, TopicReader } from './kafka-helpers.js';
 import { findSecrets, readerKafka, secureServicesUp, type SecureServices } from './secure-services.js';
 
@@ -316,6 +317,20 @@ describe('managed and secured services: TLS and SASL', () => {
       }),
       cause: /^the server closed or ignored a plaintext connection: it may require TLS/,
       kafkaCause: /it may require TLS \(use KAFKA_SSL=true\)/,
+    },
+    {
+      name: 'TLS against a plaintext port',
+      // The plain servers of the global setup, reached with the secure settings.
+      env: () => {
+        const plain = servicesEnv();
+        return {
+          REDIS_URL: plain.redisUrl.replace('redis://', 'rediss://refresher@'),
+          CLICKHOUSE_URL: plain.clickhouseUrl.replace('http://', 'https://'),
+          KAFKA_BROKERS: plain.kafkaBrokers.join(','),
+        };
+      },
+      cause: /^TLS failed: (the server does not speak TLS on this port|no TLS handshake with the server)/,
+      kafkaCause: /^TLS failed: no TLS handshake .* \(use KAFKA_SSL=false/,
     },
   ];
 

@@ -264,6 +264,17 @@ describe('explained connection errors', () => {
     expect(connectionCause('kafka', new Error('Closed connection'), { tls: true })).toBeUndefined();
     expect(
       connectionCause(
+        'kafka',
+        new Error(
+          'Connection error: Client network socket disconnected before secure TLS connection was established',
+        ),
+        { tls: true },
+      ),
+    ).toMatch(
+      /^TLS failed: no TLS handshake with the server: it may not speak TLS on this port \(use KAFKA_SSL=false/,
+    );
+    expect(
+      connectionCause(
         'redis',
         tlsError('ERR_SSL_WRONG_VERSION_NUMBER', 'ssl3_get_record:wrong version number'),
         { tls: true },
