@@ -621,6 +621,7 @@ up_secure() {
   for name in secure_redis secure_clickhouse_tls secure_kafka; do
     finish_service "$name"
   done
+  grant_secure_kafka_acls
   write_secure_env
   log "secure set up in $(elapsed_since "$start") s; environment in .services/secure/env"
 }
@@ -676,6 +677,7 @@ main() {
       [[ $2 != secure_* ]] || prepare_secure
       begin_service "$2"
       finish_service "$2"
+      [[ $2 != secure_kafka ]] || grant_secure_kafka_acls
       if [[ $2 == secure_* ]]; then write_secure_env; else write_env; fi
       ;;
     *) usage ;;

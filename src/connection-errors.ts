@@ -117,6 +117,8 @@ export function connectionCause(
     )
   )
     return `authentication failed: wrong user name or password (check ${s.credentials})`;
+  if (/not authorized|AUTHORIZATION_FAILED|NOPERM/i.test(message))
+    return `authorization failed: the user logged in but lacks a permission (check its ACLs / grants)`;
   if (/unsupported SASL mechanism|UNSUPPORTED_SASL_MECHANISM|SASL mechanism/i.test(message))
     return `authentication failed: the server does not offer this SASL mechanism (check KAFKA_SASL_MECHANISM)`;
   if (

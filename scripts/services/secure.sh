@@ -220,6 +220,40 @@ admin.connect()
   .then(() => process.exit(0), () => process.exit(1));
 '
 
+# The ACLs a managed cluster would give: refresher may create, describe and write topics (the DLQ topic);
+# reader may describe and read topics and use consumer groups. Created as admin; creating an ACL that
+# exists is a no-op, so this runs on every `up --secure`.
+KAFKA_SECURE_ACLS_JS='
+const { readFileSync } = require("node:fs");
+const { Kafka, logLevel, AclResourceTypes: R, AclOperationTypes: O, AclPermissionTypes: P,
+  ResourcePatternTypes: T } = require("kafkajs");
+const [broker, ca, password] = process.argv.slice(1);
+const admin = new Kafka({
+  clientId: "services-sh-acls", brokers: [broker], logLevel: logLevel.NOTHING,
+  ssl: { ca: [readFileSync(ca, "utf8")] },
+  sasl: { mechanism: "scram-sha-512", username: "admin", password: readFileSync(password, "utf8").trim() },
+}).admin();
+const allow = (user, resourceType, resourceName, operation) => ({
+  principal: `User:${user}`, host: "*", permissionType: P.ALLOW, operation,
+  resourceType, resourceName, resourcePatternType: T.LITERAL,
+});
+const acl = [
+  ...[O.CREATE, O.DESCRIBE, O.WRITE].map((op) => allow("refresher", R.TOPIC, "*", op)),
+  ...[O.DESCRIBE, O.READ].map((op) => allow("reader", R.TOPIC, "*", op)),
+  allow("reader", R.GROUP, "*", O.READ),
+];
+admin.connect()
+  .then(() => admin.createAcls({ acl }))
+  .then(() => admin.disconnect())
+  .then(() => process.exit(0), (err) => { console.error(err.message); process.exit(1); });
+'
+
+grant_secure_kafka_acls() {
+  (cd "$ROOT" && timeout 30 node -e "$KAFKA_SECURE_ACLS_JS" "127.0.0.1:$SECURE_KAFKA_PORT" "$TLS_DIR/ca.crt" \
+    "$(secret_file kafka-admin)") >>"$SECURE/kafka/acls.out" 2>&1 ||
+    die "secure_kafka: creating the ACLs failed (see $SECURE/kafka/acls.out)"
+}
+
 probe_secure_kafka() {
   (cd "$ROOT" && timeout 20 node -e "$KAFKA_SECURE_PROBE_JS" "127.0.0.1:$SECURE_KAFKA_PORT" "$TLS_DIR/ca.crt" \
     "$(secret_file kafka-admin)") >/dev/null 2>&1

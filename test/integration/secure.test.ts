@@ -140,7 +140,19 @@ describe('managed and secured services: TLS and SASL', () => {
   it('runs every job, writes Redis over TLS as an ACL user, publishes DLQ records over SASL_SSL read back by another user', async () => {
     const redisPassword = readFileSync(s.env.REDIS_PASSWORD_FILE ?? '', 'utf8').trim();
     const topic = `test-secure-dlq-${randomUUID()}`;
-    await createTopic(kafka, topic);
+    // The topic is created by the sidecar's user: the reader's ACLs allow reading only.
+    const sidecarKafka = createKafka(parseConfig(s.env), silentLog);
+    if (sidecarKafka === undefined) throw new Error('KAFKA_BROKERS is not set in the secure env');
+    await createTopic(sidecarKafka, topic);
+    const readerProducer = kafka.producer();
+    await readerProducer.connect();
+    try {
+      await expect(readerProducer.send({ topic, messages: [{ value: 'not allowed' }] })).rejects.toThrow(
+        /not authorized/i,
+      );
+    } finally {
+      await readerProducer.disconnect();
+    }
     const reader = await TopicReader.start(kafka, topic);
     const env = baseEnv({ DLQ_TOPIC: topic, FIXTURE_KEEP_BUILTINS: '1' });
     const prefix = env.CACHE_KEY_PREFIX ?? '';

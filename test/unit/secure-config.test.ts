@@ -263,6 +263,11 @@ describe('explained connection errors', () => {
     );
     expect(connectionCause('kafka', new Error('Closed connection'), { tls: true })).toBeUndefined();
     expect(
+      connectionCause('kafka', new Error('Not authorized to access topics: [Topic authorization failed]'), {
+        tls: true,
+      }),
+    ).toBe('authorization failed: the user logged in but lacks a permission (check its ACLs / grants)');
+    expect(
       connectionCause(
         'kafka',
         new Error(
