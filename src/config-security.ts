@@ -189,7 +189,11 @@ function readRedis(r: SecurityReader): ConnectionSecurity['redis'] {
 function readClickHouse(r: SecurityReader): { password: string; tls: TlsTrust | undefined } {
   const password = r.secret('CLICKHOUSE_PASSWORD') ?? '';
   const trust = r.caFile('CLICKHOUSE_TLS_CA_FILE');
-  const scheme = schemeOf(r.raw('CLICKHOUSE_URL') ?? 'http://127.0.0.1:8123');
+  const url = r.raw('CLICKHOUSE_URL') ?? 'http://127.0.0.1:8123';
+  const scheme = schemeOf(url);
+  // The client accepts credentials inside the URL too; such a password is a secret like any other.
+  const urlPassword = scheme !== undefined ? new URL(url).password : '';
+  if (urlPassword !== '') r.secrets.add(decodeURIComponent(urlPassword));
   if (trust !== undefined && scheme !== undefined && scheme !== 'https:') {
     r.problem(
       'CLICKHOUSE_TLS_CA_FILE',

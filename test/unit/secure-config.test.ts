@@ -115,6 +115,12 @@ describe('TLS and credential variables', () => {
     expect(c.security.secrets).toContain('p@ss');
   });
 
+  it('a password inside CLICKHOUSE_URL counts as a secret', () => {
+    expect(parseConfig({ CLICKHOUSE_URL: 'https://u:ch%2Fpw@ch.example:8443' }).security.secrets).toEqual([
+      'ch/pw',
+    ]);
+  });
+
   it('plain defaults: no TLS, no SASL, no secrets', () => {
     const c = parseConfig({}, files({}));
     expect(c.security).toEqual({
