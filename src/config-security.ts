@@ -151,6 +151,19 @@ class SecurityReader {
   }
 }
 
+/**
+ * A URL's percent-encoded user or password, decoded; a malformed escape (`%zz`) is kept as written
+ * rather than failing the whole configuration on what is, after all, a valid password character.
+ */
+export function decodeUserInfo(text: string): string {
+  try {
+    return decodeURIComponent(text);
+  } catch (err) {
+    if (err instanceof URIError) return text;
+    throw err;
+  }
+}
+
 /** The scheme of a URL-valued variable, or undefined when unset or unparsable (reported elsewhere). */
 function schemeOf(value: string | undefined): string | undefined {
   return value !== undefined && URL.canParse(value) ? new URL(value).protocol : undefined;
@@ -159,8 +172,8 @@ function schemeOf(value: string | undefined): string | undefined {
 function readRedis(r: SecurityReader): ConnectionSecurity['redis'] {
   const url = r.raw('REDIS_URL') ?? 'redis://127.0.0.1:6379';
   const parsed = URL.canParse(url) ? new URL(url) : undefined;
-  const urlUser = parsed && parsed.username !== '' ? decodeURIComponent(parsed.username) : undefined;
-  const urlPassword = parsed && parsed.password !== '' ? decodeURIComponent(parsed.password) : undefined;
+  const urlUser = parsed && parsed.username !== '' ? decodeUserInfo(parsed.username) : undefined;
+  const urlPassword = parsed && parsed.password !== '' ? decodeUserInfo(parsed.password) : undefined;
   if (urlPassword !== undefined) r.secrets.add(urlPassword);
   const password = r.secret('REDIS_PASSWORD');
   if (password !== undefined && urlPassword !== undefined) {
@@ -193,7 +206,7 @@ function readClickHouse(r: SecurityReader): { password: string; tls: TlsTrust | 
   const scheme = schemeOf(url);
   // The client accepts credentials inside the URL too; such a password is a secret like any other.
   const urlPassword = scheme !== undefined ? new URL(url).password : '';
-  if (urlPassword !== '') r.secrets.add(decodeURIComponent(urlPassword));
+  if (urlPassword !== '') r.secrets.add(decodeUserInfo(urlPassword));
   if (trust !== undefined && scheme !== undefined && scheme !== 'https:') {
     r.problem(
       'CLICKHOUSE_TLS_CA_FILE',

@@ -1,7 +1,7 @@
 import type { ConnectionOptions } from 'node:tls';
 import type { RedisOptions } from 'ioredis';
 import type { SASLOptions } from 'kafkajs';
-import type { ConnectionSecurity } from './config-security.js';
+import { decodeUserInfo, type ConnectionSecurity } from './config-security.js';
 
 /**
  * Client options for TLS and authentication, built from the configuration and nothing else. Kept apart
@@ -25,8 +25,8 @@ export function redisSecurityOptions(
   security?: ConnectionSecurity['redis'],
 ): Pick<RedisOptions, 'username' | 'password' | 'tls'> {
   const url = new URL(redisUrl);
-  const username = security?.username ?? (url.username === '' ? undefined : decodeURIComponent(url.username));
-  const password = security?.password ?? (url.password === '' ? undefined : decodeURIComponent(url.password));
+  const username = security?.username ?? (url.username === '' ? undefined : decodeUserInfo(url.username));
+  const password = security?.password ?? (url.password === '' ? undefined : decodeUserInfo(url.password));
   const tls = url.protocol === 'rediss:' ? tlsTrusting(security?.tls?.ca) : undefined;
   return {
     ...(username !== undefined ? { username } : {}),

@@ -115,6 +115,10 @@ describe('TLS and credential variables', () => {
     expect(c.security.secrets).toContain('p@ss');
   });
 
+  it('keeps a malformed percent escape in a URL password as written', () => {
+    expect(parseConfig({ REDIS_URL: 'redis://u:100%zz@h:1' }).security.redis.password).toBe('100%zz');
+  });
+
   it('a password inside CLICKHOUSE_URL counts as a secret', () => {
     expect(parseConfig({ CLICKHOUSE_URL: 'https://u:ch%2Fpw@ch.example:8443' }).security.secrets).toEqual([
       'ch/pw',
