@@ -19,6 +19,8 @@ export interface SecureServices {
   reader: { username: string; password: string };
   /** Absolute path of .services/secure. */
   dir: string;
+  /** What `services.sh up --secure` printed (searched for secrets like every other output). */
+  output: string;
 }
 
 function parseEnvFile(file: string): Record<string, string> {
@@ -33,10 +35,10 @@ function parseEnvFile(file: string): Record<string, string> {
 /** `scripts/services.sh up --secure` (idempotent), then what it wrote. */
 export async function secureServicesUp(): Promise<SecureServices> {
   const script = servicesEnv().servicesScript;
-  await new Promise<void>((resolve, reject) => {
+  const output = await new Promise<string>((resolve, reject) => {
     execFile('bash', [script, 'up', '--secure'], { timeout: 240_000 }, (err, stdout, stderr) => {
       if (err) reject(new Error(`services.sh up --secure failed: ${err.message}\n${stdout}\n${stderr}`));
-      else resolve();
+      else resolve(stdout + stderr);
     });
   });
   const dir = path.join(path.dirname(script), '..', '.services', 'secure');
@@ -58,6 +60,7 @@ export async function secureServicesUp(): Promise<SecureServices> {
       password: readFileSync(SECURE_KAFKA_READER_PASSWORD_FILE, 'utf8').trim(),
     },
     dir,
+    output,
   };
 }
 

@@ -85,6 +85,7 @@ describe('managed and secured services: TLS and SASL', () => {
     const started = Date.now();
     s = await secureServicesUp();
     console.log(`secure services up in ${Date.now() - started} ms`);
+    outputs['services.sh up --secure'] = s.output;
     tmp = mkdtempSync(path.join(os.tmpdir(), 'secure-it-'));
     cleanups.push(() => {
       rmSync(tmp, { recursive: true, force: true });
