@@ -343,13 +343,11 @@ function readJobSettings(
 
 const DECAY = { gt: 0, max: 1, expected: 'a number in (0, 1]' };
 
+/** Reads the files that `*_FILE` and `*_CA_FILE` variables name. */
 const readTextFile: ReadTextFile = (path) => readFileSync(path, 'utf8');
 
-/**
- * Builds the typed configuration from an environment, or throws one `ConfigError` listing every problem.
- * `readFile` reads the files that `*_FILE` and `*_CA_FILE` variables name (tests pass their own).
- */
-export function parseConfig(env: Env, readFile: ReadTextFile = readTextFile): Config {
+/** Builds the typed configuration from an environment, or throws one `ConfigError` listing every problem. */
+export function parseConfig(env: Env): Config {
   const r = new EnvReader(env);
   const cronTimezone = r.timezone('CRON_TIMEZONE', 'UTC');
   const jobs = Object.fromEntries(
@@ -359,7 +357,7 @@ export function parseConfig(env: Env, readFile: ReadTextFile = readTextFile): Co
   // TLS and credentials (README "Connecting to managed services"): REDIS_PASSWORD(_FILE),
   // REDIS_TLS_CA_FILE, CLICKHOUSE_PASSWORD(_FILE), CLICKHOUSE_TLS_CA_FILE, KAFKA_SSL, KAFKA_SSL_CA_FILE,
   // KAFKA_SASL_MECHANISM, KAFKA_SASL_USERNAME, KAFKA_SASL_PASSWORD(_FILE).
-  const secure = readConnectionSecurity(env, readFile);
+  const secure = readConnectionSecurity(env, readTextFile);
   r.problems.push(...secure.problems);
 
   const config: Config = {

@@ -3,7 +3,7 @@ import type { Logger } from 'pino';
 import type { JobDeps, RegisteredJob } from './jobs/registry.js';
 import { ConfigError, parseConfig, type Config } from './config.js';
 import { createLogger } from './observability/logger.js';
-import { createRedactor } from './observability/redact.js';
+import { createRedactor, redactedIo } from './observability/redact.js';
 import { runCommand } from './commands/run.js';
 import { jobsCommand } from './commands/jobs.js';
 import { dlqCommand } from './commands/dlq.js';
@@ -109,21 +109,13 @@ export async function main(
   }
   // Everything this process writes passes the redactor: logs, command output, error messages.
   const redact = createRedactor(config.security.secrets);
+  io = redactedIo(io, redact);
   const log = createLogger(config.logLevel, undefined, redact);
-  const safeIo: ProcessIO = {
-    ...io,
-    stdout: (text) => {
-      io.stdout(redact(text));
-    },
-    stderr: (text) => {
-      io.stderr(redact(text));
-    },
-  };
   try {
-    return await spec.run({ args, config, log, io: safeIo });
+    return await spec.run({ args, config, log, io });
   } catch (err) {
     if (err instanceof UsageError) {
-      safeIo.stderr(`cache-refresher ${name}: ${err.message}\n`);
+      io.stderr(`cache-refresher ${name}: ${err.message}\n`);
       return EXIT.usage;
     }
     log.fatal({ err }, 'fatal error');

@@ -48,3 +48,19 @@ export function redactJson<T>(value: T, redact: Redact): T {
   const redacted = redact(json);
   return redacted === json ? value : (JSON.parse(redacted) as T);
 }
+
+/** `io` whose `stdout` and `stderr` write through `redact` (command output, usage errors). */
+export function redactedIo<T extends { stdout: (text: string) => void; stderr: (text: string) => void }>(
+  io: T,
+  redact: Redact,
+): T {
+  return {
+    ...io,
+    stdout: (text: string) => {
+      io.stdout(redact(text));
+    },
+    stderr: (text: string) => {
+      io.stderr(redact(text));
+    },
+  };
+}

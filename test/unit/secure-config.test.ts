@@ -1,11 +1,11 @@
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { hideAuthArguments } from '../../src/clients.js';
 import { ConfigError, parseConfig } from '../../src/config.js';
-import { maskUrlCredentials } from '../../src/config-security.js';
+import { maskUrlCredentials, readConnectionSecurity } from '../../src/config-security.js';
 import { connectionCause, explainConnectionError } from '../../src/connection-errors.js';
 import {
   clickhouseTlsOptions,
@@ -13,7 +13,7 @@ import {
   redisSecurityOptions,
   redisStandaloneOptions,
 } from '../../src/connection-options.js';
-import { createRedactor, redactJson } from '../../src/observability/redact.js';
+import { createRedactor, redactedIo, redactJson } from '../../src/observability/redact.js';
 
 let CA_PEM = '';
 let dir = '';
@@ -58,9 +58,15 @@ function files(entries: Record<string, string>): (p: string) => string {
   };
 }
 
+/** The TLS/credential problems of `env`, over the files `fs`. */
 function problems(env: Record<string, string>, fs: Record<string, string> = {}): string[] {
+  return readConnectionSecurity(env, files(fs)).problems.map((p) => `${p.name}: ${p.value} -> ${p.expected}`);
+}
+
+/** parseConfig's problems (no files involved). */
+function configProblems(env: Record<string, string>): string[] {
   try {
-    parseConfig(env, files(fs));
+    parseConfig(env);
   } catch (err) {
     if (err instanceof ConfigError) return err.problems.map((p) => `${p.name}: ${p.value} -> ${p.expected}`);
     throw err;
@@ -70,7 +76,11 @@ function problems(env: Record<string, string>, fs: Record<string, string> = {}):
 
 describe('TLS and credential variables', () => {
   it('reads the secure setup: passwords from files (one trailing newline dropped), CAs parsed', () => {
-    const c = parseConfig(
+    const {
+      security,
+      clickhousePassword,
+      problems: found,
+    } = readConnectionSecurity(
       {
         REDIS_URL: 'rediss://refresher@redis.example:6380/2',
         REDIS_PASSWORD_FILE: '/run/secrets/redis',
@@ -93,19 +103,40 @@ describe('TLS and credential variables', () => {
         '/ca.pem': CA_PEM,
       }),
     );
-    expect(c.security.redis).toEqual({
+    expect(found).toEqual([]);
+    expect(security.redis).toEqual({
       username: 'refresher',
       password: 'r-pass',
       tls: { caFile: '/ca.pem', ca: CA_PEM },
     });
     // Only one newline is a file artefact; a second one is part of the secret.
-    expect(c.clickhouse.password).toBe('c-pass\n');
-    expect(c.security.clickhouse.tls?.ca).toBe(CA_PEM);
-    expect(c.security.kafka).toEqual({
+    expect(clickhousePassword).toBe('c-pass\n');
+    expect(security.clickhouse.tls?.ca).toBe(CA_PEM);
+    expect(security.kafka).toEqual({
       ssl: { caFile: '/ca.pem', ca: CA_PEM },
       sasl: { mechanism: 'scram-sha-512', username: 'refresher', password: 'k-pass' },
     });
-    expect([...c.security.secrets].sort()).toEqual(['admin-token-1', 'c-pass\n', 'k-pass', 'r-pass']);
+    expect([...security.secrets].sort()).toEqual(['admin-token-1', 'c-pass\n', 'k-pass', 'r-pass']);
+  });
+
+  it('parseConfig reads real files and reports their problems with the rest', () => {
+    const secret = path.join(dir, 'kafka.password');
+    writeFileSync(secret, 'from-a-file\n');
+    const c = parseConfig({
+      KAFKA_SASL_MECHANISM: 'plain',
+      KAFKA_SASL_USERNAME: 'u',
+      KAFKA_SASL_PASSWORD_FILE: secret,
+      KAFKA_SSL: 'true',
+      KAFKA_SSL_CA_FILE: path.join(dir, 'ca.crt'),
+    });
+    expect(c.security.kafka.sasl?.password).toBe('from-a-file');
+    expect(c.security.kafka.ssl?.ca).toBe(CA_PEM);
+    expect(configProblems({ REDIS_PASSWORD_FILE: path.join(dir, 'nope'), MAX_CONCURRENT_JOBS: '0' })).toEqual(
+      [
+        `REDIS_PASSWORD_FILE: ${path.join(dir, 'nope')} -> a readable file (it does not exist)`,
+        'MAX_CONCURRENT_JOBS: 0 -> an integer from 1 to 1000',
+      ],
+    );
   });
 
   it('moves a password out of REDIS_URL into the security settings', () => {
@@ -126,7 +157,7 @@ describe('TLS and credential variables', () => {
   });
 
   it('plain defaults: no TLS, no SASL, no secrets', () => {
-    const c = parseConfig({}, files({}));
+    const c = parseConfig({});
     expect(c.security).toEqual({
       redis: { username: undefined, password: undefined, tls: undefined },
       clickhouse: { tls: undefined },
@@ -185,7 +216,7 @@ describe('TLS and credential variables', () => {
   });
 
   it('an unparsable REDIS_URL is reported with its password masked', () => {
-    expect(problems({ REDIS_URL: 'rediss://u:topsecret@host:port' })).toEqual([
+    expect(configProblems({ REDIS_URL: 'rediss://u:topsecret@host:port' })).toEqual([
       'REDIS_URL: rediss://***@host:port -> a URL with scheme redis:// or rediss://',
     ]);
     expect(maskUrlCredentials('ftp://u:pw@host/')).toBe('ftp://u:***@host/');
@@ -320,6 +351,22 @@ describe('redaction', () => {
     expect(redact('rediss://u:pa%22ss%2Fword@h')).toBe('rediss://u:[REDACTED]@h');
     // Too short to search for without garbling every line.
     expect(redact('ab')).toBe('ab');
+  });
+
+  it('command output and usage errors pass the redactor', () => {
+    const written: string[] = [];
+    const io = redactedIo(
+      {
+        stdout: (t: string) => written.push(`out:${t}`),
+        stderr: (t: string) => written.push(`err:${t}`),
+        other: 1,
+      },
+      createRedactor(['hunter22']),
+    );
+    io.stdout('pw hunter22\n');
+    io.stderr('hunter22!');
+    expect(written).toEqual(['out:pw [REDACTED]\n', 'err:[REDACTED]!']);
+    expect(io.other).toBe(1);
   });
 
   it('redacts plain data through its JSON form, and returns the same object when clean', () => {
