@@ -244,9 +244,9 @@ signature() {
     redis) printf 'redis-server' ;;
     clickhouse) printf -- '--path=%s/clickhouse/data' "$STATE" ;;
     kafka) printf '%s/kafka/server.properties' "$STATE" ;;
-    secure_redis) printf 'redis-server 127.0.0.1:%s' "$SECURE_REDIS_PORT" ;; # redis rewrites its title
+    secure_redis) printf 'redis-server 127.0.0.1:' ;; # redis rewrites its title to its address
     secure_clickhouse) printf -- '--path=%s/clickhouse/data' "$SECURE" ;;
-    secure_clickhouse_tls) printf 'OPENSSL-LISTEN:%s,' "$SECURE_CLICKHOUSE_HTTPS_PORT" ;;
+    secure_clickhouse_tls) printf 'cert=%s/server.pem' "$TLS_DIR" ;;
     secure_kafka) printf '%s/kafka/server.properties' "$SECURE" ;;
   esac
 }

@@ -80,7 +80,20 @@ prepare_secure() {
   need_cmd openssl openssl
   mkdir -p "$SECRETS_DIR"
   chmod 700 "$SECURE" "$SECRETS_DIR"
-  local name
+  local name missing=0
+  for name in redis clickhouse kafka-admin kafka-refresher kafka-reader keystore; do
+    [[ -s $(secret_file "$name") ]] || missing=1
+  done
+  if ((missing)); then
+    # Running servers hold the old passwords; Kafka keeps its SCRAM users in its formatted storage and
+    # the keystore is sealed with the old keystore password: start all of it afresh.
+    for name in "${SECURE_SERVICES[@]}"; do
+      if server_pid "$name" >/dev/null; then
+        die "$name runs but passwords in $SECRETS_DIR are missing: run 'scripts/services.sh down' first"
+      fi
+    done
+    rm -rf -- "$SECURE/kafka/data" "$TLS_DIR"
+  fi
   for name in redis clickhouse kafka-admin kafka-refresher kafka-reader keystore; do
     ensure_secret "$name"
   done
