@@ -128,7 +128,7 @@ export function connectionCause(
         message,
       ))
   )
-    return `the server closed or ignored a plaintext connection: it may require TLS (use ${s.tlsOn})`;
+    return `the server closed the connection or did not answer (if it only speaks TLS, use ${s.tlsOn})`;
   if (code === 'ECONNREFUSED' || /ECONNREFUSED/.test(message))
     return 'connection refused: the server is not listening there';
   if (code === 'ENOTFOUND' || /ENOTFOUND|EAI_AGAIN/.test(message)) return 'the host name does not resolve';

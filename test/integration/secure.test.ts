@@ -328,8 +328,8 @@ describe('managed and secured services: TLS and SASL', () => {
         KAFKA_SSL: 'false',
         KAFKA_SSL_CA_FILE: '',
       }),
-      cause: /^the server closed or ignored a plaintext connection: it may require TLS/,
-      kafkaCause: /it may require TLS \(use KAFKA_SSL=true\)/,
+      cause: /^the server closed the connection or did not answer \(if it only speaks TLS, use/,
+      kafkaCause: /\(if it only speaks TLS, use KAFKA_SSL=true\)/,
     },
     {
       name: 'TLS against a plaintext port',

@@ -300,7 +300,7 @@ describe('explained connection errors', () => {
       'authentication failed: wrong user name or password (check CLICKHOUSE_USER and CLICKHOUSE_PASSWORD / CLICKHOUSE_PASSWORD_FILE)',
     );
     expect(connectionCause('kafka', new Error('Closed connection'), { tls: false })).toBe(
-      'the server closed or ignored a plaintext connection: it may require TLS (use KAFKA_SSL=true)',
+      'the server closed the connection or did not answer (if it only speaks TLS, use KAFKA_SSL=true)',
     );
     expect(connectionCause('kafka', new Error('Closed connection'), { tls: true })).toBeUndefined();
     expect(
