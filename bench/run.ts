@@ -20,7 +20,7 @@ import { FeedWarmerJob } from '../src/jobs/feed-warmer.js';
 import { SuggestedUsersJob } from '../src/jobs/suggested-users.js';
 import { planWindow, TrendingJob, TRENDING_WINDOWS, type TrendingWindow } from '../src/jobs/trending.js';
 import { createSystemClock } from '../src/runner/clock.js';
-import type { RefreshJob, RunContext } from '../src/runner/job.js';
+import type { RunnerJob, RunFacts } from '../src/runner/job.js';
 import { Runner, type FreshnessStore } from '../src/runner/runner.js';
 import {
   feedBaseline,
@@ -125,7 +125,7 @@ function servicesEnv(): { redisUrl: string; clickhouseUrl: string } {
   return { redisUrl, clickhouseUrl };
 }
 
-function runContext(jobId: string, now: Date): RunContext {
+function runContext(jobId: string, now: Date): RunFacts {
   return {
     jobId,
     runId: randomUUID(),
@@ -228,7 +228,7 @@ interface Env {
  * machine noise, and summarises both as users/s. The last baseline's values are kept for the
  * agreement check.
  */
-async function jobVersusBaseline(job: RefreshJob, env: Env, baseline: () => Promise<BaselineRun>) {
+async function jobVersusBaseline(job: RunnerJob, env: Env, baseline: () => Promise<BaselineRun>) {
   const jobRate: number[] = [];
   const jobSeconds: number[] = [];
   const baseRate: number[] = [];
@@ -714,7 +714,7 @@ async function benchLateness(env: Env, fence: Fence) {
   const prefix = `${env.prefix}:late`;
   const lateness: number[] = [];
   let suggestionsRunning = false;
-  const tick: RefreshJob = {
+  const tick: RunnerJob = {
     id: 'bench-tick',
     run: (ctx) => {
       if (suggestionsRunning) lateness.push(Date.now() - ctx.scheduledAt.getTime());

@@ -11,7 +11,8 @@ import { KafkaDlqTransport } from './dlq/kafka.js';
 import { DlqPublisher } from './dlq/publisher.js';
 import { buildDlqRecord, needsDlqRecord, runnerInfo } from './dlq/record.js';
 import { DlqSpool } from './dlq/spool.js';
-import { builtInJobs, type JobDeps, type RegisteredJob } from './jobs/registry.js';
+import type { RegisteredJob } from './jobs/registration.js';
+import { bindJob } from './jobs/bind.js';
 import { HttpServer, type ReadinessCheck } from './observability/http.js';
 import { createMetrics, type Metrics } from './observability/metrics.js';
 import { createRedactor, redactJson, type Redact } from './observability/redact.js';
@@ -23,8 +24,8 @@ export interface AppOptions {
   config: Config;
   log: Logger;
   clock?: Clock;
-  /** Jobs registered in code next to the built-in ones (embedders, tests). */
-  extraJobs?: (deps: JobDeps) => RegisteredJob[];
+  /** Every job to run, built-in or not, with its settings (from `registerJobs`). */
+  jobs: readonly RegisteredJob[];
 }
 
 type Closer = { name: string; close: () => Promise<unknown> };
@@ -39,6 +40,8 @@ export class App {
   readonly redis: Redis;
   readonly clickhouse: ClickHouseClient;
   readonly metrics: Metrics;
+  /** The registered jobs, in registration order. */
+  readonly jobs: readonly RegisteredJob[];
   readonly #config: Config;
   readonly #log: Logger;
   readonly #closers: Closer[] = [];
@@ -100,15 +103,14 @@ export class App {
       : undefined;
     this.#lease = lease;
     const fence = lease?.fence();
-    const deps: JobDeps = {
-      config,
+    const clients = {
       clickhouse: this.clickhouse,
       cache: new RedisCacheWriter(this.redis, fence),
-      log,
+      keyPrefix: config.cacheKeyPrefix,
     };
-    const jobs = [...builtInJobs(deps), ...(opts.extraJobs?.(deps) ?? [])];
+    this.jobs = opts.jobs;
     this.runner = new Runner({
-      jobs,
+      jobs: opts.jobs.map(({ job, settings }) => ({ job: bindJob(job, settings, clients), settings })),
       maxConcurrentJobs: config.maxConcurrentJobs,
       backoff: config.backoff,
       cronTimezone: config.cronTimezone,

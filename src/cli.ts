@@ -21,6 +21,7 @@ main(process.argv.slice(2), process.env, {
     process.on('SIGINT', handler);
   },
   forceExit: (code) => process.exit(code),
+  cwd: process.cwd(),
 }).then(
   (code) => {
     process.exitCode = code;

@@ -69,7 +69,6 @@ export interface Config {
   shutdownGraceSec: number;
   logLevel: LogLevel;
   cronTimezone: string;
-  jobs: Record<JobId, JobSettings>;
   trending: { topK: number; decay: { '1h': number; '24h': number; '7d': number } };
   suggestedUsers: { perUser: number; activeDays: number; maxFollowees: number; batchSize: number };
   feedWarmer: { users: number; pageSize: number; activeDays: number; lookbackHours: number; decay: number };
@@ -86,12 +85,20 @@ export interface ConfigProblem {
   expected: string;
 }
 
+/**
+ * Every problem of a configuration, reported at once (exit 2). `problems` are environment variables;
+ * `lines` are problems already phrased by their origin, e.g. `jobs.yaml:12: output.key: …`.
+ */
 export class ConfigError extends Error {
   override readonly name = 'ConfigError';
-  constructor(readonly problems: readonly ConfigProblem[]) {
+  constructor(
+    readonly problems: readonly ConfigProblem[],
+    readonly lines: readonly string[] = [],
+  ) {
+    const n = problems.length + lines.length;
     super(
-      `invalid configuration (${problems.length} problem${problems.length === 1 ? '' : 's'}):\n` +
-        problems.map(formatProblem).join('\n'),
+      `invalid configuration (${n} problem${n === 1 ? '' : 's'}):\n` +
+        [...problems.map(formatProblem), ...lines.map((l) => `  ${l}`)].join('\n'),
     );
   }
 }
@@ -346,13 +353,24 @@ const DECAY = { gt: 0, max: 1, expected: 'a number in (0, 1]' };
 /** Reads the files that `*_FILE` and `*_CA_FILE` variables name. */
 const readTextFile: ReadTextFile = (path) => readFileSync(path, 'utf8');
 
-/** Builds the typed configuration from an environment, or throws one `ConfigError` listing every problem. */
+/**
+ * Builds the typed configuration from an environment, or throws one `ConfigError` listing every problem.
+ * Per-job settings are not part of it: they are read for every registered job, built-in or not, by
+ * `parseJobSettings` (see jobs/registration.ts).
+ */
 export function parseConfig(env: Env): Config {
+  const { config, problems } = readConfig(env);
+  if (problems.length > 0) throw new ConfigError(problems);
+  return config;
+}
+
+/**
+ * `parseConfig` without the throw: the configuration with each bad value replaced by its default, and
+ * every problem. For callers that go on collecting problems (the jobs' settings) before reporting.
+ */
+export function readConfig(env: Env): { config: Config; problems: ConfigProblem[] } {
   const r = new EnvReader(env);
   const cronTimezone = r.timezone('CRON_TIMEZONE', 'UTC');
-  const jobs = Object.fromEntries(
-    JOB_IDS.map((id) => [id, readJobSettings(r, JOB_DEFAULTS[id].envPrefix, JOB_DEFAULTS[id], cronTimezone)]),
-  ) as Record<JobId, JobSettings>;
 
   // TLS and credentials (README "Connecting to managed services"): REDIS_PASSWORD(_FILE),
   // REDIS_TLS_CA_FILE, CLICKHOUSE_PASSWORD(_FILE), CLICKHOUSE_TLS_CA_FILE, KAFKA_SSL, KAFKA_SSL_CA_FILE,
@@ -401,7 +419,6 @@ export function parseConfig(env: Env): Config {
     shutdownGraceSec: r.int('SHUTDOWN_GRACE_SEC', 30, 0, 3600),
     logLevel: r.oneOf('LOG_LEVEL', 'info', LOG_LEVELS),
     cronTimezone,
-    jobs,
     trending: {
       topK: r.int('TRENDING_TOP_K', 50, 1, 10_000),
       decay: {
@@ -436,6 +453,5 @@ export function parseConfig(env: Env): Config {
       expected: `a number >= BACKOFF_BASE_SEC (${config.backoff.baseSec})`,
     });
   }
-  if (r.problems.length > 0) throw new ConfigError(r.problems);
-  return config;
+  return { config, problems: r.problems };
 }

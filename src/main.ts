@@ -1,7 +1,7 @@
-import { parseArgs, type ParseArgsConfig } from 'node:util';
-import type { Logger } from 'pino';
-import type { JobDeps, RegisteredJob } from './jobs/registry.js';
+import { EXIT, UsageError, type Command, type ProcessIO } from './commands/command.js';
 import { ConfigError, parseConfig, type Config } from './config.js';
+import type { RegisteredJob } from './jobs/registration.js';
+import { prepareSidecar } from './sidecar.js';
 import { createLogger } from './observability/logger.js';
 import { createRedactor, redactedIo } from './observability/redact.js';
 import { runCommand } from './commands/run.js';
@@ -11,39 +11,36 @@ import { migrateCommand } from './commands/migrate.js';
 import { onceCommand } from './commands/once.js';
 import { seedCommand } from './commands/seed.js';
 
-/** What the process gives a command: its streams, its signals and a way to exit at once. */
-export interface ProcessIO {
-  stdout: (text: string) => void;
-  stderr: (text: string) => void;
-  /** Registers a handler for SIGTERM/SIGINT. */
-  onSignal: (handler: (signal: string) => void) => void;
-  /** Ends the process now with `code` (the second shutdown signal). */
-  forceExit: (code: number) => never;
-  extraJobs?: (deps: JobDeps) => RegisteredJob[];
-}
-
-export interface CommandInput {
-  args: string[];
-  config: Config;
-  log: Logger;
-  io: ProcessIO;
-}
-
-export type Command = (input: CommandInput) => Promise<number>;
+export { EXIT, UsageError, parseCommandArgs, type ProcessIO, type CommandInput } from './commands/command.js';
 
 interface CommandSpec {
   usage: string;
   summary: string;
   run: Command;
+  /** Loads every job (built-in, JOB_MODULES, JOBS_FILE) before the command; bad ones exit 2. */
+  needsJobs?: boolean;
 }
 
-export const EXIT = { ok: 0, failure: 1, usage: 2 } as const;
-
 const COMMANDS: Record<string, CommandSpec> = {
-  run: { usage: 'run', summary: 'run the sidecar: schedule every enabled job (default)', run: runCommand },
-  jobs: { usage: 'jobs', summary: "print each job's schedule, next run and config", run: jobsCommand },
+  run: {
+    usage: 'run',
+    summary: 'run the sidecar: schedule every enabled job (default)',
+    run: runCommand,
+    needsJobs: true,
+  },
+  jobs: {
+    usage: 'jobs',
+    summary: "print each job's origin, schedule, next run and config",
+    run: jobsCommand,
+    needsJobs: true,
+  },
   dlq: { usage: 'dlq replay', summary: 'deliver spooled dead-letter records to Kafka now', run: dlqCommand },
-  once: { usage: 'once <job> [--json]', summary: 'run one job now and print its outcome', run: onceCommand },
+  once: {
+    usage: 'once <job> [--json]',
+    summary: 'run one job now and print its outcome',
+    run: onceCommand,
+    needsJobs: true,
+  },
   migrate: {
     usage: 'migrate [--backfill]',
     summary: 'create or update the ClickHouse schema',
@@ -98,8 +95,13 @@ export async function main(
   }
 
   let config: Config;
+  let jobs: readonly RegisteredJob[] = [];
   try {
-    config = parseConfig(env);
+    if (spec.needsJobs) {
+      ({ config, jobs } = await prepareSidecar({ env, jobs: io.jobs, cwd: io.cwd }));
+    } else {
+      config = parseConfig(env);
+    }
   } catch (err) {
     if (err instanceof ConfigError) {
       io.stderr(`cache-refresher: ${err.message}\n`);
@@ -112,7 +114,7 @@ export async function main(
   io = redactedIo(io, redact);
   const log = createLogger(config.logLevel, undefined, redact);
   try {
-    return await spec.run({ args, config, log, io });
+    return await spec.run({ args, config, log, io, jobs });
   } catch (err) {
     if (err instanceof UsageError) {
       io.stderr(`cache-refresher ${name}: ${err.message}\n`);
@@ -120,19 +122,5 @@ export async function main(
     }
     log.fatal({ err }, 'fatal error');
     return EXIT.failure;
-  }
-}
-
-/** A command line the command cannot act on (exit 2). */
-export class UsageError extends Error {
-  override readonly name = 'UsageError';
-}
-
-/** `parseArgs` with its errors turned into usage errors. */
-export function parseCommandArgs<T extends ParseArgsConfig>(config: T): ReturnType<typeof parseArgs<T>> {
-  try {
-    return parseArgs<T>(config);
-  } catch (err) {
-    throw new UsageError(err instanceof Error ? err.message : String(err), { cause: err });
   }
 }

@@ -2,7 +2,7 @@ import { createKafka } from '../clients.js';
 import { KafkaDlqTransport } from '../dlq/kafka.js';
 import { DlqPublisher } from '../dlq/publisher.js';
 import { DlqSpool, SpoolLockedError } from '../dlq/spool.js';
-import { EXIT, UsageError, type CommandInput } from '../main.js';
+import { EXIT, UsageError, type CommandInput } from './command.js';
 
 /**
  * `dlq replay`: delivers the spool to Kafka now, oldest first, and says how many records were delivered

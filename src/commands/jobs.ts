@@ -1,13 +1,15 @@
 import { Cron } from 'croner';
-import { JOB_IDS } from '../config.js';
-import { EXIT, type CommandInput } from '../main.js';
+import { describeOrigin } from '../jobs/registration.js';
 import { describeSchedule, nextFireAt, type Schedule } from '../runner/schedule.js';
+import { EXIT, type CommandInput } from './command.js';
 
-/** Prints each job's schedule, next run and settings without connecting to anything. */
-export function jobsCommand({ config, io }: CommandInput): Promise<number> {
+/**
+ * Prints every registered job (built-in, a program's, JOB_MODULES, JOBS_FILE) with its origin,
+ * schedule, next run and settings, without connecting to anything.
+ */
+export function jobsCommand({ config, io, jobs }: CommandInput): Promise<number> {
   const now = Date.now();
-  const rows = JOB_IDS.map((id) => {
-    const s = config.jobs[id];
+  const rows = jobs.map(({ job, settings: s, origin }) => {
     const schedule: Schedule =
       s.cron === undefined
         ? { kind: 'interval', intervalSec: s.intervalSec }
@@ -18,16 +20,17 @@ export function jobsCommand({ config, io }: CommandInput): Promise<number> {
         ? nextFireAt(schedule, now, now)
         : (new Cron(schedule.pattern, { timezone: schedule.timezone, paused: true }).nextRun()?.getTime() ??
           null);
-    return {
-      job: id,
-      enabled: s.enabled,
-      schedule: describeSchedule(schedule),
-      next_run_at: next === null ? null : new Date(next).toISOString(),
-      timeout_sec: s.timeoutSec,
-      ttl_sec: s.ttlSec,
-      retries: s.retries,
-      priority: s.priority,
-    };
+    return [
+      job.id,
+      String(s.enabled),
+      describeSchedule(schedule),
+      next === null ? '-' : new Date(next).toISOString(),
+      `${s.timeoutSec}s`,
+      `${s.ttlSec}s`,
+      String(s.retries),
+      String(s.priority),
+      describeOrigin(origin),
+    ];
   });
   const header = [
     'job',
@@ -38,23 +41,14 @@ export function jobsCommand({ config, io }: CommandInput): Promise<number> {
     'ttl',
     'retries',
     'priority',
+    'origin',
   ];
-  const table = rows.map((r) => [
-    r.job,
-    String(r.enabled),
-    r.schedule,
-    r.next_run_at ?? '-',
-    `${r.timeout_sec}s`,
-    `${r.ttl_sec}s`,
-    String(r.retries),
-    String(r.priority),
-  ]);
-  const widths = header.map((h, i) => Math.max(h.length, ...table.map((row) => row[i]?.length ?? 0)));
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i]?.length ?? 0)));
   const line = (cells: string[]): string =>
     cells
       .map((c, i) => c.padEnd(widths[i] ?? 0))
       .join('  ')
       .trimEnd();
-  io.stdout([line(header), ...table.map(line)].join('\n') + '\n');
+  io.stdout([line(header), ...rows.map(line)].join('\n') + '\n');
   return Promise.resolve(EXIT.ok);
 }

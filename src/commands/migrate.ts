@@ -2,7 +2,7 @@ import type { ClickHouseClient } from '@clickhouse/client';
 import { createClickHouse } from '../clients.js';
 import { backfillRollups, ensureDatabase, migrate } from '../clickhouse/schema.js';
 import type { Config } from '../config.js';
-import { EXIT, parseCommandArgs, type CommandInput } from '../main.js';
+import { EXIT, parseCommandArgs, type CommandInput } from './command.js';
 
 /**
  * Runs `fn` with a client on the configured database, creating that database first. The creation needs

@@ -1,5 +1,5 @@
 import { App } from '../app.js';
-import { EXIT, parseCommandArgs, UsageError, type CommandInput } from '../main.js';
+import { EXIT, parseCommandArgs, UsageError, type CommandInput } from './command.js';
 import type { RunEnded } from '../runner/runner.js';
 
 export interface OnceSummary {
@@ -60,7 +60,7 @@ export async function onceCommand(input: CommandInput): Promise<number> {
   // A one-off run is an operator's explicit act, like a manual trigger: it does not contend for the
   // lease (a running sidecar holds it) and writes unfenced; both writers compute from the same data.
   const config = { ...input.config, leader: { ...input.config.leader, enabled: false } };
-  const app = new App({ config, log, ...(io.extraJobs ? { extraJobs: io.extraJobs } : {}) });
+  const app = new App({ config, log, jobs: input.jobs });
   try {
     if (!app.runner.has(jobId)) {
       io.stderr(

@@ -1,9 +1,9 @@
 import { App } from '../app.js';
-import { EXIT, type CommandInput } from '../main.js';
+import { EXIT, type CommandInput } from './command.js';
 
 /** The sidecar: runs until SIGTERM/SIGINT, then drains and exits 0; a second signal exits 1 at once. */
-export async function runCommand({ config, log, io }: CommandInput): Promise<number> {
-  const app = new App({ config, log, ...(io.extraJobs ? { extraJobs: io.extraJobs } : {}) });
+export async function runCommand({ config, log, io, jobs }: CommandInput): Promise<number> {
+  const app = new App({ config, log, jobs });
   const stopped = new Promise<string>((resolve) => {
     let signals = 0;
     io.onSignal((signal) => {

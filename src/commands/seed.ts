@@ -6,7 +6,7 @@ import {
   truncateData,
   type SeedOptions,
 } from '../clickhouse/seed.js';
-import { EXIT, parseCommandArgs, UsageError, type CommandInput } from '../main.js';
+import { EXIT, parseCommandArgs, UsageError, type CommandInput } from './command.js';
 import { abortOnSignal, withMigratedDatabase } from './migrate.js';
 
 /** A whole number as typed by a person: digits, optionally grouped with `_` or `,` (10_000_000). */

@@ -2,8 +2,9 @@ import type { ClickHouseClient } from '@clickhouse/client';
 import { keys } from '../cache/keys.js';
 import type { CacheWriter } from '../cache/writer.js';
 import { ROLLUPS, WEIGHT_X10_SQL } from '../clickhouse/schema.js';
-import type { RefreshJob, RunContext, RunResult } from '../runner/job.js';
-import type { JobDeps, JobFactory } from './registry.js';
+import { JOB_DEFAULTS, type Config } from '../config.js';
+import type { RunFacts, RunResult } from '../runner/job.js';
+import { defineJob, type RefreshJob } from './define.js';
 import { planWindow, windowPlanParams } from './trending.js';
 import { streamUserValues } from './user-values.js';
 
@@ -92,7 +93,7 @@ export interface FeedWarmerOptions {
   ttlSec: number;
 }
 
-export class FeedWarmerJob implements RefreshJob {
+export class FeedWarmerJob {
   readonly id = 'feed-warmer';
   readonly #o: FeedWarmerOptions;
 
@@ -100,7 +101,7 @@ export class FeedWarmerJob implements RefreshJob {
     this.#o = opts;
   }
 
-  async run(ctx: RunContext): Promise<RunResult> {
+  async run(ctx: RunFacts): Promise<RunResult> {
     const nowMs = ctx.startedAt.getTime();
     const now = Math.floor(nowMs / 1000);
     const plan = planWindow(nowMs, this.#o.lookbackHours * 3600, ROLLUPS.minute.bucketSec);
@@ -130,15 +131,20 @@ export class FeedWarmerJob implements RefreshJob {
   }
 }
 
-export const feedWarmerJob: JobFactory = (deps: JobDeps) =>
-  new FeedWarmerJob({
-    clickhouse: deps.clickhouse,
-    cache: deps.cache,
-    keyPrefix: deps.config.cacheKeyPrefix,
-    users: deps.config.feedWarmer.users,
-    pageSize: deps.config.feedWarmer.pageSize,
-    activeDays: deps.config.feedWarmer.activeDays,
-    lookbackHours: deps.config.feedWarmer.lookbackHours,
-    decay: deps.config.feedWarmer.decay,
-    ttlSec: deps.config.jobs['feed-warmer'].ttlSec,
+/** The built-in `feed-warmer` job, made with the public `defineJob` like any job. */
+export function feedWarmerJob(config: Pick<Config, 'feedWarmer'>): RefreshJob {
+  const { intervalSec, priority } = JOB_DEFAULTS['feed-warmer'];
+  return defineJob({
+    id: 'feed-warmer',
+    schedule: { intervalSec },
+    priority,
+    run: (ctx) =>
+      new FeedWarmerJob({
+        clickhouse: ctx.clickhouse,
+        cache: ctx.cache,
+        keyPrefix: ctx.keyPrefix,
+        ...config.feedWarmer,
+        ttlSec: ctx.settings.ttlSec,
+      }).run(ctx),
   });
+}

@@ -3,8 +3,9 @@ import type { ClickHouseClient } from '@clickhouse/client';
 import { keys } from '../cache/keys.js';
 import type { CacheWriter } from '../cache/writer.js';
 import { isTransientError } from '../runner/retry.js';
-import { JobError, type RefreshJob, type RunContext, type RunResult } from '../runner/job.js';
-import type { JobDeps, JobFactory } from './registry.js';
+import { JOB_DEFAULTS, type Config } from '../config.js';
+import { JobError, type RunFacts, type RunResult } from '../runner/job.js';
+import { defineJob, type RefreshJob } from './define.js';
 import { streamUserValues } from './user-values.js';
 
 /**
@@ -100,7 +101,7 @@ export function batchCount(activeUsers: number, batchSize: number): number {
   return Math.max(1, Math.ceil(activeUsers / batchSize));
 }
 
-export class SuggestedUsersJob implements RefreshJob {
+export class SuggestedUsersJob {
   readonly id = 'suggested-users';
   readonly #o: SuggestedUsersOptions;
 
@@ -108,7 +109,7 @@ export class SuggestedUsersJob implements RefreshJob {
     this.#o = opts;
   }
 
-  async run(ctx: RunContext): Promise<RunResult> {
+  async run(ctx: RunFacts): Promise<RunResult> {
     const now = Math.floor(ctx.startedAt.getTime() / 1000);
     const since = now - this.#o.activeDays * 86_400;
     const counted = await this.#o.clickhouse.query({
@@ -185,7 +186,7 @@ export class SuggestedUsersJob implements RefreshJob {
 
   /** One retry for a transient failure of a batch: a blip should not cost a whole slice of users. */
   async #batchWithRetry(
-    ctx: RunContext,
+    ctx: RunFacts,
     slice: { now: number; since: number; batch: number; batches: number },
     progress: { users: number; skipped: number },
   ): Promise<void> {
@@ -200,7 +201,7 @@ export class SuggestedUsersJob implements RefreshJob {
   }
 
   async #batch(
-    ctx: RunContext,
+    ctx: RunFacts,
     slice: { now: number; since: number; batch: number; batches: number },
     progress: { users: number; skipped: number },
   ): Promise<void> {
@@ -227,14 +228,20 @@ export class SuggestedUsersJob implements RefreshJob {
   }
 }
 
-export const suggestedUsersJob: JobFactory = (deps: JobDeps) =>
-  new SuggestedUsersJob({
-    clickhouse: deps.clickhouse,
-    cache: deps.cache,
-    keyPrefix: deps.config.cacheKeyPrefix,
-    perUser: deps.config.suggestedUsers.perUser,
-    activeDays: deps.config.suggestedUsers.activeDays,
-    maxFollowees: deps.config.suggestedUsers.maxFollowees,
-    batchSize: deps.config.suggestedUsers.batchSize,
-    ttlSec: deps.config.jobs['suggested-users'].ttlSec,
+/** The built-in `suggested-users` job, made with the public `defineJob` like any job. */
+export function suggestedUsersJob(config: Pick<Config, 'suggestedUsers'>): RefreshJob {
+  const { intervalSec, priority } = JOB_DEFAULTS['suggested-users'];
+  return defineJob({
+    id: 'suggested-users',
+    schedule: { intervalSec },
+    priority,
+    run: (ctx) =>
+      new SuggestedUsersJob({
+        clickhouse: ctx.clickhouse,
+        cache: ctx.cache,
+        keyPrefix: ctx.keyPrefix,
+        ...config.suggestedUsers,
+        ttlSec: ctx.settings.ttlSec,
+      }).run(ctx),
   });
+}

@@ -2,8 +2,9 @@ import type { ClickHouseClient } from '@clickhouse/client';
 import { keys } from '../cache/keys.js';
 import type { CacheWriter } from '../cache/writer.js';
 import { BAD_EVENT_SQL, ROLLUPS, WEIGHT_X10_SQL, type Rollup } from '../clickhouse/schema.js';
-import type { RefreshJob, RunContext, RunResult } from '../runner/job.js';
-import type { JobDeps, JobFactory } from './registry.js';
+import { JOB_DEFAULTS, type Config } from '../config.js';
+import type { RunFacts, RunResult } from '../runner/job.js';
+import { defineJob, type RefreshJob } from './define.js';
 
 /**
  * trending-1h, trending-24h, trending-7d (CONTRACT §4): one job per window, built by `trendingJob`.
@@ -181,7 +182,8 @@ export interface TrendingRunContext extends Record<string, unknown> {
   rows_read: number;
 }
 
-export class TrendingJob implements RefreshJob {
+/** The computation of one trending window, given its clients (tests and benchmarks build it directly). */
+export class TrendingJob {
   readonly id: string;
   readonly context: Readonly<Record<string, unknown>>;
   readonly #opts: TrendingOptions;
@@ -194,7 +196,7 @@ export class TrendingJob implements RefreshJob {
     this.context = { window: opts.window };
   }
 
-  async run(ctx: RunContext): Promise<RunResult> {
+  async run(ctx: RunFacts): Promise<RunResult> {
     const { window, clickhouse, cache, keyPrefix, topK, decay, ttlSec } = this.#opts;
     const plan = planWindow(ctx.startedAt.getTime(), this.#spec.windowSec, this.#spec.rollup.bucketSec);
     // Compute first, write last: a failed query throws here (as the client's own error, keeping its
@@ -234,16 +236,27 @@ export class TrendingJob implements RefreshJob {
   }
 }
 
-/** The registry's factory for one window: `'trending-1h': trendingJob('1h')`. */
-export function trendingJob(window: TrendingWindow): JobFactory {
-  return (deps: JobDeps) =>
-    new TrendingJob({
-      window,
-      clickhouse: deps.clickhouse,
-      cache: deps.cache,
-      keyPrefix: deps.config.cacheKeyPrefix,
-      topK: deps.config.trending.topK,
-      decay: deps.config.trending.decay[window],
-      ttlSec: deps.config.jobs[TRENDING_WINDOWS[window].jobId].ttlSec,
-    });
+/**
+ * The built-in job for one window (`trending-1h` …), made with the public `defineJob` like any job:
+ * defaults from CONTRACT §2, formula settings from `TRENDING_TOP_K` and `TRENDING_<W>_DECAY`.
+ */
+export function trendingJob(window: TrendingWindow, config: Pick<Config, 'trending'>): RefreshJob {
+  const jobId = TRENDING_WINDOWS[window].jobId;
+  const { intervalSec, priority } = JOB_DEFAULTS[jobId];
+  return defineJob({
+    id: jobId,
+    schedule: { intervalSec },
+    priority,
+    context: { window },
+    run: (ctx) =>
+      new TrendingJob({
+        window,
+        clickhouse: ctx.clickhouse,
+        cache: ctx.cache,
+        keyPrefix: ctx.keyPrefix,
+        topK: config.trending.topK,
+        decay: config.trending.decay[window],
+        ttlSec: ctx.settings.ttlSec,
+      }).run(ctx),
+  });
 }

@@ -1,6 +1,6 @@
 import type { JobSettings } from '../config.js';
 import type { TimerHandle } from './clock.js';
-import type { RefreshJob } from './job.js';
+import type { RunnerJob } from './job.js';
 import type { AbortCause, Outcome, Trigger } from './run-events.js';
 import type { Schedule } from './schedule.js';
 
@@ -31,7 +31,7 @@ export interface ActiveRun {
  * `nextRunAt`; a run's execution owns `active` and the outcome fields; status only reads.
  */
 export interface JobState {
-  job: RefreshJob;
+  job: RunnerJob;
   settings: JobSettings;
   schedule: Schedule;
   /** Where this job's interval grid starts: the runner's start, or its last catch-up run. */
@@ -49,7 +49,7 @@ export interface JobState {
   recentRuns: RunRecord[];
 }
 
-export function newJobState(job: RefreshJob, settings: JobSettings, cronTimezone: string): JobState {
+export function newJobState(job: RunnerJob, settings: JobSettings, cronTimezone: string): JobState {
   return {
     job,
     settings,

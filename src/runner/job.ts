@@ -1,7 +1,10 @@
 import type { Logger } from 'pino';
 
-/** What a job sees of one run. Clients are given to the job when it is built, never through globals. */
-export interface RunContext {
+/**
+ * The runner's facts about one run. The public `RunFacts` (jobs/define.ts) adds the clients a job
+ * needs; the runner itself knows nothing of Redis or ClickHouse.
+ */
+export interface RunFacts {
   readonly jobId: string;
   readonly runId: string;
   /** The tick this run belongs to (for a manual trigger or catch-up: when it was asked for). */
@@ -24,15 +27,16 @@ export interface RunResult {
 }
 
 /**
- * A cache refresh job. Adding one is a new file implementing this plus one line in the job registry.
- * `run` must honour `ctx.signal` and must not overwrite good cache values with partial or empty data
- * when it fails: compute first, write last.
+ * What the runner schedules: an id, the facts for its dead-letter records and a run. Every job reaches
+ * the runner this way, whatever its origin: a `RunnerJob` made with `defineJob` is bound to the
+ * clients by jobs/bind.ts. `run` must honour `ctx.signal` and must not overwrite good cache values with
+ * partial or empty data when it fails: compute first, write last.
  */
-export interface RefreshJob {
+export interface RunnerJob {
   readonly id: string;
   /** Static facts about the job included in every dead-letter record (e.g. `{ window: '1h' }`). */
   readonly context?: Readonly<Record<string, unknown>>;
-  run(ctx: RunContext): Promise<RunResult>;
+  run(ctx: RunFacts): Promise<RunResult>;
 }
 
 /** An error that carries facts for the dead-letter record, e.g. which batches of a run failed. */

@@ -2,7 +2,7 @@ import type { Logger } from 'pino';
 import { backoffUntil, jitter, type BackoffPolicy } from './backoff.js';
 import { settledWithin, sleep, type Clock } from './clock.js';
 import type { GuardedEmitter } from './events.js';
-import { JobError, type RunContext, type RunResult } from './job.js';
+import { JobError, type RunFacts, type RunResult } from './job.js';
 import type { ActiveRun, JobState } from './job-state.js';
 import { rememberRun } from './job-status.js';
 import { AbortError, outcomeOfAbort, timeoutError, toError } from './run-errors.js';
@@ -112,7 +112,7 @@ export class RunExecutor {
     let error: Error | undefined;
     for (;;) {
       attempts++;
-      const ctx: RunContext = {
+      const ctx: RunFacts = {
         jobId: job.id,
         runId: active.runId,
         scheduledAt: new Date(active.scheduledAt),
@@ -167,7 +167,7 @@ export class RunExecutor {
   }
 
   /** One attempt: the job, then its freshness record (part of success: without it catch-up lies). */
-  async #attempt(state: JobState, ctx: RunContext): Promise<RunResult> {
+  async #attempt(state: JobState, ctx: RunFacts): Promise<RunResult> {
     const result = await state.job.run(ctx);
     ctx.signal.throwIfAborted();
     await this.#opts.freshness.recordSuccess(

@@ -4,7 +4,7 @@ import type { JobSettings } from '../config.js';
 import type { BackoffPolicy } from './backoff.js';
 import { settledWithin, type Clock } from './clock.js';
 import { GuardedEmitter } from './events.js';
-import type { RefreshJob } from './job.js';
+import type { RunnerJob } from './job.js';
 import { newJobState, type JobState } from './job-state.js';
 import {
   detailOf,
@@ -27,7 +27,7 @@ export type { FreshnessStore, Outcome, RunEnded, RunnerEvents, SkipReason, Trigg
 export type TriggerResult = 'started' | 'running' | 'unknown' | 'not_leader' | 'stopped';
 
 export interface RunnerOptions {
-  jobs: readonly { job: RefreshJob; settings: JobSettings }[];
+  jobs: readonly { job: RunnerJob; settings: JobSettings }[];
   maxConcurrentJobs: number;
   backoff: BackoffPolicy;
   cronTimezone: string;

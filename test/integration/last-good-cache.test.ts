@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RedisFreshnessStore } from '../../src/cache/freshness.js';
 import { RedisCacheWriter } from '../../src/cache/writer.js';
 import { createSystemClock } from '../../src/runner/clock.js';
-import type { RunContext } from '../../src/runner/job.js';
+import type { RunFacts } from '../../src/runner/job.js';
 import { Runner, type RunEnded } from '../../src/runner/runner.js';
 import { servicesEnv } from './env.js';
 
@@ -38,7 +38,7 @@ describe('failed and timed-out runs keep the last good cache value', () => {
         {
           job: {
             id: 'trending-1h',
-            async run(ctx: RunContext) {
+            async run(ctx: RunFacts) {
               version++;
               // Compute first, write last: a run that fails before its write leaves the key alone.
               if (mode === 'fail-midway') throw new Error('clickhouse query failed halfway');

@@ -7,7 +7,7 @@ import { RedisCacheWriter } from '../../src/cache/writer.js';
 import { seedDatabase } from '../../src/clickhouse/seed.js';
 import { FeedWarmerJob } from '../../src/jobs/feed-warmer.js';
 import { SuggestedUsersJob } from '../../src/jobs/suggested-users.js';
-import type { RunContext } from '../../src/runner/job.js';
+import type { RunFacts } from '../../src/runner/job.js';
 import { servicesEnv } from './env.js';
 import { scratchDatabase, type ScratchDatabase } from './scratch-database.js';
 
@@ -39,7 +39,7 @@ function mulberry32(seed: number): () => number {
   };
 }
 
-function ctxFor(jobId: string): RunContext {
+function ctxFor(jobId: string): RunFacts {
   return {
     jobId,
     runId: randomUUID(),

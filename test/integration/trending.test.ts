@@ -7,7 +7,7 @@ import { RedisCacheWriter } from '../../src/cache/writer.js';
 import { ensureDatabase, migrate } from '../../src/clickhouse/schema.js';
 import { seedDatabase } from '../../src/clickhouse/seed.js';
 import { TrendingJob, type TrendingWindow } from '../../src/jobs/trending.js';
-import type { RunContext, RunResult } from '../../src/runner/job.js';
+import type { RunFacts, RunResult } from '../../src/runner/job.js';
 import { servicesEnv } from './env.js';
 
 /**
@@ -47,7 +47,7 @@ function job(window: TrendingWindow, clickhouse: ClickHouseClient): TrendingJob 
   });
 }
 
-function context(window: TrendingWindow, nowMs: number): RunContext {
+function context(window: TrendingWindow, nowMs: number): RunFacts {
   return {
     jobId: `trending-${window}`,
     runId: randomUUID(),

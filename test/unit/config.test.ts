@@ -1,15 +1,34 @@
 import { describe, expect, it } from 'vitest';
-import { ConfigError, JOB_IDS, jobEnvPrefix, parseConfig, parseJobSettings } from '../../src/config.js';
+import {
+  ConfigError,
+  JOB_IDS,
+  jobEnvPrefix,
+  parseConfig,
+  parseJobSettings,
+  type JobSettings,
+} from '../../src/config.js';
+import { builtInEntries } from '../../src/jobs/built-in.js';
+import { registerJobs } from '../../src/jobs/registration.js';
+import { prepareSidecar } from '../../src/sidecar.js';
 
-function problemsOf(env: Record<string, string>): string[] {
+/** Every problem of an environment, the built-in jobs' settings included, as the CLI reports them. */
+async function problemsOf(env: Record<string, string>): Promise<string[]> {
   try {
-    parseConfig(env);
+    await prepareSidecar({ env, sources: [] });
   } catch (err) {
     if (err instanceof ConfigError)
       return err.problems.map((p) => `${p.name}: ${JSON.stringify(p.value)} -> ${p.expected}`);
     throw err;
   }
   return [];
+}
+
+/** The built-in jobs' settings under `env`, read the way every job's are. */
+function builtInSettings(env: Record<string, string>): Record<string, JobSettings> {
+  const config = parseConfig(env);
+  const { jobs, problems } = registerJobs(env, builtInEntries(config), config.cronTimezone);
+  expect(problems).toEqual([]);
+  return Object.fromEntries(jobs.map((j) => [j.job.id, j.settings]));
 }
 
 describe('parseConfig', () => {
@@ -46,7 +65,9 @@ describe('parseConfig', () => {
       lookbackHours: 72,
       decay: 0.95,
     });
-    const intervals = Object.fromEntries(JOB_IDS.map((id) => [id, c.jobs[id].intervalSec]));
+    const jobs = builtInSettings({});
+    expect(Object.keys(jobs)).toEqual([...JOB_IDS]);
+    const intervals = Object.fromEntries(JOB_IDS.map((id) => [id, jobs[id]?.intervalSec]));
     expect(intervals).toEqual({
       'trending-1h': 60,
       'trending-24h': 300,
@@ -54,7 +75,7 @@ describe('parseConfig', () => {
       'suggested-users': 600,
       'feed-warmer': 60,
     });
-    expect(c.jobs['trending-7d']).toEqual({
+    expect(jobs['trending-7d']).toEqual({
       enabled: true,
       intervalSec: 3600,
       cron: undefined,
@@ -63,11 +84,11 @@ describe('parseConfig', () => {
       retries: 2,
       priority: 1,
     });
-    expect(JOB_IDS.map((id) => c.jobs[id].priority)).toEqual([3, 2, 1, 1, 3]);
+    expect(JOB_IDS.map((id) => jobs[id]?.priority)).toEqual([3, 2, 1, 1, 3]);
   });
 
   it('reads every per-job variable under its prefix', () => {
-    const c = parseConfig({
+    const env = {
       FEED_WARMER_ENABLED: 'false',
       FEED_WARMER_INTERVAL_SEC: '30',
       FEED_WARMER_TIMEOUT_SEC: '20',
@@ -75,8 +96,9 @@ describe('parseConfig', () => {
       FEED_WARMER_RETRIES: '0',
       FEED_WARMER_PRIORITY: '9',
       KAFKA_BROKERS: 'a:9092, b:9093',
-    });
-    expect(c.jobs['feed-warmer']).toEqual({
+    };
+    const c = parseConfig(env);
+    expect(builtInSettings(env)['feed-warmer']).toEqual({
       enabled: false,
       intervalSec: 30,
       cron: undefined,
@@ -89,8 +111,9 @@ describe('parseConfig', () => {
   });
 
   it('takes a cron schedule (seconds field allowed) and derives the interval from it', () => {
-    const c = parseConfig({ TRENDING_1H_CRON: '*/15 * * * * *', CRON_TIMEZONE: 'Europe/Berlin' });
-    expect(c.jobs['trending-1h']).toMatchObject({
+    const env = { TRENDING_1H_CRON: '*/15 * * * * *', CRON_TIMEZONE: 'Europe/Berlin' };
+    const c = parseConfig(env);
+    expect(builtInSettings(env)['trending-1h']).toMatchObject({
       cron: '*/15 * * * * *',
       intervalSec: 15,
       timeoutSec: 15,
@@ -99,9 +122,9 @@ describe('parseConfig', () => {
     expect(c.cronTimezone).toBe('Europe/Berlin');
   });
 
-  it('reports every bad variable at once, with the value received and what was expected', () => {
+  it('reports every bad variable at once, with the value received and what was expected', async () => {
     expect(
-      problemsOf({
+      await problemsOf({
         REDIS_URL: 'nope',
         MAX_CONCURRENT_JOBS: '0',
         TRENDING_1H_INTERVAL_SEC: 'abc',
@@ -117,8 +140,6 @@ describe('parseConfig', () => {
       }),
     ).toEqual([
       'CRON_TIMEZONE: "Mars/Base" -> an IANA time zone such as UTC or Europe/Berlin',
-      'TRENDING_1H_INTERVAL_SEC: "abc" -> an integer from 1 to 31622400',
-      'FEED_WARMER_CRON: "every minute" -> a croner pattern (CronPattern: invalid configuration format (\'every minute\'), exactly five, six, or seven space separated parts are required.)',
       'REDIS_URL: "nope" -> a URL with scheme redis:// or rediss://',
       'CLICKHOUSE_URL: "ftp://x" -> a URL with scheme http:// or https://',
       'KAFKA_BROKERS: "localhost" -> a comma-separated list of host:port',
@@ -128,25 +149,30 @@ describe('parseConfig', () => {
       'HTTP_PORT: "70000" -> an integer from 0 to 65535',
       'LOG_LEVEL: "loud" -> one of fatal, error, warn, info, debug, trace, silent',
       'TRENDING_24H_DECAY: "1.5" -> a number in (0, 1]',
+      'TRENDING_1H_INTERVAL_SEC: "abc" -> an integer from 1 to 31622400',
+      'FEED_WARMER_CRON: "every minute" -> a croner pattern (CronPattern: invalid configuration format (\'every minute\'), exactly five, six, or seven space separated parts are required.)',
     ]);
   });
 
-  it('formats the error for stderr with one line per variable', () => {
-    expect(() =>
-      parseConfig({ REDIS_URL: 'nope', MAX_CONCURRENT_JOBS: '0', TRENDING_1H_INTERVAL_SEC: 'abc' }),
-    ).toThrow(
+  it('formats the error for stderr with one line per variable', async () => {
+    await expect(
+      prepareSidecar({
+        env: { REDIS_URL: 'nope', MAX_CONCURRENT_JOBS: '0', TRENDING_1H_INTERVAL_SEC: 'abc' },
+        sources: [],
+      }),
+    ).rejects.toThrow(
       [
         'invalid configuration (3 problems):',
-        '  TRENDING_1H_INTERVAL_SEC: got "abc", expected an integer from 1 to 31622400',
         '  REDIS_URL: got "nope", expected a URL with scheme redis:// or rediss://',
         '  MAX_CONCURRENT_JOBS: got "0", expected an integer from 1 to 1000',
+        '  TRENDING_1H_INTERVAL_SEC: got "abc", expected an integer from 1 to 31622400',
       ].join('\n'),
     );
   });
 
-  it('rejects decays outside (0, 1], non-integers and a maximum below the base', () => {
+  it('rejects decays outside (0, 1], non-integers and a maximum below the base', async () => {
     expect(
-      problemsOf({
+      await problemsOf({
         TRENDING_7D_DECAY: '0',
         FEED_WARMER_DECAY: '1e-3x',
         SUGGESTED_USERS_PER_USER: '2.5',
@@ -249,9 +275,9 @@ describe('parseJobSettings', () => {
     expect(!bad.ok && bad.problems[0]).toMatchObject({ name: 'C_CRON', value: 'not a cron' });
   });
 
-  it('is what parseConfig uses for the built-in jobs', () => {
+  it('is what the built-in jobs are read with', () => {
     const env = { TRENDING_24H_CRON: '0 */5 * * * *', TRENDING_24H_RETRIES: '1' };
-    const viaConfig = parseConfig(env).jobs['trending-24h'];
+    const viaConfig = builtInSettings(env)['trending-24h'];
     expect(parseJobSettings(env, 'trending-24h', { intervalSec: 300, priority: 2 })).toEqual({
       ok: true,
       settings: viaConfig,

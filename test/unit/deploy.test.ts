@@ -181,9 +181,14 @@ const GLOBAL_VARS = [
   'FEED_WARMER_DECAY',
 ];
 const PER_JOB_SUFFIXES = ['ENABLED', 'INTERVAL_SEC', 'CRON', 'TIMEOUT_SEC', 'TTL_SEC', 'RETRIES', 'PRIORITY'];
+// The compose stack also loads the example job module (examples/jobs/author-stats.mjs) through JOB_MODULES.
+const MODULE_JOB_PREFIXES = ['AUTHOR_STATS_'];
 const CONTRACT_VARS = new Set([
   ...GLOBAL_VARS,
-  ...Object.values(JOB_DEFAULTS).flatMap((d) => PER_JOB_SUFFIXES.map((s) => `${d.envPrefix}${s}`)),
+  'JOB_MODULES',
+  ...[...Object.values(JOB_DEFAULTS).map((d) => d.envPrefix), ...MODULE_JOB_PREFIXES].flatMap((p) =>
+    PER_JOB_SUFFIXES.map((s) => `${p}${s}`),
+  ),
 ]);
 
 const LONG_RUNNING = ['cache-refresher', 'redis', 'kafka', 'clickhouse', 'prometheus', 'grafana'];

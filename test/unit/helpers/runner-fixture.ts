@@ -1,6 +1,6 @@
 import { pino } from 'pino';
 import type { JobSettings } from '../../../src/config.js';
-import type { RefreshJob, RunContext, RunResult } from '../../../src/runner/job.js';
+import type { RunnerJob, RunFacts, RunResult } from '../../../src/runner/job.js';
 import { Runner, type FreshnessStore, type RunEnded, type RunnerEvents } from '../../../src/runner/runner.js';
 import { FakeClock } from './fake-clock.js';
 
@@ -19,12 +19,12 @@ export function settings(overrides: Partial<JobSettings> = {}): JobSettings {
 }
 
 /** A job whose runs are driven by the test: each run calls `body` with the context. */
-export function job(id: string, body: (ctx: RunContext) => Promise<RunResult>): RefreshJob {
+export function job(id: string, body: (ctx: RunFacts) => Promise<RunResult>): RunnerJob {
   return { id, context: { test: true }, run: body };
 }
 
 /** Resolves after `ms` on the fake clock, rejecting when the run's signal aborts. */
-export function busy(clock: FakeClock, ms: number, ctx: RunContext, items = 1): Promise<RunResult> {
+export function busy(clock: FakeClock, ms: number, ctx: RunFacts, items = 1): Promise<RunResult> {
   return new Promise((resolve, reject) => {
     const t = clock.setTimer(ms, () => {
       resolve({ items });
@@ -63,7 +63,7 @@ export interface Harness {
 }
 
 export function harness(
-  jobs: { job: RefreshJob; settings: JobSettings }[],
+  jobs: { job: RunnerJob; settings: JobSettings }[],
   opts: {
     maxConcurrentJobs?: number;
     random?: () => number;
