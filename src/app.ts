@@ -16,6 +16,8 @@ import type { RegisteredJob } from './jobs/registration.js';
 import { bindJob } from './jobs/bind.js';
 import { HttpServer, type ReadinessCheck } from './observability/http.js';
 import { createMetrics, type Metrics } from './observability/metrics.js';
+import { createRedactor, redactJson, type Redact } from './observability/redact.js';
+import { explainConnectionError } from './connection-errors.js';
 import { createSystemClock, type Clock, type TimerHandle } from './runner/clock.js';
 import { Runner } from './runner/runner.js';
 
@@ -59,6 +61,9 @@ export class App {
   readonly #clock: Clock;
   /** The ClickHouse tables the enabled jobs read (`RefreshJob.readsTables`), for `/readyz`. */
   readonly #tablesRead: readonly string[];
+  /** Keeps configured secrets out of DLQ records, HTTP answers and readiness errors. */
+  readonly #redact: Redact;
+  #lastRedisError: Error | undefined;
   #started = false;
   #closed = false;
 
@@ -68,8 +73,17 @@ export class App {
     this.#log = log;
     const clock = opts.clock ?? createSystemClock();
     this.#clock = clock;
+    const redact = createRedactor(config.security.secrets);
+    this.#redact = redact;
 
     this.redis = createRedis(config, log.child({ component: 'redis' }));
+    // The last connection error says why a reconnecting client is not ready (wrong password, TLS).
+    this.redis.on('error', (err: Error) => {
+      this.#lastRedisError = err;
+    });
+    this.redis.on('ready', () => {
+      this.#lastRedisError = undefined;
+    });
     this.#closers.push({
       name: 'redis',
       close: () => this.redis.quit().catch(() => this.redis.disconnect()),
@@ -139,13 +153,13 @@ export class App {
             job: ended.job,
             run_id: ended.runId,
             destination: 'log',
-            record: buildDlqRecord(ended, info, config.dlq.maxRecordBytes),
+            record: redactJson(buildDlqRecord(ended, info, config.dlq.maxRecordBytes), redact),
           },
           'dlq publisher not running; record written to the log only',
         );
         return;
       }
-      await publisher.publish(buildDlqRecord(ended, info, config.dlq.maxRecordBytes));
+      await publisher.publish(redactJson(buildDlqRecord(ended, info, config.dlq.maxRecordBytes), redact));
     });
   }
 
@@ -171,8 +185,19 @@ export class App {
 
     await this.startDlq();
 
+    const runner = this.runner;
+    const redact = this.#redact;
     const http = new HttpServer({
-      runner: this.runner,
+      // Run errors are shown in /jobs/{id}: they pass the redactor like every other output.
+      runner: {
+        status: () => redactJson(runner.status(), redact),
+        detail: (id) => redactJson(runner.detail(id), redact),
+        trigger: (id) => runner.trigger(id),
+        cancel: (id) => runner.cancel(id),
+        setPaused: (id, paused) => runner.setPaused(id, paused),
+        has: (id) => runner.has(id),
+        loopAlive: (maxSilenceMs) => runner.loopAlive(maxSilenceMs),
+      },
       registry: this.metrics.registry,
       readiness: this.#readinessChecks(),
       adminToken: config.http.adminToken,
@@ -283,24 +308,46 @@ export class App {
 
   /**
    * Redis and ClickHouse must answer for `/readyz`, and the tables the enabled jobs read must exist;
-   * Kafka is left out because the spool covers it.
+   * Kafka is left out because the spool covers it. A failure is explained (wrong CA, wrong password,
+   * TLS mismatch) and redacted before it is shown.
    */
   #readinessChecks(): ReadinessCheck[] {
+    const explained = async (
+      service: 'redis' | 'clickhouse',
+      tls: boolean,
+      check: () => Promise<void>,
+    ): Promise<void> => {
+      try {
+        await check();
+      } catch (err) {
+        throw new Error(this.#redact(explainConnectionError(service, err, { tls })), { cause: err });
+      }
+    };
+    const config = this.#config;
     return [
       {
         name: 'redis',
-        check: async () => {
-          // A client between reconnects would queue the ping; its state already says the answer.
-          if (this.redis.status !== 'ready') throw new Error(`redis connection is ${this.redis.status}`);
-          await this.redis.ping();
-        },
+        check: () =>
+          explained('redis', config.security.redis.tls !== undefined, async () => {
+            // A client between reconnects would queue the ping; its state already says the answer.
+            if (this.redis.status !== 'ready') {
+              const last = this.#lastRedisError;
+              throw new Error(
+                `redis connection is ${this.redis.status}${last ? `: ${last.message}` : ''}`,
+                last ? { cause: last } : undefined,
+              );
+            }
+            await this.redis.ping();
+          }),
       },
       {
         name: 'clickhouse',
-        check: async (signal) => {
-          const result = await this.clickhouse.ping({ select: false, abort_signal: signal });
-          if (!result.success) throw result.error;
-        },
+        check: (signal) =>
+          explained('clickhouse', config.security.clickhouse.tls !== undefined, async () => {
+            // A SELECT, not /ping: /ping answers without credentials, so a wrong password would look ready.
+            const result = await this.clickhouse.ping({ select: true, abort_signal: signal });
+            if (!result.success) throw result.error;
+          }),
       },
       {
         name: 'clickhouse_tables',

@@ -1,5 +1,12 @@
+import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { Cron } from 'croner';
+import {
+  maskUrlCredentials,
+  readConnectionSecurity,
+  type ConnectionSecurity,
+  type ReadTextFile,
+} from './config-security.js';
 
 /**
  * Configuration is read from the environment once, by the entry point, and handed to everything else
@@ -70,6 +77,8 @@ export interface Config {
   trending: { topK: number; decay: { '1h': number; '24h': number; '7d': number } };
   suggestedUsers: { perUser: number; activeDays: number; maxFollowees: number; batchSize: number };
   feedWarmer: { users: number; pageSize: number; activeDays: number; lookbackHours: number; decay: number };
+  /** TLS and credentials of the three services, and every secret to keep out of outputs. */
+  security: ConnectionSecurity;
 }
 
 export interface ConfigProblem {
@@ -181,10 +190,10 @@ class EnvReader {
     if (v === undefined) return fallback;
     const expected = `a URL with scheme ${protocols.map((p) => `${p}//`).join(' or ')}`;
     const parsed = URL.canParse(v) ? new URL(v) : undefined;
-    if (parsed === undefined) return this.fail(name, expected, fallback);
-    return protocols.includes(parsed.protocol) && parsed.hostname !== ''
-      ? v
-      : this.fail(name, expected, fallback);
+    if (parsed !== undefined && protocols.includes(parsed.protocol) && parsed.hostname !== '') return v;
+    // A URL may carry a password: the report shows it masked.
+    this.problems.push({ name, value: maskUrlCredentials(this.env[name] ?? v), expected });
+    return fallback;
   }
 
   oneOf<T extends string>(name: string, fallback: T, allowed: readonly T[]): T {
@@ -293,6 +302,15 @@ class EnvReader {
   }
 }
 
+/** The URL without its password (the user name stays: it says which ACL user connects). */
+function withoutPassword(url: string): string {
+  if (!URL.canParse(url)) return url;
+  const parsed = new URL(url);
+  if (parsed.password === '') return url;
+  parsed.password = '';
+  return parsed.toString();
+}
+
 /** Seconds between the next two fire times of a cron pattern: the schedule's effective interval. */
 export function cronIntervalSec(pattern: string, timezone: string, from: Date = new Date()): number {
   const [a, b] = new Cron(pattern, { timezone, paused: true }).nextRuns(2, from);
@@ -386,6 +404,9 @@ function readJobSettings(
 
 const DECAY = { gt: 0, max: 1, expected: 'a number in (0, 1]' };
 
+/** Reads the files that `*_FILE` and `*_CA_FILE` variables name. */
+const readTextFile: ReadTextFile = (path) => readFileSync(path, 'utf8');
+
 /**
  * Builds the typed configuration from an environment, or throws one `ConfigError` listing every problem.
  * Per-job settings are not part of it: they are read for every registered job, built-in or not, by
@@ -404,6 +425,12 @@ export function parseConfig(env: Env): Config {
 export function readConfig(env: Env): { config: Config; problems: ConfigProblem[] } {
   const r = new EnvReader(env);
   const cronTimezone = r.timezone('CRON_TIMEZONE', 'UTC');
+
+  // TLS and credentials (README "Connecting to managed services"): REDIS_PASSWORD(_FILE),
+  // REDIS_TLS_CA_FILE, CLICKHOUSE_PASSWORD(_FILE), CLICKHOUSE_TLS_CA_FILE, KAFKA_SSL, KAFKA_SSL_CA_FILE,
+  // KAFKA_SASL_MECHANISM, KAFKA_SASL_USERNAME, KAFKA_SASL_PASSWORD(_FILE).
+  const secure = readConnectionSecurity(env, readTextFile);
+  r.problems.push(...secure.problems);
 
   const config: Config = {
     redisUrl: r.url('REDIS_URL', 'redis://127.0.0.1:6379', ['redis:', 'rediss:']),
@@ -474,7 +501,11 @@ export function readConfig(env: Env): { config: Config; problems: ConfigProblem[
       lookbackHours: r.int('FEED_WARMER_LOOKBACK_HOURS', 72, 1, 24 * 365),
       decay: r.number('FEED_WARMER_DECAY', 0.95, DECAY),
     },
+    security: secure.security,
   };
+  // The Redis password leaves the URL, so no log line or error that quotes config.redisUrl carries it.
+  config.redisUrl = withoutPassword(config.redisUrl);
+  config.clickhouse.password = secure.clickhousePassword;
 
   if (config.backoff.maxSec < config.backoff.baseSec) {
     r.problems.push({

@@ -4,6 +4,7 @@ import { logConfigWarnings } from './config-warnings.js';
 import type { RegisteredJob } from './jobs/registration.js';
 import { prepareSidecar } from './sidecar.js';
 import { createLogger } from './observability/logger.js';
+import { createRedactor, redactedIo } from './observability/redact.js';
 import { runCommand } from './commands/run.js';
 import { jobsCommand } from './commands/jobs.js';
 import { dlqCommand } from './commands/dlq.js';
@@ -110,7 +111,10 @@ export async function main(
     }
     throw err;
   }
-  const log = createLogger(config.logLevel);
+  // Everything this process writes passes the redactor: logs, command output, error messages.
+  const redact = createRedactor(config.security.secrets);
+  io = redactedIo(io, redact);
+  const log = createLogger(config.logLevel, undefined, redact);
   logConfigWarnings(log, env, config, spec.needsJobs ? { jobs } : {});
   try {
     return await spec.run({ args, config, log, io, jobs });

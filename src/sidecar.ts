@@ -14,6 +14,7 @@ import {
 } from './jobs/registration.js';
 import { JOB_SOURCES } from './jobs/sources.js';
 import { createLogger } from './observability/logger.js';
+import { createRedactor } from './observability/redact.js';
 
 /** The configuration and the registered jobs of one sidecar, checked before anything connects. */
 export interface PreparedSidecar {
@@ -120,7 +121,10 @@ export function createSidecar(opts: SidecarOptions): Sidecar {
   const start = async (): Promise<void> => {
     const prepared = await prepareSidecar(opts);
     if (stopped) return;
-    const log = opts.log ?? createLogger(prepared.config.logLevel);
+    // Its own logger redacts the configured secrets, as the command line's does; an embedder's is its own.
+    const log =
+      opts.log ??
+      createLogger(prepared.config.logLevel, undefined, createRedactor(prepared.config.security.secrets));
     logConfigWarnings(log, opts.env, prepared.config, { jobs: prepared.jobs });
     // The deploy-time check of JOBS_FILE's queries, as `run` does it: a wrong query fails the start.
     const problems = await checkJobsFileAtStart(prepared.config, log, opts.cwd);

@@ -14,7 +14,10 @@ export async function withMigratedDatabase<T>(
   fn: (client: ClickHouseClient) => Promise<T>,
   signal?: AbortSignal,
 ): Promise<T> {
-  const bootstrap = createClickHouse({ clickhouse: { ...config.clickhouse, database: 'default' } });
+  const bootstrap = createClickHouse({
+    ...config,
+    clickhouse: { ...config.clickhouse, database: 'default' },
+  });
   try {
     await ensureDatabase(bootstrap, config.clickhouse.database, signal);
   } finally {

@@ -27,7 +27,12 @@ export function parseUserValueRow(line: string): { userId: string; value: string
  */
 export async function streamUserValues(
   result: ResultSet<'TabSeparatedRaw'>,
-  opts: { keyOf: (userId: string) => string; cache: CacheWriter; ttlSec: number; signal: AbortSignal },
+  opts: {
+    keyOf: (userId: string) => string;
+    cache: Pick<CacheWriter, 'write'>;
+    ttlSec: number;
+    signal: AbortSignal;
+  },
 ): Promise<{ written: number; skipped: number }> {
   let written = 0;
   let skipped = 0;

@@ -17,7 +17,7 @@ const FAILING_QUERY = `
   FROM numbers(10000)
   SETTINGS max_block_size = 1000`;
 
-class MemoryCache implements CacheWriter {
+class MemoryCache implements Pick<CacheWriter, 'write'> {
   readonly written: CacheEntry[] = [];
   write(entries: CacheEntry[]): Promise<number> {
     this.written.push(...entries);

@@ -23,7 +23,7 @@ function resultOf<F extends DataFormat>(format: F, chunks: string[]): ResultSet<
   });
 }
 
-class MemoryCache implements CacheWriter {
+class MemoryCache implements Pick<CacheWriter, 'write'> {
   readonly written: CacheEntry[] = [];
   write(entries: CacheEntry[]): Promise<number> {
     this.written.push(...entries);
