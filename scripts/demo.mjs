@@ -1,18 +1,22 @@
 #!/usr/bin/env node
 // `npm run demo`: the whole sidecar on this machine, no Docker. Starts the local servers
 // (scripts/services.sh up), builds, migrates and seeds a `demo` ClickHouse database, runs
-// `node dist/cli.js run` with short intervals for every job (the built-in ones and the example job
-// module examples/jobs/author-stats.mjs, loaded through JOB_MODULES) and shows a live status table from
-// GET /jobs until Ctrl-C, then stops the runner cleanly (SIGTERM, drained runs, exit 0).
+// `node dist/cli.js run` with short intervals for every job (the built-in ones, the example job
+// module examples/jobs/author-stats.mjs loaded through JOB_MODULES, and the declarative jobs of
+// examples/jobs.yaml loaded through JOBS_FILE) and shows a live status table from GET /jobs until
+// Ctrl-C, then stops the runner cleanly (SIGTERM, drained runs, exit 0).
 //
 //   npm run demo                       live table until Ctrl-C
 //   npm run demo -- --check            exit 0 once every enabled job has succeeded, 1 if not within the
 //                                      deadline (60 s from the runner's start; --timeout SEC to change)
 //   npm run demo -- --skip-build       reuse dist/ (tests: do not rebuild under other running tests)
+//   npm run demo -- --check --run-for 60
+//                                      as --check, but keep the runner up until 60 s after its start
+//                                      (all five jobs must still have succeeded by the deadline)
 //
-// Environment: DEMO_DATABASE (demo), DEMO_PREFIX (demo: Redis key prefix), DEMO_HTTP_PORT (9464, or a
+// Environment: JOBS_FILE (examples/jobs.yaml), DEMO_DATABASE (demo), DEMO_PREFIX (demo: Redis key prefix), DEMO_HTTP_PORT (9464, or a
 // free port when 9464 is taken), DEMO_USERS / DEMO_DAYS / DEMO_EVENTS (5000 / 2 / 200000).
-// The runner's own logs go to data/demo/runner.log.
+// The runner's own logs go to data/demo/runner.log (DEMO_LOG_FILE to change).
 import { spawn } from 'node:child_process';
 import { createWriteStream, readFileSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
@@ -23,7 +27,18 @@ import { parseArgs } from 'node:util';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 // Every job the runner lists must succeed; these are the ones it must list at least.
-const JOBS = ['trending-1h', 'trending-24h', 'trending-7d', 'suggested-users', 'feed-warmer', 'author-stats'];
+const JOBS = [
+  'trending-1h',
+  'trending-24h',
+  'trending-7d',
+  'suggested-users',
+  'feed-warmer',
+  'author-stats',
+  'top-authors',
+  'post-counters',
+  'user-activity',
+  'events-last-hour',
+];
 const JOB_MODULES = './examples/jobs/author-stats.mjs';
 const INTERVALS = {
   TRENDING_1H_INTERVAL_SEC: '5',
@@ -32,18 +47,30 @@ const INTERVALS = {
   SUGGESTED_USERS_INTERVAL_SEC: '15',
   FEED_WARMER_INTERVAL_SEC: '5',
   AUTHOR_STATS_INTERVAL_SEC: '10',
+  // examples/jobs.yaml's jobs: the environment overrides a declarative job's file settings too.
+  TOP_AUTHORS_INTERVAL_SEC: '5',
+  POST_COUNTERS_INTERVAL_SEC: '10',
+  USER_ACTIVITY_INTERVAL_SEC: '15',
+  EVENTS_LAST_HOUR_INTERVAL_SEC: '5',
 };
 
 const { values: opts } = parseArgs({
   options: {
     check: { type: 'boolean', default: false },
     timeout: { type: 'string', default: '60' },
+    'run-for': { type: 'string', default: '0' },
     'skip-build': { type: 'boolean', default: false },
   },
 });
 const checkTimeoutSec = Number(opts.timeout);
 if (!Number.isFinite(checkTimeoutSec) || checkTimeoutSec <= 0) {
   process.stderr.write(`demo: --timeout must be a positive number of seconds, got ${opts.timeout}\n`);
+  process.exit(2);
+}
+
+const runForSec = Number(opts['run-for']);
+if (!Number.isFinite(runForSec) || runForSec < 0) {
+  process.stderr.write(`demo: --run-for must be a number of seconds >= 0, got ${opts['run-for']}\n`);
   process.exit(2);
 }
 
@@ -204,6 +231,7 @@ async function main() {
     HTTP_PORT: String(port),
     LOG_LEVEL: process.env.LOG_LEVEL ?? 'info',
     JOB_MODULES,
+    JOBS_FILE: process.env.JOBS_FILE ?? path.join(ROOT, 'examples', 'jobs.yaml'),
     ...INTERVALS,
   };
   const cli = path.join(ROOT, 'dist', 'cli.js');
@@ -226,7 +254,9 @@ async function main() {
   );
   if (interrupted) return;
 
-  const logFile = path.join(dataDir, 'runner.log');
+  const logFile = process.env.DEMO_LOG_FILE
+    ? path.resolve(process.env.DEMO_LOG_FILE)
+    : path.join(dataDir, 'runner.log');
   const log = createWriteStream(logFile, { flags: 'a' });
   say(`runner: node dist/cli.js run on ${base} (logs: ${path.relative(ROOT, logFile)})`);
   const runnerStart = Date.now();
@@ -287,7 +317,7 @@ async function main() {
       process.stdout.write(
         `\x1b[H\x1b[2J${render(jobs, details, { base, runnerStart, succeeded })}\nCtrl-C to stop.\n`,
       );
-    } else if (allGreen || now - lastPrint >= 2_000) {
+    } else if ((allGreen && !announced) || now - lastPrint >= 2_000) {
       process.stdout.write(`\n${render(jobs, details, { base, runnerStart, succeeded })}`);
       lastPrint = now;
     }
@@ -297,10 +327,10 @@ async function main() {
         `all ${expected.length} jobs succeeded: ${since(runnerStart)} after the runner started, ` +
           `${since(t0)} after the demo started`,
       );
-      if (opts.check) {
-        const code = await stopRunner();
-        process.exit(code === 0 ? 0 : 1);
-      }
+    }
+    if (opts.check && allGreen && now - runnerStart >= runForSec * 1000) {
+      const code = await stopRunner();
+      process.exit(code === 0 ? 0 : 1);
     }
     if (opts.check && now - runnerStart > checkTimeoutSec * 1000) {
       const missing = expected.filter((id) => !succeeded.has(id));

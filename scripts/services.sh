@@ -4,14 +4,19 @@
 #
 #   scripts/services.sh up                 install what is missing, start all three, wait until each
 #                                          answers, write .services/env (idempotent)
-#   scripts/services.sh down               stop all three
+#   scripts/services.sh up --secure        the same three with TLS and authentication, on their own ports
+#                                          (see scripts/services/secure.sh); writes .services/secure/env
+#   scripts/services.sh down               stop every server of both sets
 #   scripts/services.sh status             one line per server: name, running/stopped, pid, port
 #   scripts/services.sh stop  <name>       stop one (SIGTERM, then SIGKILL after a grace period)
 #   scripts/services.sh start <name>       start one and wait until it answers
-#                                          (name: redis | clickhouse | kafka)
+#                                          (name: redis | clickhouse | kafka | secure_redis |
+#                                          secure_clickhouse | secure_clickhouse_tls | secure_kafka)
 #
 # Ports (environment overrides): REDIS_PORT=16379, CLICKHOUSE_HTTP_PORT=18123, CLICKHOUSE_TCP_PORT=19000,
-# KAFKA_PORT=19092, KAFKA_CONTROLLER_PORT=19093.
+# KAFKA_PORT=19092, KAFKA_CONTROLLER_PORT=19093; secure set: SECURE_REDIS_PORT=27579,
+# SECURE_CLICKHOUSE_HTTPS_PORT=27543, SECURE_CLICKHOUSE_HTTP_PORT=27544 (loopback, behind the TLS
+# terminator), SECURE_KAFKA_PORT=27592, SECURE_KAFKA_CONTROLLER_PORT=27593.
 # State (data, logs, pid files): <repo>/.services/<name>/ and .services/<name>.pid (the server's own pid).
 # Downloads and builds are cached per machine in
 # ${CACHE_REFRESHER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/cache-refresher}, in versioned directories that
@@ -52,6 +57,9 @@ STOP_GRACE_KAFKA=30
 SERVICES=(redis clickhouse kafka)
 TMP_DIRS=()
 
+# shellcheck source=services/secure.sh
+source "$HELPERS/secure.sh"
+
 log() { printf 'services: %s\n' "$*"; }
 die() {
   printf 'services: error: %s\n' "$*" >&2
@@ -70,8 +78,8 @@ trap 'exit 143' TERM
 
 usage() {
   cat >&2 <<'EOF'
-usage: scripts/services.sh up | down | status | stop <name> | start <name>
-       name: redis | clickhouse | kafka
+usage: scripts/services.sh up [--secure] | down | status | stop <name> | start <name>
+       name: redis | clickhouse | kafka | secure_redis | secure_clickhouse | secure_clickhouse_tls | secure_kafka
 EOF
   exit 2
 }
@@ -222,12 +230,24 @@ ensure_redis_installed() {
 
 pid_file() { printf '%s/%s.pid' "$STATE" "$1"; }
 
+state_dir() { # name -> its data/log directory
+  case $1 in
+    secure_clickhouse_tls) printf '%s/clickhouse-tls' "$SECURE" ;;
+    secure_*) printf '%s/%s' "$SECURE" "${1#secure_}" ;;
+    *) printf '%s/%s' "$STATE" "$1" ;;
+  esac
+}
+
 # What the server's command line must contain, so a reused pid is never taken for our server.
 signature() {
   case $1 in
     redis) printf 'redis-server' ;;
     clickhouse) printf -- '--path=%s/clickhouse/data' "$STATE" ;;
     kafka) printf '%s/kafka/server.properties' "$STATE" ;;
+    secure_redis) printf 'redis-server 127.0.0.1:' ;; # redis rewrites its title to its address
+    secure_clickhouse) printf -- '--path=%s/clickhouse/data' "$SECURE" ;;
+    secure_clickhouse_tls) printf 'cert=%s/server.pem' "$TLS_DIR" ;;
+    secure_kafka) printf '%s/kafka/server.properties' "$SECURE" ;;
   esac
 }
 
@@ -236,6 +256,10 @@ ports_of() {
     redis) printf '%s' "$REDIS_PORT" ;;
     clickhouse) printf '%s,%s' "$CLICKHOUSE_HTTP_PORT" "$CLICKHOUSE_TCP_PORT" ;;
     kafka) printf '%s,%s' "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT" ;;
+    secure_redis) printf '%s' "$SECURE_REDIS_PORT" ;;
+    secure_clickhouse) printf '%s' "$SECURE_CLICKHOUSE_HTTP_PORT" ;;
+    secure_clickhouse_tls) printf '%s' "$SECURE_CLICKHOUSE_HTTPS_PORT" ;;
+    secure_kafka) printf '%s,%s' "$SECURE_KAFKA_PORT" "$SECURE_KAFKA_CONTROLLER_PORT" ;;
   esac
 }
 
@@ -299,9 +323,9 @@ wait_gone() { # pid seconds
 stop_pid() { # name pid
   local name=$1 pid=$2 grace
   case $name in
-    redis) grace=$STOP_GRACE_REDIS ;;
-    clickhouse) grace=$STOP_GRACE_CLICKHOUSE ;;
-    kafka) grace=$STOP_GRACE_KAFKA ;;
+    redis | secure_redis | secure_clickhouse_tls) grace=$STOP_GRACE_REDIS ;;
+    clickhouse | secure_clickhouse) grace=$STOP_GRACE_CLICKHOUSE ;;
+    kafka | secure_kafka) grace=$STOP_GRACE_KAFKA ;;
   esac
   # A SIGSTOPped server (fault injection) only handles SIGTERM once continued.
   kill -CONT "$pid" 2>/dev/null || true
@@ -318,6 +342,10 @@ log_files() {
     redis) printf '%s\n' "$STATE/redis/redis.log" "$STATE/redis/redis.out" ;;
     clickhouse) printf '%s\n' "$STATE/clickhouse/clickhouse.log" "$STATE/clickhouse/clickhouse.out" ;;
     kafka) printf '%s\n' "$STATE/kafka/server.log" "$STATE/kafka/kafka.out" ;;
+    secure_redis) printf '%s\n' "$SECURE/redis/redis.log" "$SECURE/redis/redis.out" ;;
+    secure_clickhouse) printf '%s\n' "$SECURE/clickhouse/clickhouse.log" "$SECURE/clickhouse/clickhouse.out" ;;
+    secure_clickhouse_tls) printf '%s\n' "$SECURE/clickhouse-tls/socat.out" ;;
+    secure_kafka) printf '%s\n' "$SECURE/kafka/server.log" "$SECURE/kafka/kafka.out" ;;
   esac
 }
 
@@ -444,6 +472,17 @@ install_for() {
       build_launcher
       ;;
     kafka) install_kafka ;;
+    secure_redis) ensure_redis_installed ;;
+    secure_clickhouse)
+      need_cmd curl curl
+      install_chdb
+      build_launcher
+      ;;
+    secure_clickhouse_tls)
+      need_cmd socat socat
+      need_cmd curl curl
+      ;;
+    secure_kafka) install_kafka ;;
   esac
 }
 
@@ -451,7 +490,7 @@ install_for() {
 begin_service() {
   local name=$1 pid running_ports
   if pid=$(server_pid "$name"); then
-    running_ports=$(cat "$STATE/$name/ports" 2>/dev/null || true)
+    running_ports=$(cat "$(state_dir "$name")/ports" 2>/dev/null || true)
     if [[ -n $running_ports && $running_ports != "$(ports_of "$name")" ]]; then
       die "$name already runs (pid $pid) on port $running_ports, not $(ports_of "$name"): run 'scripts/services.sh stop $name' first"
     fi
@@ -465,7 +504,7 @@ begin_service() {
     rotate_logs "$name"
     "launch_$name"
     pid=$LAUNCHED_PID
-    printf '%s\n' "$(ports_of "$name")" >"$STATE/$name/ports"
+    printf '%s\n' "$(ports_of "$name")" >"$(state_dir "$name")/ports"
     printf -v "BEGIN_$name" started
   fi
   printf -v "PID_$name" '%s' "$pid"
@@ -477,9 +516,9 @@ finish_service() {
   local name=$1 pid_var=PID_$1 begin_var=BEGIN_$1 t0_var=T0_$1 timeout probe deadline
   local pid=${!pid_var} begin=${!begin_var} t0=${!t0_var}
   case $name in
-    redis) timeout=$READY_TIMEOUT_REDIS ;;
-    clickhouse) timeout=$READY_TIMEOUT_CLICKHOUSE ;;
-    kafka) timeout=$READY_TIMEOUT_KAFKA ;;
+    redis | secure_redis | secure_clickhouse_tls) timeout=$READY_TIMEOUT_REDIS ;;
+    clickhouse | secure_clickhouse) timeout=$READY_TIMEOUT_CLICKHOUSE ;;
+    kafka | secure_kafka) timeout=$READY_TIMEOUT_KAFKA ;;
   esac
   probe=probe_$name
   deadline=$((SECONDS + timeout))
@@ -523,6 +562,9 @@ write_env() {
     printf 'export REDIS_URL=redis://127.0.0.1:%s\n' "$REDIS_PORT"
     printf 'export CLICKHOUSE_URL=http://127.0.0.1:%s\n' "$CLICKHOUSE_HTTP_PORT"
     printf 'export KAFKA_BROKERS=127.0.0.1:%s\n' "$KAFKA_PORT"
+    printf '# The database and key prefix `npm run demo` migrates, seeds and refreshes.\n'
+    printf 'export CLICKHOUSE_DATABASE=demo\n'
+    printf 'export CACHE_KEY_PREFIX=demo\n'
   } >"$tmp"
   mv -f -- "$tmp" "$STATE/env"
 }
@@ -530,12 +572,12 @@ write_env() {
 status_line() {
   local name=$1 pid ports note=''
   if pid=$(server_pid "$name"); then
-    ports=$(cat "$STATE/$name/ports" 2>/dev/null || ports_of "$name")
+    ports=$(cat "$(state_dir "$name")/ports" 2>/dev/null || ports_of "$name")
     [[ $(proc_state "$pid") != T ]] || note='  (paused: SIGSTOP)'
-    printf '%-10s  %-7s  pid=%-7s  port=%s%s\n' "$name" running "$pid" "$ports" "$note"
+    printf '%-21s  %-7s  pid=%-7s  port=%s%s\n' "$name" running "$pid" "$ports" "$note"
   else
     ports=$(ports_of "$name")
-    printf '%-10s  %-7s  pid=%-7s  port=%s\n' "$name" stopped - "$ports"
+    printf '%-21s  %-7s  pid=%-7s  port=%s\n' "$name" stopped - "$ports"
   fi
 }
 
@@ -561,15 +603,40 @@ take_lock() {
 
 valid_name() {
   case ${1:-} in
-    redis | clickhouse | kafka) return 0 ;;
+    redis | clickhouse | kafka | secure_redis | secure_clickhouse | secure_clickhouse_tls | secure_kafka) return 0 ;;
     *) usage ;;
   esac
+}
+
+up_secure() {
+  local name start
+  take_lock
+  start=$(now)
+  for name in "${SECURE_SERVICES[@]}"; do
+    install_for "$name"
+  done
+  prepare_secure
+  for name in secure_kafka secure_clickhouse secure_redis; do # slowest first: they start in parallel
+    begin_service "$name"
+  done
+  finish_service secure_clickhouse # the TLS terminator forwards to it
+  begin_service secure_clickhouse_tls
+  for name in secure_redis secure_clickhouse_tls secure_kafka; do
+    finish_service "$name"
+  done
+  grant_secure_kafka_acls
+  write_secure_env
+  log "secure set up in $(elapsed_since "$start") s; environment in .services/secure/env"
 }
 
 main() {
   local cmd=${1:-} name start
   case $cmd in
     up)
+      if [[ $# -eq 2 && $2 == --secure ]]; then
+        up_secure
+        return
+      fi
       [[ $# -eq 1 ]] || usage
       take_lock
       start=$(now)
@@ -589,13 +656,13 @@ main() {
     down)
       [[ $# -eq 1 ]] || usage
       take_lock
-      for name in kafka clickhouse redis; do
+      for name in secure_kafka secure_clickhouse_tls secure_clickhouse secure_redis kafka clickhouse redis; do
         stop_service "$name"
       done
       ;;
     status)
       [[ $# -eq 1 ]] || usage
-      for name in "${SERVICES[@]}"; do
+      for name in "${SERVICES[@]}" "${SECURE_SERVICES[@]}"; do
         status_line "$name"
       done
       ;;
@@ -610,9 +677,11 @@ main() {
       valid_name "$2"
       take_lock
       install_for "$2"
+      [[ $2 != secure_* ]] || prepare_secure
       begin_service "$2"
       finish_service "$2"
-      write_env
+      [[ $2 != secure_kafka ]] || grant_secure_kafka_acls
+      if [[ $2 == secure_* ]]; then write_secure_env; else write_env; fi
       ;;
     *) usage ;;
   esac

@@ -6,15 +6,18 @@ import { keys } from './cache/keys.js';
 import { LeaderLease } from './cache/leader-lease.js';
 import { RedisCacheWriter } from './cache/writer.js';
 import { createClickHouse, createKafka, createRedis } from './clients.js';
+import { missingTables, withMissingTableHints } from './clickhouse/missing-tables.js';
 import type { Config } from './config.js';
 import { KafkaDlqTransport } from './dlq/kafka.js';
 import { DlqPublisher } from './dlq/publisher.js';
 import { buildDlqRecord, needsDlqRecord, runnerInfo } from './dlq/record.js';
-import { DlqSpool } from './dlq/spool.js';
+import { DlqSpool, SpoolLockedError } from './dlq/spool.js';
 import type { RegisteredJob } from './jobs/registration.js';
 import { bindJob } from './jobs/bind.js';
 import { HttpServer, type ReadinessCheck } from './observability/http.js';
 import { createMetrics, type Metrics } from './observability/metrics.js';
+import { createRedactor, redactJson, type Redact } from './observability/redact.js';
+import { explainConnectionError } from './connection-errors.js';
 import { createSystemClock, type Clock, type TimerHandle } from './runner/clock.js';
 import { Runner } from './runner/runner.js';
 
@@ -24,6 +27,12 @@ export interface AppOptions {
   clock?: Clock;
   /** Every job to run, built-in or not, with its settings (from `registerJobs`). */
   jobs: readonly RegisteredJob[];
+  /**
+   * When another process owns the DLQ spool: `fail` (default; the sidecar must not share a spool) or
+   * `direct` (`once`: send records straight to Kafka, dropping, counted and logged in full, what it
+   * cannot take).
+   */
+  spoolBusy?: 'fail' | 'direct';
 }
 
 type Closer = { name: string; close: () => Promise<unknown> };
@@ -50,6 +59,11 @@ export class App {
   #dlqStarting: Promise<void> | undefined;
   readonly #lease: LeaderLease | undefined;
   readonly #clock: Clock;
+  /** The ClickHouse tables the enabled jobs read (`RefreshJob.readsTables`), for `/readyz`. */
+  readonly #tablesRead: readonly string[];
+  /** Keeps configured secrets out of DLQ records, HTTP answers and readiness errors. */
+  readonly #redact: Redact;
+  #lastRedisError: Error | undefined;
   #started = false;
   #closed = false;
 
@@ -59,8 +73,17 @@ export class App {
     this.#log = log;
     const clock = opts.clock ?? createSystemClock();
     this.#clock = clock;
+    const redact = createRedactor(config.security.secrets);
+    this.#redact = redact;
 
     this.redis = createRedis(config, log.child({ component: 'redis' }));
+    // The last connection error says why a reconnecting client is not ready (wrong password, TLS).
+    this.redis.on('error', (err: Error) => {
+      this.#lastRedisError = err;
+    });
+    this.redis.on('ready', () => {
+      this.#lastRedisError = undefined;
+    });
     this.#closers.push({
       name: 'redis',
       close: () => this.redis.quit().catch(() => this.redis.disconnect()),
@@ -90,11 +113,15 @@ export class App {
     this.#lease = lease;
     const fence = lease?.fence();
     const clients = {
-      clickhouse: this.clickhouse,
+      // Jobs see a missing table as "table db.t does not exist: run `cache-refresher migrate`".
+      clickhouse: withMissingTableHints(this.clickhouse, config.clickhouse.database),
       cache: new RedisCacheWriter(this.redis, fence),
       keyPrefix: config.cacheKeyPrefix,
     };
     this.jobs = opts.jobs;
+    this.#tablesRead = [
+      ...new Set(opts.jobs.filter((j) => j.settings.enabled).flatMap((j) => j.job.readsTables ?? [])),
+    ];
     this.runner = new Runner({
       jobs: opts.jobs.map(({ job, settings }) => ({ job: bindJob(job, settings, clients), settings })),
       maxConcurrentJobs: config.maxConcurrentJobs,
@@ -122,12 +149,17 @@ export class App {
         // A run outside start()/startDlq() (e.g. an embedder that only triggers runs) or after
         // shutdown closed the publisher: the log is the only place left for the record.
         this.#log.error(
-          { job: ended.job, run_id: ended.runId, destination: 'log', record: buildDlqRecord(ended, info) },
+          {
+            job: ended.job,
+            run_id: ended.runId,
+            destination: 'log',
+            record: redactJson(buildDlqRecord(ended, info, config.dlq.maxRecordBytes), redact),
+          },
           'dlq publisher not running; record written to the log only',
         );
         return;
       }
-      await publisher.publish(buildDlqRecord(ended, info));
+      await publisher.publish(redactJson(buildDlqRecord(ended, info, config.dlq.maxRecordBytes), redact));
     });
   }
 
@@ -153,8 +185,19 @@ export class App {
 
     await this.startDlq();
 
+    const runner = this.runner;
+    const redact = this.#redact;
     const http = new HttpServer({
-      runner: this.runner,
+      // Run errors are shown in /jobs/{id}: they pass the redactor like every other output.
+      runner: {
+        status: () => redactJson(runner.status(), redact),
+        detail: (id) => redactJson(runner.detail(id), redact),
+        trigger: (id) => runner.trigger(id),
+        cancel: (id) => runner.cancel(id),
+        setPaused: (id, paused) => runner.setPaused(id, paused),
+        has: (id) => runner.has(id),
+        loopAlive: (maxSilenceMs) => runner.loopAlive(maxSilenceMs),
+      },
       registry: this.metrics.registry,
       readiness: this.#readinessChecks(),
       adminToken: config.http.adminToken,
@@ -197,13 +240,24 @@ export class App {
   async #openDlq(): Promise<void> {
     const config = this.#config;
     const log = this.#log;
-    const spool = await DlqSpool.open(config.kafka.spoolDir, log.child({ component: 'dlq' }));
+    const dlqLog = log.child({ component: 'dlq' });
+    let spool: DlqSpool | undefined;
+    try {
+      spool = await DlqSpool.open(config.kafka.spoolDir, dlqLog, { maxBytes: config.dlq.spoolMaxBytes });
+    } catch (err) {
+      if (!(err instanceof SpoolLockedError) || this.opts.spoolBusy !== 'direct') throw err;
+      dlqLog.warn(
+        { holder: err.holder, kafka: this.#kafkaTransport !== undefined },
+        'dlq spool is owned by another process; records go straight to kafka',
+      );
+    }
     this.#spool = spool;
-    this.#closers.push({ name: 'dlq spool', close: () => spool.close() });
+    if (spool) this.#closers.push({ name: 'dlq spool', close: () => spool.close() });
     const publisher = new DlqPublisher({
       transport: this.#kafkaTransport,
       spool,
-      log: log.child({ component: 'dlq' }),
+      log: dlqLog,
+      maxRecordBytes: config.dlq.maxRecordBytes,
       onRecord: (job, destination) => {
         this.metrics.dlqRecorded(job, destination);
       },
@@ -221,7 +275,7 @@ export class App {
         this.#log.warn({ err }, 'dlq topic check failed');
       });
     } else {
-      log.warn({ spool: spool.dir }, 'KAFKA_BROKERS is not set: dead-letter records go to the spool only');
+      log.warn({ spool: spool?.dir }, 'KAFKA_BROKERS is not set: dead-letter records go to the spool only');
     }
     publisher.start();
   }
@@ -252,22 +306,58 @@ export class App {
     });
   }
 
-  /** Redis and ClickHouse must answer for `/readyz`; Kafka is left out because the spool covers it. */
+  /**
+   * Redis and ClickHouse must answer for `/readyz`, and the tables the enabled jobs read must exist;
+   * Kafka is left out because the spool covers it. A failure is explained (wrong CA, wrong password,
+   * TLS mismatch) and redacted before it is shown.
+   */
   #readinessChecks(): ReadinessCheck[] {
+    const explained = async (
+      service: 'redis' | 'clickhouse',
+      tls: boolean,
+      check: () => Promise<void>,
+    ): Promise<void> => {
+      try {
+        await check();
+      } catch (err) {
+        throw new Error(this.#redact(explainConnectionError(service, err, { tls })), { cause: err });
+      }
+    };
+    const config = this.#config;
     return [
       {
         name: 'redis',
-        check: async () => {
-          // A client between reconnects would queue the ping; its state already says the answer.
-          if (this.redis.status !== 'ready') throw new Error(`redis connection is ${this.redis.status}`);
-          await this.redis.ping();
-        },
+        check: () =>
+          explained('redis', config.security.redis.tls !== undefined, async () => {
+            // A client between reconnects would queue the ping; its state already says the answer.
+            if (this.redis.status !== 'ready') {
+              const last = this.#lastRedisError;
+              throw new Error(
+                `redis connection is ${this.redis.status}${last ? `: ${last.message}` : ''}`,
+                last ? { cause: last } : undefined,
+              );
+            }
+            await this.redis.ping();
+          }),
       },
       {
         name: 'clickhouse',
+        check: (signal) =>
+          explained('clickhouse', config.security.clickhouse.tls !== undefined, async () => {
+            // A SELECT, not /ping: /ping answers without credentials, so a wrong password would look ready.
+            const result = await this.clickhouse.ping({ select: true, abort_signal: signal });
+            if (!result.success) throw result.error;
+          }),
+      },
+      {
+        name: 'clickhouse_tables',
         check: async (signal) => {
-          const result = await this.clickhouse.ping({ select: false, abort_signal: signal });
-          if (!result.success) throw result.error;
+          const missing = await missingTables(this.clickhouse, this.#tablesRead, signal);
+          if (missing.length === 0) return;
+          throw new Error(
+            `database ${this.#config.clickhouse.database} lacks ${missing.join(', ')} ` +
+              '(read by enabled jobs): run `cache-refresher migrate`',
+          );
         },
       },
     ];

@@ -9,15 +9,35 @@ import {
 import { Redis } from 'ioredis';
 import { Kafka, logLevel as kafkaLogLevel, type logCreator } from 'kafkajs';
 import type { Logger } from 'pino';
+import { withQueryCancellation } from './clickhouse/query-cancellation.js';
 import type { Config } from './config.js';
+import type { ConnectionSecurity } from './config-security.js';
+import { connectionCause, explainConnectionError } from './connection-errors.js';
+import { clickhouseTlsOptions, kafkaSecurityOptions, redisStandaloneOptions } from './connection-options.js';
 
 /**
  * Thin factories: each turns configuration into a client and nothing more. Whoever calls one owns the
  * client and closes it; nothing here keeps a reference.
  */
 
-export function createRedis(config: Pick<Config, 'redisUrl'>, log: Logger): Redis {
-  const redis = new Redis(config.redisUrl, {
+/**
+ * ioredis attaches the failed command to a reply error (`err.command = { name, args }`); for AUTH and
+ * HELLO the arguments are the user name and password, which a logged error would print. Replaces them.
+ */
+export function hideAuthArguments(err: Error): void {
+  const command = (err as { command?: { name?: unknown; args?: unknown } }).command;
+  if (command === undefined || typeof command.name !== 'string') return;
+  if (['auth', 'hello'].includes(command.name.toLowerCase()) && Array.isArray(command.args)) {
+    command.args = command.args.map(() => '[REDACTED]');
+  }
+}
+
+/** What a client factory needs of the security settings; absent in scripts that build a config by hand. */
+type Secured<K extends keyof ConnectionSecurity> = { security?: Pick<ConnectionSecurity, K> };
+
+export function createRedis(config: Pick<Config, 'redisUrl'> & Secured<'redis'>, log: Logger): Redis {
+  const redis = new Redis({
+    ...redisStandaloneOptions(config.redisUrl, config.security?.redis),
     lazyConnect: true,
     // Fail a command after one reconnect attempt instead of queueing it forever: a run should fail
     // (and be retried or dead-lettered) while Redis is down, not hang until its timeout.
@@ -28,9 +48,14 @@ export function createRedis(config: Pick<Config, 'redisUrl'>, log: Logger): Redi
     enableAutoPipelining: false,
   });
   let lastError = '';
+  // Registered first, so every later listener (and log line) sees the error without credentials.
+  redis.on('error', hideAuthArguments);
   redis.on('error', (err: Error) => {
     // ioredis emits the same error on every reconnect attempt; log each distinct message once.
-    if (err.message !== lastError) log.warn({ err }, 'redis connection error');
+    if (err.message !== lastError) {
+      const cause = explainConnectionError('redis', err, { tls: config.redisUrl.startsWith('rediss:') });
+      log.warn({ err, cause }, `redis connection error: ${cause}`);
+    }
     lastError = err.message;
   });
   redis.on('ready', () => {
@@ -41,11 +66,19 @@ export function createRedis(config: Pick<Config, 'redisUrl'>, log: Logger): Redi
 }
 
 /**
+ * Client log lines about an error the client also rejects the request (or fails the result stream)
+ * with: the code that made the request decides what it means and logs it once (a failed run's one
+ * error line; a cancelled run's abort is no error at all), so here they are debug.
+ */
+const ALSO_THROWN = [/: HTTP request error\.$/, /^Error while processing the ResultSet\.$/];
+
+/**
  * The ClickHouse client instantiates its logger class itself, with no arguments; a class made per
  * client closes over our logger so its lines honour LOG_LEVEL and stay JSON like every other line.
  */
-function clickhouseLoggerClass(log: Logger): new () => ClickHouseLogger {
+export function clickhouseLoggerClass(log: Logger): new () => ClickHouseLogger {
   const fields = ({ module, args }: LogParams): Record<string, unknown> => ({ ch_module: module, ...args });
+  const alsoThrown = (message: string): boolean => ALSO_THROWN.some((re) => re.test(message));
   return class implements ClickHouseLogger {
     trace(p: LogParams): void {
       log.trace(fields(p), `clickhouse: ${p.message}`);
@@ -57,17 +90,28 @@ function clickhouseLoggerClass(log: Logger): new () => ClickHouseLogger {
       log.info(fields(p), `clickhouse: ${p.message}`);
     }
     warn(p: LogParams & { err?: Error }): void {
-      log.warn({ ...fields(p), err: p.err }, `clickhouse: ${p.message}`);
+      // A failed ping is logged here at warn and reported by /readyz as well.
+      if (alsoThrown(p.message)) log.debug({ ...fields(p), err: p.err }, `clickhouse: ${p.message}`);
+      else log.warn({ ...fields(p), err: p.err }, `clickhouse: ${p.message}`);
     }
     error(p: ErrorLogParams): void {
-      log.error({ ...fields(p), err: p.err }, `clickhouse: ${p.message}`);
+      if (alsoThrown(p.message)) log.debug({ ...fields(p), err: p.err }, `clickhouse: ${p.message}`);
+      else log.error({ ...fields(p), err: p.err }, `clickhouse: ${p.message}`);
     }
   };
 }
 
-/** Without `log`, the client keeps its own console logger (scripts and benchmarks). */
-export function createClickHouse(config: Pick<Config, 'clickhouse'>, log?: Logger): ClickHouseClient {
-  return createClient({
+/**
+ * Without `log`, the client keeps its own console logger (scripts and benchmarks). Aborting a request
+ * also stops its query on the server (see `withQueryCancellation`).
+ */
+export function createClickHouse(
+  config: Pick<Config, 'clickhouse'> & Secured<'clickhouse'>,
+  log?: Logger,
+): ClickHouseClient {
+  const tls = clickhouseTlsOptions(config.security?.clickhouse);
+  const client = createClient({
+    ...(tls ? { tls } : {}),
     ...(log ? { log: { LoggerClass: clickhouseLoggerClass(log), level: ClickHouseLogLevel.WARN } } : {}),
     url: config.clickhouse.url,
     username: config.clickhouse.user,
@@ -85,29 +129,40 @@ export function createClickHouse(config: Pick<Config, 'clickhouse'>, log?: Logge
       date_time_output_format: 'iso',
     },
   });
+  return withQueryCancellation(client, log);
 }
 
-function kafkaLogCreator(log: Logger): logCreator {
+function kafkaLogCreator(log: Logger, ssl: boolean): logCreator {
   return () =>
     ({ level, log: entry }) => {
       const { message, ...rest } = entry;
-      const fields = { kafka: rest };
-      if (level <= kafkaLogLevel.ERROR) log.error(fields, `kafka: ${message}`);
-      else if (level === kafkaLogLevel.WARN) log.warn(fields, `kafka: ${message}`);
-      else log.debug(fields, `kafka: ${message}`);
+      // kafkajs names its failures ("Connection timeout", "SASL SCRAM SHA512 authentication failed"); the
+      // explanation adds which setting is the likely cause.
+      const error = typeof rest.error === 'string' ? `${rest.error} | ${message}` : message;
+      const cause =
+        level <= kafkaLogLevel.WARN ? connectionCause('kafka', new Error(error), { tls: ssl }) : undefined;
+      const fields = cause === undefined ? { kafka: rest } : { kafka: rest, cause };
+      const text = cause === undefined ? `kafka: ${message}` : `kafka: ${message}: ${cause}`;
+      if (level <= kafkaLogLevel.ERROR) log.error(fields, text);
+      else if (level === kafkaLogLevel.WARN) log.warn(fields, text);
+      else log.debug(fields, text);
     };
 }
 
 /** Undefined when `KAFKA_BROKERS` is unset: dead-letter records then go to the spool only. */
-export function createKafka(config: Pick<Config, 'kafka'>, log: Logger): Kafka | undefined {
+export function createKafka(
+  config: Pick<Config, 'kafka'> & Secured<'kafka'>,
+  log: Logger,
+): Kafka | undefined {
   if (config.kafka.brokers === undefined) return undefined;
   return new Kafka({
     clientId: config.kafka.clientId,
     brokers: config.kafka.brokers,
+    ...kafkaSecurityOptions(config.security?.kafka),
     connectionTimeout: 3_000,
     requestTimeout: 10_000,
     retry: { retries: 3, initialRetryTime: 300, maxRetryTime: 3_000 },
     logLevel: kafkaLogLevel.WARN,
-    logCreator: kafkaLogCreator(log.child({ component: 'kafka' })),
+    logCreator: kafkaLogCreator(log.child({ component: 'kafka' }), config.security?.kafka.ssl !== undefined),
   });
 }

@@ -1,4 +1,12 @@
+import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
 import { Cron } from 'croner';
+import {
+  maskUrlCredentials,
+  readConnectionSecurity,
+  type ConnectionSecurity,
+  type ReadTextFile,
+} from './config-security.js';
 
 /**
  * Configuration is read from the environment once, by the entry point, and handed to everything else
@@ -54,6 +62,8 @@ export interface Config {
   redisUrl: string;
   clickhouse: { url: string; user: string; password: string; database: string };
   kafka: { brokers: string[] | undefined; clientId: string; dlqTopic: string; spoolDir: string };
+  /** Bounds of the dead-letter path, in bytes: the spool file and one serialized record. */
+  dlq: { spoolMaxBytes: number; maxRecordBytes: number };
   cacheKeyPrefix: string;
   maxConcurrentJobs: number;
   backoff: { afterFailures: number; baseSec: number; maxSec: number };
@@ -62,9 +72,13 @@ export interface Config {
   shutdownGraceSec: number;
   logLevel: LogLevel;
   cronTimezone: string;
+  /** JOBS_FILE: a YAML file of declarative jobs (CONTRACT §11), read at start-up; unset: none. */
+  jobsFile: string | undefined;
   trending: { topK: number; decay: { '1h': number; '24h': number; '7d': number } };
   suggestedUsers: { perUser: number; activeDays: number; maxFollowees: number; batchSize: number };
   feedWarmer: { users: number; pageSize: number; activeDays: number; lookbackHours: number; decay: number };
+  /** TLS and credentials of the three services, and every secret to keep out of outputs. */
+  security: ConnectionSecurity;
 }
 
 export interface ConfigProblem {
@@ -176,10 +190,10 @@ class EnvReader {
     if (v === undefined) return fallback;
     const expected = `a URL with scheme ${protocols.map((p) => `${p}//`).join(' or ')}`;
     const parsed = URL.canParse(v) ? new URL(v) : undefined;
-    if (parsed === undefined) return this.fail(name, expected, fallback);
-    return protocols.includes(parsed.protocol) && parsed.hostname !== ''
-      ? v
-      : this.fail(name, expected, fallback);
+    if (parsed !== undefined && protocols.includes(parsed.protocol) && parsed.hostname !== '') return v;
+    // A URL may carry a password: the report shows it masked.
+    this.problems.push({ name, value: maskUrlCredentials(this.env[name] ?? v), expected });
+    return fallback;
   }
 
   oneOf<T extends string>(name: string, fallback: T, allowed: readonly T[]): T {
@@ -187,6 +201,55 @@ class EnvReader {
     if (v === undefined) return fallback;
     const hit = allowed.find((a) => a === v.toLowerCase());
     return hit ?? this.fail(name, `one of ${allowed.join(', ')}`, fallback);
+  }
+
+  /** A host name (RFC 1123 labels) or an IPv4/IPv6 address, as `net.Server.listen` takes it. */
+  host(name: string, fallback: string): string {
+    const v = this.raw(name);
+    if (v === undefined) return fallback;
+    const label = /^[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?$/;
+    const hostName =
+      v.length <= 253 &&
+      v
+        .replace(/\.$/, '')
+        .split('.')
+        .every((l) => label.test(l));
+    return isIP(v) !== 0 || hostName
+      ? v
+      : this.fail(
+          name,
+          'a host name or an IP address without brackets (e.g. 0.0.0.0, ::, localhost)',
+          fallback,
+        );
+  }
+
+  /**
+   * A Kafka topic name as the broker accepts it (Kafka's `Topic.validate`): 1 to 249 of
+   * `[a-zA-Z0-9._-]`, and neither `.` nor `..`. Anything else is rejected by every produce request,
+   * so every record would spool forever.
+   */
+  kafkaTopic(name: string, fallback: string): string {
+    const v = this.raw(name);
+    if (v === undefined) return fallback;
+    return /^[a-zA-Z0-9._-]{1,249}$/.test(v) && v !== '.' && v !== '..'
+      ? v
+      : this.fail(name, 'a Kafka topic name: 1 to 249 of [a-zA-Z0-9._-], not "." or ".."', fallback);
+  }
+
+  /**
+   * A secret compared verbatim (a bearer token): surrounding whitespace is trimmed like every value,
+   * inner whitespace is refused because an `Authorization` header can never carry it intact. The
+   * problem report describes the value instead of printing it.
+   */
+  secret(name: string): string | undefined {
+    const v = this.raw(name);
+    if (v === undefined || !/\s/.test(v)) return v;
+    this.problems.push({
+      name,
+      value: `<secret of ${v.length} characters, whitespace at position ${v.search(/\s/) + 1}>`,
+      expected: 'a token without whitespace',
+    });
+    return undefined;
   }
 
   brokers(name: string): string[] | undefined {
@@ -237,6 +300,15 @@ class EnvReader {
       return this.failWith<string | undefined>(name, pattern, `a croner pattern (${why})`, undefined);
     }
   }
+}
+
+/** The URL without its password (the user name stays: it says which ACL user connects). */
+function withoutPassword(url: string): string {
+  if (!URL.canParse(url)) return url;
+  const parsed = new URL(url);
+  if (parsed.password === '') return url;
+  parsed.password = '';
+  return parsed.toString();
 }
 
 /** Seconds between the next two fire times of a cron pattern: the schedule's effective interval. */
@@ -332,6 +404,9 @@ function readJobSettings(
 
 const DECAY = { gt: 0, max: 1, expected: 'a number in (0, 1]' };
 
+/** Reads the files that `*_FILE` and `*_CA_FILE` variables name. */
+const readTextFile: ReadTextFile = (path) => readFileSync(path, 'utf8');
+
 /**
  * Builds the typed configuration from an environment, or throws one `ConfigError` listing every problem.
  * Per-job settings are not part of it: they are read for every registered job, built-in or not, by
@@ -351,6 +426,12 @@ export function readConfig(env: Env): { config: Config; problems: ConfigProblem[
   const r = new EnvReader(env);
   const cronTimezone = r.timezone('CRON_TIMEZONE', 'UTC');
 
+  // TLS and credentials (README "Connecting to managed services"): REDIS_PASSWORD(_FILE),
+  // REDIS_TLS_CA_FILE, CLICKHOUSE_PASSWORD(_FILE), CLICKHOUSE_TLS_CA_FILE, KAFKA_SSL, KAFKA_SSL_CA_FILE,
+  // KAFKA_SASL_MECHANISM, KAFKA_SASL_USERNAME, KAFKA_SASL_PASSWORD(_FILE).
+  const secure = readConnectionSecurity(env, readTextFile);
+  r.problems.push(...secure.problems);
+
   const config: Config = {
     redisUrl: r.url('REDIS_URL', 'redis://127.0.0.1:6379', ['redis:', 'rediss:']),
     clickhouse: {
@@ -362,8 +443,14 @@ export function readConfig(env: Env): { config: Config; problems: ConfigProblem[
     kafka: {
       brokers: r.brokers('KAFKA_BROKERS'),
       clientId: r.string('KAFKA_CLIENT_ID', 'cache-refresher'),
-      dlqTopic: r.string('DLQ_TOPIC', 'jobs-dlq'),
+      dlqTopic: r.kafkaTopic('DLQ_TOPIC', 'jobs-dlq'),
       spoolDir: r.string('DLQ_SPOOL_DIR', './data/dlq'),
+    },
+    dlq: {
+      // 256 MiB ≈ 250 k typical records (about 1 KiB each); the floor keeps room for a few full-size ones.
+      spoolMaxBytes: r.int('DLQ_SPOOL_MAX_BYTES', 256 * 1024 * 1024, 64 * 1024),
+      // Half of Kafka's default message.max.bytes (1 MiB); 4 KiB always holds a record's fixed fields.
+      maxRecordBytes: r.int('DLQ_MAX_RECORD_BYTES', 512 * 1024, 4096, 64 * 1024 * 1024),
     },
     cacheKeyPrefix: r.string('CACHE_KEY_PREFIX', 'cache'),
     maxConcurrentJobs: r.int('MAX_CONCURRENT_JOBS', 5, 1, 1000),
@@ -385,13 +472,14 @@ export function readConfig(env: Env): { config: Config; problems: ConfigProblem[
       leaseSec: r.int('LEADER_LEASE_SEC', 15, 3, 3600),
     },
     http: {
-      host: r.string('HTTP_HOST', '0.0.0.0'),
+      host: r.host('HTTP_HOST', '0.0.0.0'),
       port: r.int('HTTP_PORT', 9464, 0, 65535),
-      adminToken: r.optionalString('ADMIN_TOKEN'),
+      adminToken: r.secret('ADMIN_TOKEN'),
     },
     shutdownGraceSec: r.int('SHUTDOWN_GRACE_SEC', 30, 0, 3600),
     logLevel: r.oneOf('LOG_LEVEL', 'info', LOG_LEVELS),
     cronTimezone,
+    jobsFile: r.optionalString('JOBS_FILE'),
     trending: {
       topK: r.int('TRENDING_TOP_K', 50, 1, 10_000),
       decay: {
@@ -413,13 +501,24 @@ export function readConfig(env: Env): { config: Config; problems: ConfigProblem[
       lookbackHours: r.int('FEED_WARMER_LOOKBACK_HOURS', 72, 1, 24 * 365),
       decay: r.number('FEED_WARMER_DECAY', 0.95, DECAY),
     },
+    security: secure.security,
   };
+  // The Redis password leaves the URL, so no log line or error that quotes config.redisUrl carries it.
+  config.redisUrl = withoutPassword(config.redisUrl);
+  config.clickhouse.password = secure.clickhousePassword;
 
   if (config.backoff.maxSec < config.backoff.baseSec) {
     r.problems.push({
       name: 'BACKOFF_MAX_SEC',
       value: env.BACKOFF_MAX_SEC,
       expected: `a number >= BACKOFF_BASE_SEC (${config.backoff.baseSec})`,
+    });
+  }
+  if (config.dlq.maxRecordBytes > config.dlq.spoolMaxBytes) {
+    r.problems.push({
+      name: 'DLQ_MAX_RECORD_BYTES',
+      value: env.DLQ_MAX_RECORD_BYTES,
+      expected: `at most DLQ_SPOOL_MAX_BYTES (${config.dlq.spoolMaxBytes}), so a record always fits the spool`,
     });
   }
   return { config, problems: r.problems };

@@ -1,8 +1,10 @@
 import { EXIT, UsageError, type Command, type ProcessIO } from './commands/command.js';
 import { ConfigError, parseConfig, type Config } from './config.js';
+import { logConfigWarnings } from './config-warnings.js';
 import type { RegisteredJob } from './jobs/registration.js';
 import { prepareSidecar } from './sidecar.js';
 import { createLogger } from './observability/logger.js';
+import { createRedactor, redactedIo } from './observability/redact.js';
 import { runCommand } from './commands/run.js';
 import { jobsCommand } from './commands/jobs.js';
 import { dlqCommand } from './commands/dlq.js';
@@ -28,8 +30,9 @@ const COMMANDS: Record<string, CommandSpec> = {
     needsJobs: true,
   },
   jobs: {
-    usage: 'jobs',
-    summary: "print each job's origin, schedule, next run and config",
+    usage: 'jobs [--check]',
+    summary:
+      "print each job's origin, schedule, next run and config; --check: JOBS_FILE's queries against ClickHouse",
     run: jobsCommand,
     needsJobs: true,
   },
@@ -108,7 +111,11 @@ export async function main(
     }
     throw err;
   }
-  const log = createLogger(config.logLevel);
+  // Everything this process writes passes the redactor: logs, command output, error messages.
+  const redact = createRedactor(config.security.secrets);
+  io = redactedIo(io, redact);
+  const log = createLogger(config.logLevel, undefined, redact);
+  logConfigWarnings(log, env, config, spec.needsJobs ? { jobs } : {});
   try {
     return await spec.run({ args, config, log, io, jobs });
   } catch (err) {

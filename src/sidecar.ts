@@ -1,6 +1,8 @@
 import type { Logger } from 'pino';
 import { App } from './app.js';
 import { ConfigError, readConfig, type Config, type Env } from './config.js';
+import { logConfigWarnings } from './config-warnings.js';
+import { checkJobsFileAtStart } from './declarative/deploy-check.js';
 import { builtInEntries } from './jobs/built-in.js';
 import type { RefreshJob } from './jobs/define.js';
 import {
@@ -12,6 +14,7 @@ import {
 } from './jobs/registration.js';
 import { JOB_SOURCES } from './jobs/sources.js';
 import { createLogger } from './observability/logger.js';
+import { createRedactor } from './observability/redact.js';
 
 /** The configuration and the registered jobs of one sidecar, checked before anything connects. */
 export interface PreparedSidecar {
@@ -82,7 +85,9 @@ export interface SidecarJob {
 export interface Sidecar {
   /**
    * Checks the configuration and loads every job (throws `ConfigError` listing every problem, before
-   * connecting), then opens the DLQ spool, serves HTTP (`HTTP_HOST`:`HTTP_PORT`) and starts scheduling.
+   * connecting), checks `JOBS_FILE`'s queries against ClickHouse (a query that does not compile or
+   * lacks a column its output names is a `ConfigError` too; an unreachable ClickHouse is only logged),
+   * then opens the DLQ spool, serves HTTP (`HTTP_HOST`:`HTTP_PORT`) and starts scheduling.
    * A dependency that is down does not fail it: runs fail and are dead-lettered instead.
    * @throws ConfigError, or the error of binding the HTTP port / locking the spool.
    */
@@ -116,7 +121,14 @@ export function createSidecar(opts: SidecarOptions): Sidecar {
   const start = async (): Promise<void> => {
     const prepared = await prepareSidecar(opts);
     if (stopped) return;
-    const log = opts.log ?? createLogger(prepared.config.logLevel);
+    // Its own logger redacts the configured secrets, as the command line's does; an embedder's is its own.
+    const log =
+      opts.log ??
+      createLogger(prepared.config.logLevel, undefined, createRedactor(prepared.config.security.secrets));
+    logConfigWarnings(log, opts.env, prepared.config, { jobs: prepared.jobs });
+    // The deploy-time check of JOBS_FILE's queries, as `run` does it: a wrong query fails the start.
+    const problems = await checkJobsFileAtStart(prepared.config, log, opts.cwd);
+    if (problems.length > 0) throw new ConfigError([], problems);
     const started = new App({ config: prepared.config, log, jobs: prepared.jobs });
     app = started;
     try {

@@ -9,9 +9,22 @@ import type { Fence } from './writer.js';
  * Takes the lease only if nobody holds it, stamping it with a fresh fencing epoch (INCR never goes
  * back, so a newer leader's token always differs from any older one's). KEYS: lease, epoch counter.
  * ARGV: replica id, lease ms. Returns the token taken, or false.
+ *
+ * A lease that already holds one of OUR tokens (`<epoch>:<our replica id>`) is ours: an earlier acquire
+ * whose reply we never saw (it timed out on our side while Redis was frozen, then ran when Redis
+ * thawed). It is extended and its token returned; otherwise nobody would lead until it expired. The
+ * replica id is unique per process, so no other replica can ever match it.
  */
 const ACQUIRE = `
-if redis.call('EXISTS', KEYS[1]) == 1 then return false end
+local current = redis.call('GET', KEYS[1])
+if current then
+  local suffix = ':' .. ARGV[1]
+  if string.sub(current, -string.len(suffix)) == suffix then
+    redis.call('PEXPIRE', KEYS[1], ARGV[2])
+    return current
+  end
+  return false
+end
 local epoch = redis.call('INCR', KEYS[2])
 local token = epoch .. ':' .. ARGV[1]
 redis.call('SET', KEYS[1], token, 'PX', ARGV[2])
@@ -31,6 +44,9 @@ const RELEASE = `
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 `;
+
+/** How soon a failed acquire or renewal is tried again (at most a third of the lease). */
+const RETRY_AFTER_FAILURE_MS = 1000;
 
 export interface LeaderLeaseOptions {
   redis: Pick<Redis, 'eval'>;
@@ -55,13 +71,19 @@ export class LeaderLease {
   readonly replicaId: string;
   readonly #o: LeaderLeaseOptions;
   #token: string | undefined;
-  /** Local deadline of the current lease, measured from the start of the last successful renewal. */
+  /**
+   * Local deadline of the current lease in monotonic ms, measured from the start of the last
+   * successful renewal: a wall-clock step must neither keep a replica leading past its lease nor cut
+   * it short.
+   */
   #validUntil = 0;
   #timer: TimerHandle | undefined;
   /** Fires at `#validUntil`: stepping down exactly then, not at the next renewal attempt. */
   #deadline: TimerHandle | undefined;
   #stopped = false;
   #inFlight: Promise<void> = Promise.resolve();
+  /** Lease calls failed in a row (Redis unreachable or frozen). */
+  #failedCalls = 0;
 
   constructor(opts: LeaderLeaseOptions) {
     this.#o = opts;
@@ -69,7 +91,7 @@ export class LeaderLease {
   }
 
   get isLeader(): boolean {
-    return this.#token !== undefined && this.#o.clock.now() < this.#validUntil;
+    return this.#token !== undefined && this.#o.clock.monotonic() < this.#validUntil;
   }
 
   /** The fence cache writers check: the lease key and, while leader, the token it must still hold. */
@@ -109,14 +131,18 @@ export class LeaderLease {
   #schedule(ms: number): void {
     if (this.#stopped) return;
     this.#timer = this.#o.clock.setTimer(ms, () => {
-      this.#inFlight = this.#cycle().finally(() => {
-        this.#schedule(Math.max(250, Math.floor(this.#o.leaseMs / 3)));
+      this.#inFlight = this.#cycle().then((answered) => {
+        const every = Math.max(250, Math.floor(this.#o.leaseMs / 3));
+        // After a failed call, try again soon: when Redis comes back, leadership should follow within
+        // about a second, not a third of a lease later.
+        this.#schedule(answered ? every : Math.min(every, RETRY_AFTER_FAILURE_MS));
       });
     });
   }
 
-  async #cycle(): Promise<void> {
-    const started = this.#o.clock.now();
+  /** One acquire or renew; false when Redis did not answer (an error or a timeout). */
+  async #cycle(): Promise<boolean> {
+    const started = this.#o.clock.monotonic();
     try {
       if (this.#token === undefined) {
         const token = await this.#o.redis.eval(
@@ -133,7 +159,7 @@ export class LeaderLease {
           this.#o.log.info({ token }, 'became leader');
           this.#o.onChange(true);
         }
-        return;
+        return this.#answered();
       }
       const renewed = await this.#o.redis.eval(RENEW, 1, this.#o.key, this.#token, String(this.#o.leaseMs));
       if (renewed === 1) {
@@ -143,19 +169,32 @@ export class LeaderLease {
       } else {
         this.#stepDown('lease held by another replica');
       }
+      return this.#answered();
     } catch (err) {
-      this.#o.log.warn({ err }, 'leader lease renewal failed');
+      // Retried every second while Redis is away: warn once per outage, not once per attempt.
+      if (this.#failedCalls++ === 0) this.#o.log.warn({ err }, 'leader lease renewal failed');
+      else this.#o.log.debug({ err, failed_calls: this.#failedCalls }, 'leader lease renewal failed');
+      return false;
     } finally {
-      if (this.#token !== undefined && this.#o.clock.now() >= this.#validUntil) {
+      if (this.#token !== undefined && this.#o.clock.monotonic() >= this.#validUntil) {
         this.#stepDown('lease expired before it could be renewed');
       }
     }
   }
 
+  /** Redis answered a lease call: ends a streak of failed calls. */
+  #answered(): true {
+    if (this.#failedCalls > 0) {
+      this.#o.log.info({ failed_calls: this.#failedCalls }, 'redis answers lease calls again');
+    }
+    this.#failedCalls = 0;
+    return true;
+  }
+
   #extend(from: number): void {
     this.#validUntil = from + this.#o.leaseMs;
     this.#deadline?.cancel();
-    this.#deadline = this.#o.clock.setTimer(this.#validUntil - this.#o.clock.now(), () => {
+    this.#deadline = this.#o.clock.setTimer(this.#validUntil - this.#o.clock.monotonic(), () => {
       this.#stepDown('lease expired before it could be renewed');
     });
   }

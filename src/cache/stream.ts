@@ -1,4 +1,5 @@
 import type { ResultSet } from '@clickhouse/client';
+import { streamLines } from '../clickhouse/result-stream.js';
 import { yieldToLoop, type CacheEntry, type CacheWriter } from './writer.js';
 
 /** Entries per write by default: a few thousand keys per pipeline amortise round trips cheaply. */
@@ -6,7 +7,7 @@ const DEFAULT_CHUNK = 2000;
 
 /** What `writeStream` needs of a run: its writer, its TTL and its signal (a `RunContext` has all three). */
 export interface StreamTarget {
-  readonly cache: CacheWriter;
+  readonly cache: Pick<CacheWriter, 'write'>;
   readonly settings: { readonly ttlSec: number };
   readonly signal: AbortSignal;
 }
@@ -45,11 +46,14 @@ export async function writeStream(
  * The rows of a `JSONEachRow` query, one parsed object at a time, pulled from the response stream as
  * they are consumed (for `writeStream`). 64-bit integers arrive as strings unless the query says
  * otherwise (`output_format_json_quote_64bit_integers`).
+ *
+ * @throws the server's error (a `ClickHouseError`) when the query fails after rows were sent.
  */
 export async function* eachRow<T = Record<string, unknown>>(
   result: ResultSet<'JSONEachRow'>,
 ): AsyncGenerator<T> {
-  for await (const rows of result.stream<T>()) {
-    for (const row of rows) yield row.json();
+  // streamLines throws a server exception sent mid-result instead of handing it over as a row.
+  for await (const lines of streamLines(result)) {
+    for (const line of lines) if (line !== '') yield JSON.parse(line) as T;
   }
 }

@@ -1,22 +1,37 @@
 import type { Redis } from 'ioredis';
+import { FencedError, requireToken, throwFirstError, type Fence } from './fence.js';
+import { replaceHashes, replaceSortedSet, type HashEntry, type ScoredMember } from './replace.js';
+
+export { FencedError, type Fence } from './fence.js';
+export type { HashEntry, ScoredMember } from './replace.js';
 
 export interface CacheEntry {
   key: string;
   value: string;
 }
 
-/** What jobs may do to Redis: replace values, with a TTL, and nothing else (never delete). */
+/**
+ * What jobs may do to Redis: replace values, with a TTL, and nothing else (a job never deletes a key
+ * except by replacing it with an empty result). Every method is fenced when the writer has a fence.
+ */
 export interface CacheWriter {
   /**
    * Writes every entry with `SET key value EX ttlSec`, in pipelined chunks, checking `signal` before
    * each chunk and yielding to the event loop between chunks. Returns the number of keys written.
    */
   write(entries: readonly CacheEntry[], ttlSec: number, signal: AbortSignal): Promise<number>;
-}
-
-/** Thrown when the fence check inside Redis rejects a write: this replica is no longer the leader. */
-export class FencedError extends Error {
-  override readonly name = 'FencedError';
+  /**
+   * Replaces the sorted set at `key` with `members` atomically for readers (built aside, then renamed
+   * over it); an empty list removes the key. Returns the number of distinct members written.
+   */
+  replaceSortedSet(
+    key: string,
+    members: readonly ScoredMember[],
+    ttlSec: number,
+    signal: AbortSignal,
+  ): Promise<number>;
+  /** Replaces each hash whole, atomically for readers. Returns the number of hashes written. */
+  replaceHashes(entries: readonly HashEntry[], ttlSec: number, signal: AbortSignal): Promise<number>;
 }
 
 /**
@@ -34,18 +49,6 @@ for i = 2, #KEYS do
 end
 return #KEYS - 1
 `;
-
-export interface Fence {
-  /** The lease key. */
-  key: string;
-  /** This replica's current lease value, or undefined when it does not hold the lease. */
-  token: () => string | undefined;
-  /**
-   * Called when Redis rejected a write: this replica must step down now (which aborts its runs)
-   * rather than at its next renewal.
-   */
-  lost: () => void;
-}
 
 /** Keys per Lua call or per plain pipeline chunk: large enough to amortise round trips, small enough
  * that one script never blocks Redis for long. */
@@ -72,6 +75,19 @@ export class RedisCacheWriter implements CacheWriter {
     return written;
   }
 
+  replaceSortedSet(
+    key: string,
+    members: readonly ScoredMember[],
+    ttlSec: number,
+    signal: AbortSignal,
+  ): Promise<number> {
+    return replaceSortedSet(this.redis, this.fence, { key, members, ttlSec, signal });
+  }
+
+  replaceHashes(entries: readonly HashEntry[], ttlSec: number, signal: AbortSignal): Promise<number> {
+    return replaceHashes(this.redis, this.fence, { entries, ttlSec, signal });
+  }
+
   async #plain(entries: readonly CacheEntry[], ttl: string): Promise<number> {
     const pipeline = this.redis.pipeline();
     for (const e of entries) pipeline.set(e.key, e.value, 'EX', ttl);
@@ -80,11 +96,7 @@ export class RedisCacheWriter implements CacheWriter {
   }
 
   async #fenced(entries: readonly CacheEntry[], ttl: string, fence: Fence): Promise<number> {
-    const token = fence.token();
-    if (token === undefined) {
-      fence.lost();
-      throw new FencedError('not the leader: cache write refused');
-    }
+    const token = requireToken(fence, 'cache write');
     const pipeline = this.redis.pipeline();
     for (let i = 0; i < entries.length; i += KEYS_PER_CALL) {
       const chunk = entries.slice(i, i + KEYS_PER_CALL);
@@ -105,17 +117,6 @@ export class RedisCacheWriter implements CacheWriter {
       throw err;
     }
     return entries.length;
-  }
-}
-
-function throwFirstError(results: [Error | null, unknown][] | null): void {
-  if (results === null) throw new Error('redis pipeline was discarded');
-  for (const [err] of results) {
-    if (err) {
-      if (err.message.includes('FENCED'))
-        throw new FencedError('cache write rejected by the leader fence', { cause: err });
-      throw err;
-    }
   }
 }
 

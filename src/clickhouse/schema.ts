@@ -51,10 +51,19 @@ export const KNOWN_EVENT_TYPE = `event_type IN (${EVENT_TYPES.map((t) => `'${t}'
 export const WEIGHT_X10_SQL = `multiIf(${EVENT_TYPES.map((t) => `event_type = '${t}', ${EVENT_WEIGHTS_X10[t]}`).join(', ')}, 0)`;
 
 /**
- * Bad data the trending jobs skip and count: an unknown event type, or the reserved post id 0 (what a
- * producer's missing id turns into when coerced to UInt64).
+ * Bad data, the one rule every job follows (README "What the jobs compute"): a row with a zero id (what
+ * a producer's missing id turns into when coerced to UInt64), an unknown event type or an unknown
+ * relationship status is skipped, counted in the run's `skipped_rows`, and never scores a post, makes
+ * a user active, nor becomes a follow, a candidate or a feed entry. These predicates, on the tables'
+ * own column names, are the rule's only statement in SQL.
  */
-export const BAD_EVENT_SQL = `(post_id = 0 OR NOT ${KNOWN_EVENT_TYPE})`;
+export const BAD_EVENT_SQL = `(post_id = 0 OR author_id = 0 OR user_id = 0 OR NOT ${KNOWN_EVENT_TYPE})`;
+export const GOOD_EVENT_SQL = `NOT ${BAD_EVENT_SQL}`;
+
+/** CONTRACT §3's relationship statuses; any other is bad data. */
+export const RELATIONSHIP_STATUSES = ['active', 'removed'] as const;
+export const BAD_RELATIONSHIP_SQL = `(follower_id = 0 OR followee_id = 0 OR status NOT IN (${RELATIONSHIP_STATUSES.map((t) => `'${t}'`).join(', ')}))`;
+export const BAD_POST_SQL = '(post_id = 0 OR author_id = 0)';
 
 /**
  * Bucket start as plain integer arithmetic on the unix time, so buckets are UTC minutes and hours
@@ -76,8 +85,8 @@ export function rollupSelectSql(rollup: Rollup, where = ''): string {
     countIf(event_type = 'post_share') AS shares,
     countIf(NOT ${KNOWN_EVENT_TYPE}) AS unknown,
     countIf(${BAD_EVENT_SQL}) AS bad,
-    sum(${WEIGHT_X10_SQL}) AS weight_x10,
-    sum(${WEIGHT_X10_SQL} * (toUInt32(event_time) % ${b})) AS weight_x10_sec
+    sumIf(${WEIGHT_X10_SQL}, ${GOOD_EVENT_SQL}) AS weight_x10,
+    sumIf(${WEIGHT_X10_SQL} * (toUInt32(event_time) % ${b}), ${GOOD_EVENT_SQL}) AS weight_x10_sec
   FROM post_events
   ${where}
   GROUP BY bucket, post_id`;
@@ -206,7 +215,12 @@ export interface MigrateReport {
   created: string[];
   /** Objects that were already there. */
   existing: string[];
-  /** True when the rollups count fewer events than `post_events` holds: run `backfillRollups`. */
+  /** Views that existed with an older SELECT and now aggregate as this version does. */
+  updated: string[];
+  /**
+   * True when the rollups count fewer events than `post_events` holds, or a view's SELECT changed
+   * (the rows it wrote before follow the old rule): run `backfillRollups`.
+   */
   backfillAdvised: boolean;
 }
 
@@ -217,6 +231,7 @@ export async function migrate(client: ClickHouseClient, signal?: AbortSignal): P
   for (const m of MIGRATIONS) await client.command({ query: m.sql, ...opts });
   const created = MIGRATIONS.filter((m) => !before.has(m.name)).map((m) => m.name);
   const existing = MIGRATIONS.filter((m) => before.has(m.name)).map((m) => m.name);
+  const updated = await updateViewQueries(client, before, signal);
 
   // Every raw row is counted in exactly one column of each rollup, so equal totals mean the views have
   // seen every row; a shortfall is data loaded before the views existed.
@@ -230,8 +245,44 @@ export async function migrate(client: ClickHouseClient, signal?: AbortSignal): P
   });
   const [row] = await counts.json<{ raw: string; minute: string; hour: string }>();
   const backfillAdvised =
-    row !== undefined && (Number(row.minute) < Number(row.raw) || Number(row.hour) < Number(row.raw));
-  return { created, existing, backfillAdvised };
+    updated.length > 0 ||
+    (row !== undefined && (Number(row.minute) < Number(row.raw) || Number(row.hour) < Number(row.raw)));
+  return { created, existing, updated, backfillAdvised };
+}
+
+/**
+ * `CREATE … IF NOT EXISTS` leaves a view made by an older version as it was. Each existing rollup view
+ * is given this version's SELECT (`MODIFY QUERY` is atomic: no insert goes unaggregated meanwhile);
+ * the server's normalised text before and after tells whether anything changed.
+ */
+async function updateViewQueries(
+  client: ClickHouseClient,
+  existedBefore: ReadonlySet<string>,
+  signal?: AbortSignal,
+): Promise<string[]> {
+  const opts = signal ? { abort_signal: signal } : {};
+  const updated: string[] = [];
+  for (const rollup of Object.values(ROLLUPS)) {
+    if (!existedBefore.has(rollup.view)) continue;
+    const was = await viewSelect(client, rollup.view, signal);
+    await client.command({
+      // The view name and its SELECT are this module's constants; DDL takes no parameter here.
+      query: `ALTER TABLE ${rollup.view} MODIFY QUERY ${rollupSelectSql(rollup)}`,
+      ...opts,
+    });
+    if ((await viewSelect(client, rollup.view, signal)) !== was) updated.push(rollup.view);
+  }
+  return updated;
+}
+
+async function viewSelect(client: ClickHouseClient, view: string, signal?: AbortSignal): Promise<string> {
+  const result = await client.query({
+    query: 'SELECT as_select FROM system.tables WHERE database = currentDatabase() AND name = {view:String}',
+    query_params: { view },
+    format: 'JSONEachRow',
+    ...(signal ? { abort_signal: signal } : {}),
+  });
+  return (await result.json<{ as_select: string }>())[0]?.as_select ?? '';
 }
 
 async function existingTables(client: ClickHouseClient, signal?: AbortSignal): Promise<string[]> {

@@ -16,7 +16,7 @@ export async function dlqCommand({ args, config, log, io }: CommandInput): Promi
   const dlqLog = log.child({ component: 'dlq' });
   let spool: DlqSpool;
   try {
-    spool = await DlqSpool.open(config.kafka.spoolDir, dlqLog);
+    spool = await DlqSpool.open(config.kafka.spoolDir, dlqLog, { maxBytes: config.dlq.spoolMaxBytes });
   } catch (err) {
     if (err instanceof SpoolLockedError) {
       // The running sidecar delivers its spool itself; two deliverers would send records twice.
@@ -38,7 +38,12 @@ export async function dlqCommand({ args, config, log, io }: CommandInput): Promi
     const transport = new KafkaDlqTransport(kafka, config.kafka.dlqTopic, dlqLog);
     try {
       if (spool.pending > 0) await transport.ensureTopic();
-      const publisher = new DlqPublisher({ transport, spool, log: dlqLog });
+      const publisher = new DlqPublisher({
+        transport,
+        spool,
+        log: dlqLog,
+        maxRecordBytes: config.dlq.maxRecordBytes,
+      });
       const { delivered, remaining, error } = await publisher.flush();
       await publisher.close();
       if (error !== undefined) dlqLog.error({ err: error }, 'dlq replay stopped by a kafka error');

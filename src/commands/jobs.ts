@@ -1,13 +1,21 @@
 import { Cron } from 'croner';
 import { describeOrigin } from '../jobs/registration.js';
 import { describeSchedule, nextFireAt, type Schedule } from '../runner/schedule.js';
-import { EXIT, type CommandInput } from './command.js';
+import { EXIT, parseCommandArgs, type CommandInput } from './command.js';
+import { jobsCheckCommand } from './jobs-check.js';
 
 /**
  * Prints every registered job (built-in, a program's, JOB_MODULES, JOBS_FILE) with its origin,
- * schedule, next run and settings, without connecting to anything.
+ * schedule, next run and settings, without connecting to anything; with `--check`, checks JOBS_FILE's
+ * queries against ClickHouse instead (jobs-check.ts).
  */
-export function jobsCommand({ config, io, jobs }: CommandInput): Promise<number> {
+export function jobsCommand(input: CommandInput): Promise<number> {
+  const { values } = parseCommandArgs({
+    args: input.args,
+    options: { check: { type: 'boolean', default: false } },
+  });
+  if (values.check) return jobsCheckCommand(input);
+  const { config, io, jobs } = input;
   const now = Date.now();
   const rows = jobs.map(({ job, settings: s, origin }) => {
     const schedule: Schedule =

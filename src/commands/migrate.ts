@@ -14,7 +14,10 @@ export async function withMigratedDatabase<T>(
   fn: (client: ClickHouseClient) => Promise<T>,
   signal?: AbortSignal,
 ): Promise<T> {
-  const bootstrap = createClickHouse({ clickhouse: { ...config.clickhouse, database: 'default' } });
+  const bootstrap = createClickHouse({
+    ...config,
+    clickhouse: { ...config.clickhouse, database: 'default' },
+  });
   try {
     await ensureDatabase(bootstrap, config.clickhouse.database, signal);
   } finally {
@@ -62,6 +65,8 @@ export async function migrateCommand(input: CommandInput): Promise<number> {
           `migrate: database ${db}: created ${report.created.length} (${report.created.join(', ') || '-'}), ` +
             `${report.existing.length} already present\n`,
         );
+        if (report.updated.length > 0)
+          io.stdout(`migrate: updated the SELECT of ${report.updated.join(', ')}\n`);
         if (values.backfill) {
           const started = Date.now();
           const result = await backfillRollups(client, {
@@ -76,7 +81,8 @@ export async function migrateCommand(input: CommandInput): Promise<number> {
           io.stdout(`backfill: done in ${Date.now() - started} ms\n`);
         } else if (report.backfillAdvised) {
           io.stderr(
-            'migrate: post_events holds rows that the rollups do not: run `cache-refresher migrate --backfill`\n',
+            'migrate: the rollups do not match post_events (rows loaded before the views, or a view ' +
+              'updated above): run `cache-refresher migrate --backfill`\n',
           );
         }
       },

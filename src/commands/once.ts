@@ -60,7 +60,8 @@ export async function onceCommand(input: CommandInput): Promise<number> {
   // A one-off run is an operator's explicit act, like a manual trigger: it does not contend for the
   // lease (a running sidecar holds it) and writes unfenced; both writers compute from the same data.
   const config = { ...input.config, leader: { ...input.config.leader, enabled: false } };
-  const app = new App({ config, log, jobs: input.jobs });
+  // Beside a running sidecar (which owns the spool) the record goes straight to Kafka.
+  const app = new App({ config, log, jobs: input.jobs, spoolBusy: 'direct' });
   try {
     if (!app.runner.has(jobId)) {
       io.stderr(
@@ -72,8 +73,8 @@ export async function onceCommand(input: CommandInput): Promise<number> {
       // A failed one-off run gets its dead-letter record like any other run.
       await app.startDlq();
     } catch (err) {
-      // Typically a sidecar on this host holds the spool's lock: run anyway; the App then writes a
-      // failed run's record to the log.
+      // The spool directory is unusable (not writable, say): run anyway; the App then writes a failed
+      // run's record to the log.
       log.warn({ err }, 'once: DLQ spool unavailable; a failed run is recorded in the log only');
     }
     const ended = new Promise<RunEnded>((resolve) => {

@@ -53,6 +53,12 @@ export class KafkaDlqTransport implements DlqTransport {
     const admin = this.#kafka.admin();
     try {
       await admin.connect();
+      // Asking first: creating a topic that exists makes kafkajs log the broker's refusal at error level
+      // on every start-up. (A topic created between the two calls is reported as existing, harmlessly.)
+      if ((await admin.listTopics()).includes(this.topic)) {
+        this.#log.info({ topic: this.topic, created: false }, 'dlq topic checked');
+        return;
+      }
       const created = await admin.createTopics({
         topics: [{ topic: this.topic }],
         waitForLeaders: true,
@@ -79,9 +85,34 @@ export class KafkaDlqTransport implements DlqTransport {
     });
   }
 
-  async close(): Promise<void> {
-    await this.#producer.disconnect();
+  /**
+   * Disconnects, but waits at most `deadlineMs` (default 3 s): kafkajs's disconnect waits for every
+   * pending request without limit, which against a frozen broker (SIGSTOP, a hung VM) is minutes. After
+   * the deadline the producer is abandoned; records not yet acknowledged are still in the spool.
+   */
+  async close(deadlineMs = 3_000): Promise<void> {
     this.#connected = false;
+    let timer: NodeJS.Timeout | undefined;
+    const deadline = new Promise<'deadline'>((resolve) => {
+      timer = setTimeout(() => {
+        resolve('deadline');
+      }, deadlineMs);
+    });
+    const disconnect = this.#producer.disconnect().then(
+      () => 'closed' as const,
+      (err: unknown) => {
+        this.#log.warn({ err }, 'kafka producer disconnect failed');
+        return 'closed' as const;
+      },
+    );
+    const outcome = await Promise.race([disconnect, deadline]);
+    clearTimeout(timer);
+    if (outcome === 'deadline') {
+      this.#log.warn(
+        { deadline_ms: deadlineMs },
+        'kafka producer did not disconnect in time; abandoning it (undelivered records stay spooled)',
+      );
+    }
   }
 
   #connect(): Promise<void> {

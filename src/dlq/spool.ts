@@ -1,63 +1,128 @@
-import { randomUUID } from 'node:crypto';
-import { mkdir, open, readFile, rename, unlink, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { DLQ_SCHEMA, type DlqRecord } from './record.js';
+import { errnoCode, nodeSpoolFs, type SpoolFile, type SpoolFs } from './spool-files.js';
+import { SpoolLock } from './spool-lock.js';
+import { appendRejected } from './rejected-file.js';
+import { SpoolOffsetFile } from './spool-offset.js';
+
+export { SpoolLockedError, type LockHolder } from './spool-lock.js';
+
+/** Default bound of the spool file: `DLQ_SPOOL_MAX_BYTES`. */
+export const DEFAULT_SPOOL_MAX_BYTES = 256 * 1024 * 1024;
+
+export interface DlqSpoolOptions {
+  /** The largest the data file may grow, in bytes (default 256 MiB); a record that would pass it is refused. */
+  maxBytes?: number;
+  /** File operations (default: the real file system); unit tests inject faults here. */
+  fs?: SpoolFs;
+  /** Lock timing (defaults: stale after 20 s, heartbeat every 5 s). */
+  lock?: { staleMs?: number; heartbeatMs?: number };
+}
+
+/** One record read from the spool and the offset just past its line (commit it once it is delivered). */
+export interface SpooledRecord {
+  record: DlqRecord;
+  end: number;
+}
+
+/**
+ * The spool cannot take a record: it would pass `DLQ_SPOOL_MAX_BYTES`, the disk is full, or the spool
+ * is unusable (closed, lock lost). The caller drops the record (counted and logged in full).
+ */
+export class SpoolRefusedError extends Error {
+  override readonly name = 'SpoolRefusedError';
+  constructor(
+    message: string,
+    readonly reason: 'full' | 'disk_full' | 'io_error' | 'unavailable',
+    options?: ErrorOptions,
+  ) {
+    super(message, options);
+  }
+}
 
 /**
  * The durable side of the dead-letter queue (CONTRACT §5): records Kafka could not take wait here, in
- * `DLQ_SPOOL_DIR`, until the flusher delivers them, oldest first.
+ * `DLQ_SPOOL_DIR`, until the flusher delivers them, oldest first. The files are the truth; the memory
+ * state (size, acknowledged offset, pending count) is always derived from what is durably in them.
  *
- * Layout (one directory, one writer):
- * - `spool.jsonl`: append-only, one JSON record per line, every append fsync'd before it counts.
- * - `spool.offset`: `{"offset": n}`, the byte offset up to which records were acknowledged by Kafka.
- *   It is replaced atomically (write a temp file, fsync, rename, fsync the directory), so it is always
- *   either the old or the new value.
- * - `spool.lock`: the pid of the process that owns the spool, so `dlq replay` and a running sidecar never
- *   deliver the same records twice at once.
+ * Layout (one directory, one process at a time, see `SpoolLock`):
+ * - `spool.jsonl`: one JSON record per line, written at the known end of the file and fsync'd before an
+ *   append counts. An append that fails part-way (ENOSPC, EIO) is truncated back, so the file always ends
+ *   on a complete line; if even that fails, the next append truncates first or is refused.
+ * - `spool.offset`: `{"offset": n}`, the byte offset up to which Kafka acknowledged the records; replaced
+ *   atomically (temp file, fsync, rename, fsync of the directory). An empty, torn or otherwise invalid
+ *   offset is logged and read as 0: everything is delivered again (at-least-once), never a crash.
+ * - `rejected.jsonl`: records the broker refused permanently, each with the broker's error.
+ * - `spool.lock`: who owns the spool (host, random id, heartbeat).
  *
- * Crash safety: an append cut short by `kill -9` leaves a last line without its newline. On open that
- * fragment is terminated with a newline (so the next append starts on a line of its own instead of being
- * glued to the fragment), then skipped and counted like any other unparsable line. Its run never got an
- * fsync'd record, so nothing acknowledged is lost.
+ * Acknowledged offsets are kept in memory even when writing `spool.offset` fails (disk full): the
+ * flusher then retries the write with backoff and sends nothing new meanwhile, so no batch is resent
+ * in a loop; a crash before the write succeeds delivers those records once more on restart.
  *
- * Delivery is at-least-once: a crash after Kafka acknowledged a batch but before the offset file was
- * replaced delivers that batch again on restart. Consumers deduplicate on `run_id`.
- *
- * When everything is acknowledged the data file is truncated (compaction). A crash between the
- * truncation and the offset reset leaves an offset beyond the end of the file, which open() recognises
- * and resets.
+ * Compaction (once everything is acknowledged) resets the offset to 0 first, then truncates the file.
+ * A crash between the two redelivers the file's records once (duplicates, never a loss); the other
+ * order could, after a failed offset reset, skip records appended later.
  */
 export class DlqSpool {
   readonly #dir: string;
   readonly #log: Logger;
+  readonly #fs: SpoolFs;
+  readonly #maxBytes: number;
   readonly #dataPath: string;
-  readonly #offsetPath: string;
-  readonly #lockPath: string;
-  #fh: FileHandle | undefined;
-  /** Bytes of the data file, all of them complete lines. */
+  readonly #offsetFile: SpoolOffsetFile;
+  readonly #rejectedPath: string;
+  readonly #lock: SpoolLock;
+  #file: SpoolFile | undefined;
+  /** Bytes of the data file that hold complete, fsync'd lines. */
   #size = 0;
-  /** Byte offset up to which records are acknowledged. */
-  #committed = 0;
+  /** Set when a failed append may have left bytes past `#size`: the next append truncates first. */
+  #tailDirty = false;
+  /** Offset acknowledged by Kafka (in memory; may be ahead of the offset file, see `#offsetDirty`). */
+  #acked = 0;
+  /** The acknowledged offset could not be written to `spool.offset` yet. */
+  #offsetDirty = false;
   #pending = 0;
   #corrupt = 0;
-  /** Set when an append may have left a partial line, so the next one starts on a fresh line. */
-  #needsNewline = false;
+  #rejected = 0;
+  #lost = false;
   /** Serialises file operations: appends, reads and commits never interleave. */
   #queue: Promise<unknown> = Promise.resolve();
 
-  private constructor(dir: string, log: Logger) {
+  private constructor(dir: string, log: Logger, opts: DlqSpoolOptions) {
     this.#dir = dir;
     this.#log = log;
+    this.#fs = opts.fs ?? nodeSpoolFs;
+    this.#maxBytes = opts.maxBytes ?? DEFAULT_SPOOL_MAX_BYTES;
     this.#dataPath = path.join(dir, 'spool.jsonl');
-    this.#offsetPath = path.join(dir, 'spool.offset');
-    this.#lockPath = path.join(dir, 'spool.lock');
+    this.#offsetFile = new SpoolOffsetFile(dir, this.#fs, log);
+    this.#rejectedPath = path.join(dir, 'rejected.jsonl');
+    this.#lock = new SpoolLock(dir, {
+      fs: this.#fs,
+      log,
+      ...opts.lock,
+      onLost: () => {
+        // Someone took the spool over (we were presumed dead): stop writing to files that are theirs.
+        this.#lost = true;
+      },
+    });
   }
 
-  /** Opens (creating if needed) the spool in `dir`, taking its lock and recovering from a crash. */
-  static async open(dir: string, log: Logger): Promise<DlqSpool> {
-    const spool = new DlqSpool(path.resolve(dir), log);
-    await spool.#open();
+  /**
+   * Opens (creating if needed) the spool in `dir`: takes its lock (throws `SpoolLockedError` naming the
+   * holder if another live process has it), removes temp files of an interrupted offset write, drops a
+   * torn last line and counts the pending records.
+   */
+  static async open(dir: string, log: Logger, opts: DlqSpoolOptions = {}): Promise<DlqSpool> {
+    const spool = new DlqSpool(path.resolve(dir), log, opts);
+    await spool.#fs.mkdir(spool.#dir);
+    await spool.#lock.acquire();
+    try {
+      await spool.#open();
+    } catch (err) {
+      await spool.#closeFiles();
+      throw err;
+    }
     return spool;
   }
 
@@ -75,141 +140,244 @@ export class DlqSpool {
     return this.#corrupt;
   }
 
-  /** Appends one record durably: when this resolves the record survives `kill -9` and power loss. */
+  /** Records moved to `rejected.jsonl` by this process. */
+  get rejected(): number {
+    return this.#rejected;
+  }
+
+  /** Bytes in the data file (delivered or not, until compaction). */
+  get bytes(): number {
+    return this.#size;
+  }
+
+  /** True while an acknowledged offset still has to be written (call `persistOffset`). */
+  get offsetDirty(): boolean {
+    return this.#offsetDirty;
+  }
+
+  /** The lock holder identity of this process. */
+  get holder(): { id: string; host: string; pid: number } {
+    const { id, host, pid } = this.#lock.holder;
+    return { id, host, pid };
+  }
+
+  /**
+   * Appends one record durably: when this resolves the record survives `kill -9` and power loss. Throws
+   * `SpoolRefusedError` when it cannot (bound reached, disk full, I/O error, spool lost); the file then
+   * still ends on the last complete record and nothing else changed.
+   */
   append(record: DlqRecord): Promise<void> {
     return this.#serial(async () => {
-      const fh = this.#handle();
-      const text = (this.#needsNewline ? '\n' : '') + JSON.stringify(record) + '\n';
-      const bytes = Buffer.from(text, 'utf8');
-      try {
-        await writeAll(fh, bytes);
-        await fh.datasync();
-      } catch (err) {
-        this.#needsNewline = true;
-        throw new Error(`dlq spool: cannot append to ${this.#dataPath}`, { cause: err });
+      const file = this.#usable();
+      const bytes = Buffer.from(JSON.stringify(record) + '\n', 'utf8');
+      if (this.#size + bytes.length > this.#maxBytes) {
+        throw new SpoolRefusedError(
+          `dlq spool ${this.#dir} is full: ${this.#size} + ${bytes.length} bytes would pass DLQ_SPOOL_MAX_BYTES (${this.#maxBytes})`,
+          'full',
+        );
       }
-      this.#needsNewline = false;
+      if (this.#tailDirty) await this.#truncateTail(file);
+      try {
+        await file.writeAt(bytes, this.#size);
+        await file.datasync();
+      } catch (err) {
+        this.#tailDirty = true;
+        await this.#truncateTail(file).catch((again: unknown) => {
+          this.#log.error(
+            { err: again, size: this.#size },
+            'dlq spool: cannot truncate a failed append; the next append retries',
+          );
+        });
+        const code = errnoCode(err);
+        throw new SpoolRefusedError(
+          `dlq spool: cannot append to ${this.#dataPath}${code ? ` (${code})` : ''}`,
+          code === 'ENOSPC' || code === 'EDQUOT' ? 'disk_full' : 'io_error',
+          { cause: err },
+        );
+      }
       this.#size += bytes.length;
       this.#pending++;
     });
   }
 
   /**
-   * The oldest pending records, at most `max`, and the offset to commit once they are acknowledged.
-   * Corrupt lines on the way are skipped (and included in `end`, so committing moves past them).
+   * The oldest pending records, at most `max`, each with the offset to commit once it is delivered, and
+   * `end`, the offset after the last line examined (it includes corrupt lines skipped on the way).
    */
-  read(max: number): Promise<{ records: DlqRecord[]; end: number }> {
+  read(max: number): Promise<{ records: SpooledRecord[]; end: number }> {
     return this.#serial(async () => {
-      const fh = this.#handle();
-      const records: DlqRecord[] = [];
-      let pos = this.#committed;
+      const file = this.#usable();
+      const records: SpooledRecord[] = [];
+      let pos = this.#acked;
       let chunkSize = 1 << 20;
       while (records.length < max && pos < this.#size) {
-        const len = Math.min(chunkSize, this.#size - pos);
-        const buf = Buffer.alloc(len);
-        const { bytesRead } = await fh.read(buf, 0, len, pos);
-        const chunk = buf.subarray(0, bytesRead);
+        const want = Math.min(chunkSize, this.#size - pos);
+        const chunk = await file.readAt(want, pos);
+        if (chunk.length === 0) {
+          // The file is shorter than we know it to be: someone else truncated it. Never loop on it.
+          this.#log.error(
+            { size: this.#size, pos },
+            'dlq spool: data file shrank under us; skipping to its end',
+          );
+          this.#skipCorrupt(pos, this.#size - pos);
+          pos = this.#size;
+          break;
+        }
         let lineStart = 0;
         let nl: number;
-        let progressed = false;
         while (records.length < max && (nl = chunk.indexOf(0x0a, lineStart)) >= 0) {
           const record = parseLine(chunk.subarray(lineStart, nl));
-          if (record) records.push(record);
-          else this.#log.warn({ offset: pos + lineStart }, 'dlq spool: skipping a corrupt line');
+          if (record) records.push({ record, end: pos + nl + 1 });
+          else this.#skipCorrupt(pos + lineStart, nl - lineStart);
           lineStart = nl + 1;
-          progressed = true;
         }
-        pos += lineStart;
-        // A single line longer than the chunk: read a bigger one.
-        if (!progressed) chunkSize *= 2;
+        if (lineStart > 0) {
+          pos += lineStart;
+        } else if (chunk.length < want || pos + chunk.length >= this.#size) {
+          // A last line without its newline, or the file ends early (only another writer or a damaged
+          // disk can do that): skip to the end we know, as at open, instead of reading it again.
+          this.#skipCorrupt(pos, chunk.length);
+          pos = this.#size;
+        } else {
+          // One line longer than the chunk: read a bigger one.
+          chunkSize *= 2;
+        }
       }
       return { records, end: pos };
     });
   }
 
   /**
-   * Marks everything before `end` as delivered (`count` records). Call only after the broker
-   * acknowledged them. Compacts the file once nothing is pending.
+   * Marks everything before `end` as delivered (`count` records). Call only after the broker acknowledged
+   * them. The acknowledgement takes effect in memory at once (they are never read again); writing it to
+   * `spool.offset` may fail (disk full), then this throws and `persistOffset()` must be retried. Compacts
+   * the file once nothing is pending.
    */
   commit(end: number, count: number): Promise<void> {
     return this.#serial(async () => {
-      if (end < this.#committed || end > this.#size) {
-        throw new Error(`dlq spool: commit offset ${end} outside [${this.#committed}, ${this.#size}]`);
+      this.#usable();
+      if (end < this.#acked || end > this.#size) {
+        throw new Error(`dlq spool: commit offset ${end} outside [${this.#acked}, ${this.#size}]`);
       }
-      await this.#writeOffset(end);
-      this.#committed = end;
-      this.#pending = Math.max(0, this.#pending - count);
-      if (this.#committed === this.#size) await this.#compact();
+      if (end > this.#acked) {
+        this.#acked = end;
+        this.#pending = Math.max(0, this.#pending - count);
+        this.#offsetDirty = true;
+      }
+      // Lines skipped as corrupt at run time were counted as pending when appended: at the end of the
+      // file nothing is pending, whatever the count says (else the flusher would loop on nothing).
+      if (this.#acked === this.#size) this.#pending = 0;
+      await this.#persist();
     });
   }
 
-  /** Waits for queued file operations, closes the file and gives the lock back. */
-  close(): Promise<void> {
+  /** Writes the acknowledged offset if an earlier write failed; throws while it still cannot. */
+  persistOffset(): Promise<void> {
     return this.#serial(async () => {
-      const fh = this.#fh;
-      this.#fh = undefined;
-      if (!fh) return;
-      await fh.close();
-      await unlink(this.#lockPath).catch((err: unknown) => {
-        this.#log.warn({ err, lock: this.#lockPath }, 'dlq spool: could not remove its lock file');
-      });
+      this.#usable();
+      await this.#persist();
     });
+  }
+
+  /**
+   * Appends a record the broker refused permanently to `rejected.jsonl`, with the broker's error. Throws
+   * if it cannot (the caller must then keep the record in the spool).
+   */
+  reject(record: DlqRecord, error: { name: string; message: string; type?: string }): Promise<void> {
+    return this.#serial(async () => {
+      this.#usable();
+      await appendRejected(this.#fs, this.#rejectedPath, {
+        rejected_at: new Date().toISOString(),
+        error,
+        record,
+      });
+      this.#rejected++;
+    });
+  }
+
+  /** Waits for queued file operations, closes the file and gives the lock back (only if still ours). */
+  close(): Promise<void> {
+    return this.#serial(() => this.#closeFiles());
   }
 
   // ---- internals ----------------------------------------------------------------------------------
 
   async #open(): Promise<void> {
-    await mkdir(this.#dir, { recursive: true });
-    await this.#lock();
-    this.#committed = await this.#readOffset();
-    const fh = await open(this.#dataPath, 'a+');
-    this.#fh = fh;
-    this.#size = (await fh.stat()).size;
-    if (this.#committed > this.#size) {
-      // A compaction truncated the file but crashed before resetting the offset.
-      this.#log.warn(
-        { offset: this.#committed, size: this.#size },
-        'dlq spool: offset beyond end of file (interrupted compaction); resetting it',
-      );
-      this.#committed = 0;
-      await this.#writeOffset(0);
-    }
-    await this.#recoverTail(fh);
-    const { valid, corrupt } = await this.#scan(fh);
+    await this.#offsetFile.removeTempFiles();
+    const created = !(await this.#exists(this.#dataPath));
+    const file = await this.#fs.openFile(this.#dataPath, 'create');
+    this.#file = file;
+    if (created) await this.#fs.syncDir(this.#dir);
+    this.#size = await file.size();
+    await this.#dropTornTail(file);
+    this.#acked = await this.#readOffset(file);
+    // Rewritten at once: replaces an invalid file, and gives a missing one its fixed size, so that an
+    // in-place write is possible later when the disk is full.
+    await this.#offsetFile.write(this.#acked).then(
+      () => {
+        this.#offsetDirty = false;
+      },
+      (err: unknown) => {
+        this.#log.warn({ err }, 'dlq spool: cannot write the offset file at open; will retry');
+      },
+    );
+    const { valid, corrupt } = await this.#scan(file);
     this.#pending = valid;
     this.#corrupt += corrupt;
     if (corrupt > 0) this.#log.warn({ corrupt, pending: valid }, 'dlq spool: corrupt lines will be skipped');
-    if (this.#pending === 0 && this.#committed === this.#size && this.#size > 0) await this.#compact();
-    this.#log.info({ dir: this.#dir, pending: this.#pending, corrupt: this.#corrupt }, 'dlq spool opened');
-  }
-
-  /** Terminates a torn last line (an append cut short by a crash) so it stays a line of its own. */
-  async #recoverTail(fh: FileHandle): Promise<void> {
-    if (this.#size === 0) return;
-    const last = Buffer.alloc(1);
-    await fh.read(last, 0, 1, this.#size - 1);
-    if (last[0] === 0x0a) return;
-    this.#log.warn(
-      { size: this.#size },
-      'dlq spool: last record was torn by a crash; it was never acknowledged and will be skipped',
+    if (this.#pending === 0 && this.#acked === this.#size && this.#size > 0) {
+      await this.#compact().catch((err: unknown) => {
+        this.#log.warn({ err }, 'dlq spool: compaction at open failed; will retry after the next delivery');
+      });
+    }
+    this.#log.info(
+      {
+        dir: this.#dir,
+        pending: this.#pending,
+        corrupt: this.#corrupt,
+        bytes: this.#size,
+        lock: this.#lock.holder.id,
+      },
+      'dlq spool opened',
     );
-    await writeAll(fh, Buffer.from('\n'));
-    await fh.datasync();
-    this.#size += 1;
   }
 
-  /** Counts valid and corrupt lines after the committed offset. */
-  async #scan(fh: FileHandle): Promise<{ valid: number; corrupt: number }> {
+  /** A last line without its newline is an append cut short by a crash, never acknowledged: drop it. */
+  async #dropTornTail(file: SpoolFile): Promise<void> {
+    if (this.#size === 0) return;
+    let end = this.#size;
+    const step = 64 * 1024;
+    let lastNewline = -1;
+    while (end > 0 && lastNewline < 0) {
+      const start = Math.max(0, end - step);
+      const chunk = await file.readAt(end - start, start);
+      const at = chunk.lastIndexOf(0x0a);
+      if (at >= 0) lastNewline = start + at;
+      end = start;
+    }
+    const complete = lastNewline + 1;
+    if (complete === this.#size) return;
+    this.#log.warn(
+      { size: this.#size, torn_bytes: this.#size - complete },
+      'dlq spool: last record was torn by a crash; it was never acknowledged and is dropped',
+    );
+    this.#corrupt++;
+    await file.truncate(complete);
+    await file.datasync();
+    this.#size = complete;
+  }
+
+  /** Counts valid and corrupt lines after the acknowledged offset. */
+  async #scan(file: SpoolFile): Promise<{ valid: number; corrupt: number }> {
     let valid = 0;
     let corrupt = 0;
-    let pos = this.#committed;
+    let pos = this.#acked;
     let carry = Buffer.alloc(0);
-    const buf = Buffer.alloc(1 << 20);
     while (pos < this.#size) {
-      const { bytesRead } = await fh.read(buf, 0, Math.min(buf.length, this.#size - pos), pos);
-      if (bytesRead === 0) break;
-      pos += bytesRead;
-      const data = Buffer.concat([carry, buf.subarray(0, bytesRead)]);
+      const chunk = await file.readAt(Math.min(1 << 20, this.#size - pos), pos);
+      if (chunk.length === 0) break;
+      pos += chunk.length;
+      const data = carry.length === 0 ? chunk : Buffer.concat([carry, chunk]);
       let start = 0;
       let nl: number;
       while ((nl = data.indexOf(0x0a, start)) >= 0) {
@@ -222,106 +390,101 @@ export class DlqSpool {
     return { valid, corrupt };
   }
 
-  async #compact(): Promise<void> {
-    const fh = this.#handle();
-    // Order matters for crash safety: truncate first, then reset the offset (see the class comment).
-    await fh.truncate(0);
-    await fh.datasync();
-    this.#size = 0;
-    await this.#writeOffset(0);
-    this.#committed = 0;
+  async #persist(): Promise<void> {
+    if (!this.#offsetDirty) return;
+    await this.#offsetFile.write(this.#acked);
+    this.#offsetDirty = false;
+    if (this.#acked === this.#size && this.#size > 0) {
+      // Optional housekeeping: the offset is durable, so a failed compaction loses nothing.
+      await this.#compact().catch((err: unknown) => {
+        this.#log.warn({ err }, 'dlq spool: compaction failed; will retry after the next delivery');
+      });
+    }
   }
 
-  async #readOffset(): Promise<number> {
-    let text: string;
-    try {
-      text = await readFile(this.#offsetPath, 'utf8');
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return 0;
-      throw new Error(`dlq spool: cannot read ${this.#offsetPath}`, { cause: err });
-    }
-    const offset = (JSON.parse(text) as { offset?: unknown }).offset;
-    if (typeof offset !== 'number' || !Number.isSafeInteger(offset) || offset < 0) {
-      // Written atomically, so this means someone edited it. Redelivering beats losing records.
-      this.#log.error({ file: this.#offsetPath, text }, 'dlq spool: invalid offset file; redelivering all');
+  /** Offset reset first, truncation second (see the class comment for why this order). */
+  async #compact(): Promise<void> {
+    const file = this.#usable();
+    await this.#offsetFile.write(0);
+    this.#acked = 0;
+    this.#size = 0;
+    this.#pending = 0;
+    this.#tailDirty = true;
+    await file.truncate(0);
+    await file.datasync();
+    this.#tailDirty = false;
+  }
+
+  async #truncateTail(file: SpoolFile): Promise<void> {
+    await file.truncate(this.#size);
+    await file.datasync();
+    this.#tailDirty = false;
+  }
+
+  async #readOffset(file: SpoolFile): Promise<number> {
+    const read = await this.#offsetFile.read();
+    if (read === undefined) return 0;
+    const { offset, text } = read;
+    const atLineStart =
+      offset === 0 ||
+      (typeof offset === 'number' &&
+        Number.isSafeInteger(offset) &&
+        offset > 0 &&
+        offset <= this.#size &&
+        (await file.readAt(1, offset - 1))[0] === 0x0a);
+    if (!atLineStart) {
+      // Empty, torn, NUL-filled, edited, or pointing past the end or into a line: redelivering everything
+      // (consumers dedupe on run_id) beats both losing records and refusing to start.
+      this.#log.warn(
+        { file: this.#offsetFile.path, text: text.slice(0, 200), size: this.#size },
+        'dlq spool: invalid offset file; treating it as 0 and redelivering every spooled record',
+      );
+      this.#offsetDirty = true;
       return 0;
     }
     return offset;
   }
 
-  async #writeOffset(offset: number): Promise<void> {
-    const tmp = `${this.#offsetPath}.${randomUUID()}.tmp`;
-    const fh = await open(tmp, 'w');
+  async #exists(file: string): Promise<boolean> {
     try {
-      await fh.writeFile(JSON.stringify({ offset }) + '\n');
-      await fh.datasync();
-    } finally {
-      await fh.close();
-    }
-    await rename(tmp, this.#offsetPath);
-    await fsyncDir(this.#dir);
-  }
-
-  async #lock(): Promise<void> {
-    const body = JSON.stringify({ pid: process.pid, started_at: new Date().toISOString() });
-    for (let attempt = 0; attempt < 2; attempt++) {
-      try {
-        const fh = await open(this.#lockPath, 'wx');
-        try {
-          await fh.writeFile(body);
-          await fh.datasync();
-        } finally {
-          await fh.close();
-        }
-        return;
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-      }
-      const holder = await this.#lockHolder();
-      if (holder !== undefined && holder !== process.pid && isAlive(holder)) {
-        throw new SpoolLockedError(this.#dir, holder);
-      }
-      // The holder died (kill -9 leaves the file behind), or it is this very pid: a restarted container
-      // often gets the same pid, and no process waits on a lock it already holds.
-      this.#log.warn({ lock: this.#lockPath, stale_pid: holder }, 'dlq spool: taking over a stale lock');
-      await unlink(this.#lockPath).catch((err: unknown) => {
-        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-      });
-    }
-    throw new Error(`dlq spool: could not take the lock ${this.#lockPath}`);
-  }
-
-  async #lockHolder(): Promise<number | undefined> {
-    try {
-      const pid = (JSON.parse(await readFile(this.#lockPath, 'utf8')) as { pid?: unknown }).pid;
-      return typeof pid === 'number' ? pid : undefined;
+      await this.#fs.mtimeMs(file);
+      return true;
     } catch (err) {
-      // An unreadable or half-written lock file (its writer crashed mid-write) holds nothing.
-      this.#log.warn({ err, lock: this.#lockPath }, 'dlq spool: unreadable lock file');
-      return undefined;
+      if (errnoCode(err) === 'ENOENT') return false;
+      throw err;
     }
   }
 
-  #handle(): FileHandle {
-    if (!this.#fh) throw new Error(`dlq spool: ${this.#dir} is closed`);
-    return this.#fh;
+  #skipCorrupt(offset: number, length: number): void {
+    this.#corrupt++;
+    this.#log.warn({ offset, length }, 'dlq spool: skipping a corrupt line');
+  }
+
+  async #closeFiles(): Promise<void> {
+    const file = this.#file;
+    this.#file = undefined;
+    try {
+      if (file) await file.close();
+    } finally {
+      await this.#lock.release();
+    }
+  }
+
+  #usable(): SpoolFile {
+    if (this.#lost) {
+      throw new SpoolRefusedError(
+        `dlq spool ${this.#dir}: its lock was taken over by another process`,
+        'unavailable',
+      );
+    }
+    if (!this.#file) throw new SpoolRefusedError(`dlq spool ${this.#dir} is closed`, 'unavailable');
+    return this.#file;
   }
 
   #serial<T>(op: () => Promise<T>): Promise<T> {
     const next = this.#queue.then(op, op);
     this.#queue = next.catch(() => undefined);
     return next;
-  }
-}
-
-/** Another live process owns the spool. */
-export class SpoolLockedError extends Error {
-  override readonly name = 'SpoolLockedError';
-  constructor(
-    readonly dir: string,
-    readonly pid: number,
-  ) {
-    super(`dlq spool ${dir} is in use by process ${pid}`);
   }
 }
 
@@ -336,33 +499,5 @@ function parseLine(line: Buffer): DlqRecord | undefined {
   } catch {
     // Unparsable: a torn or damaged line. The caller counts and skips it.
     return undefined;
-  }
-}
-
-async function writeAll(fh: FileHandle, bytes: Buffer): Promise<void> {
-  let offset = 0;
-  while (offset < bytes.length) {
-    const { bytesWritten } = await fh.write(bytes, offset, bytes.length - offset);
-    offset += bytesWritten;
-  }
-}
-
-/** Makes a rename in `dir` durable. */
-async function fsyncDir(dir: string): Promise<void> {
-  const fh = await open(dir, 'r');
-  try {
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    // EPERM: it exists but belongs to someone else; only ESRCH means it is gone.
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
   }
 }

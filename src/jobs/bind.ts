@@ -20,6 +20,7 @@ export function bindJob(job: RefreshJob, settings: JobSettings, clients: JobClie
   return {
     id: job.id,
     ...(job.context === undefined ? {} : { context: job.context }),
+    ...(job.readsTables === undefined ? {} : { readsTables: job.readsTables }),
     run: (ctx) => job.run({ ...ctx, ...clients, settings: frozen }),
   };
 }

@@ -55,6 +55,13 @@ export interface JobSpec {
   readonly priority?: number;
   /** Static facts copied into every dead-letter record of the job (e.g. `{ window: '1h' }`). */
   readonly context?: Readonly<Record<string, unknown>>;
+  /**
+   * The ClickHouse tables the job reads, unqualified (they live in `CLICKHOUSE_DATABASE`), e.g.
+   * `['post_events', 'posts']`. Optional. While the job is enabled, `/readyz` answers 503 naming any
+   * of them that does not exist, so an empty or wrong database shows before the first run fails on it.
+   * Leave it out for a job that reads no table, or reads tables that come and go.
+   */
+  readonly readsTables?: readonly string[];
 }
 
 /** A registered job: made only by `defineJob`, so its fields have been checked once. */
@@ -64,6 +71,8 @@ export interface RefreshJob {
   /** The defaults the environment's per-job variables override (schedule included). */
   readonly defaults: Readonly<JobSettingDefaults>;
   readonly context?: Readonly<Record<string, unknown>>;
+  /** See `JobSpec.readsTables`. */
+  readonly readsTables?: readonly string[];
   run(ctx: RunContext): Promise<RunResult>;
 }
 
@@ -76,6 +85,8 @@ export type { RunResult };
 const JOB_BRAND = Symbol.for('cache-refresher.job');
 
 export const JOB_ID_PATTERN = /^[a-z0-9][a-z0-9-]*$/;
+/** An unqualified ClickHouse table name as `readsTables` takes it. */
+const TABLE_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
 /**
  * Makes a `RefreshJob` from a spec, checking every field. Built-in jobs are made with it too.
@@ -108,6 +119,7 @@ export function defineJob(spec: JobSpec): RefreshJob {
     schedule: Object.freeze(schedule),
     defaults: Object.freeze(defaults),
     ...(spec.context === undefined ? {} : { context: Object.freeze({ ...spec.context }) }),
+    ...(spec.readsTables === undefined ? {} : { readsTables: Object.freeze([...spec.readsTables]) }),
     run,
   };
   Object.defineProperty(job, JOB_BRAND, { value: true });
@@ -158,6 +170,12 @@ function specProblems(value: unknown): string[] {
   }
   if (spec.context !== undefined && (typeof spec.context !== 'object' || spec.context === null))
     problems.push('context must be an object');
+  const tables = spec.readsTables;
+  if (
+    tables !== undefined &&
+    !(Array.isArray(tables) && tables.every((t) => typeof t === 'string' && TABLE_NAME.test(t)))
+  )
+    problems.push(`readsTables must be an array of table names, got ${JSON.stringify(tables)}`);
   return problems;
 }
 

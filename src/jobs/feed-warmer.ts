@@ -1,7 +1,15 @@
 import type { ClickHouseClient } from '@clickhouse/client';
 import { keys } from '../cache/keys.js';
 import type { CacheWriter } from '../cache/writer.js';
-import { ROLLUPS, WEIGHT_X10_SQL } from '../clickhouse/schema.js';
+import { readJsonEachRow } from '../clickhouse/result-stream.js';
+import {
+  BAD_EVENT_SQL,
+  BAD_POST_SQL,
+  BAD_RELATIONSHIP_SQL,
+  GOOD_EVENT_SQL,
+  ROLLUPS,
+  WEIGHT_X10_SQL,
+} from '../clickhouse/schema.js';
 import { JOB_DEFAULTS, type Config } from '../config.js';
 import type { RunFacts, RunResult } from '../runner/job.js';
 import { defineJob, type RefreshJob } from './define.js';
@@ -25,7 +33,7 @@ WITH
     SELECT user_id AS u
     FROM post_events
     WHERE event_time > toDateTime({active_since:UInt32}) AND event_time <= toDateTime({now:UInt32})
-      AND user_id != 0
+      AND ${GOOD_EVENT_SQL}
     GROUP BY user_id
     ORDER BY count() DESC, user_id ASC
     LIMIT {users:UInt32}
@@ -33,13 +41,13 @@ WITH
   follows AS (
     SELECT follower_id AS u, followee_id AS a
     FROM user_relationships FINAL
-    WHERE follower_id IN (SELECT u FROM top_users) AND status = 'active'
+    WHERE follower_id IN (SELECT u FROM top_users) AND status = 'active' AND NOT ${BAD_RELATIONSHIP_SQL}
   ),
   recent_posts AS (
     SELECT post_id, author_id, created_at
     FROM posts FINAL
     WHERE created_at > toDateTime({lookback_since:UInt32}) AND created_at <= toDateTime({now:UInt32})
-      AND author_id IN (SELECT a FROM follows)
+      AND author_id IN (SELECT a FROM follows) AND NOT ${BAD_POST_SQL}
   ),
   engagement AS (
     SELECT post_id, sum(w) AS weight_x10
@@ -53,7 +61,7 @@ WITH
       FROM post_events
       WHERE ((event_time >= toDateTime({head_from:UInt32}) AND event_time < toDateTime({head_to:UInt32}))
           OR (event_time >= toDateTime({tail_from:UInt32}) AND event_time < toDateTime({tail_to:UInt32})))
-        AND post_id IN (SELECT post_id FROM recent_posts)
+        AND post_id IN (SELECT post_id FROM recent_posts) AND ${GOOD_EVENT_SQL}
     )
     GROUP BY post_id
   ),
@@ -81,6 +89,25 @@ FROM top_users AS t
 LEFT JOIN rendered AS r ON r.u = t.u
 SETTINGS join_use_nulls = 0`;
 
+/**
+ * The run's bad rows: events of the activity window and the lookback, posts of the lookback, and
+ * relationship rows of the whole follow graph (counted as stored, as suggested-users counts them).
+ * Events are counted from the hour rollup's `bad` column for whole hours and from raw rows only for
+ * the partial hours at the window's edges, so the count costs little however long the window is.
+ */
+export const FEED_SKIPPED_SQL = `
+SELECT
+  (SELECT sum(bad) FROM ${ROLLUPS.hour.table}
+    WHERE bucket >= toDateTime({buckets_from:UInt32}) AND bucket < toDateTime({buckets_to:UInt32}))
+  + (SELECT count() FROM post_events
+    WHERE ((event_time >= toDateTime({head_from:UInt32}) AND event_time < toDateTime({head_to:UInt32}))
+        OR (event_time >= toDateTime({tail_from:UInt32}) AND event_time < toDateTime({tail_to:UInt32})))
+      AND ${BAD_EVENT_SQL}) AS bad_events,
+  (SELECT count() FROM posts
+    WHERE created_at > toDateTime({lookback_since:UInt32}) AND created_at <= toDateTime({now:UInt32})
+      AND ${BAD_POST_SQL}) AS bad_posts,
+  (SELECT count() FROM user_relationships WHERE ${BAD_RELATIONSHIP_SQL}) AS bad_relationships`;
+
 export interface FeedWarmerOptions {
   clickhouse: ClickHouseClient;
   cache: CacheWriter;
@@ -92,6 +119,15 @@ export interface FeedWarmerOptions {
   decay: number;
   ttlSec: number;
 }
+
+/** What feed-warmer reads (`RefreshJob.readsTables`); the hour rollup only for its bad-row count. */
+export const FEED_WARMER_TABLES = [
+  'post_events',
+  'user_relationships',
+  'posts',
+  ROLLUPS.minute.table,
+  ROLLUPS.hour.table,
+] as const;
 
 export class FeedWarmerJob {
   readonly id = 'feed-warmer';
@@ -105,12 +141,33 @@ export class FeedWarmerJob {
     const nowMs = ctx.startedAt.getTime();
     const now = Math.floor(nowMs / 1000);
     const plan = planWindow(nowMs, this.#o.lookbackHours * 3600, ROLLUPS.minute.bucketSec);
+    const since = {
+      now,
+      active_since: now - this.#o.activeDays * 86_400,
+      lookback_since: now - this.#o.lookbackHours * 3600,
+    };
+    const counted = await this.#o.clickhouse.query({
+      query: FEED_SKIPPED_SQL,
+      query_params: {
+        ...since,
+        ...windowPlanParams(
+          planWindow(
+            nowMs,
+            Math.max(this.#o.activeDays * 86_400, this.#o.lookbackHours * 3600),
+            ROLLUPS.hour.bucketSec,
+          ),
+        ),
+      },
+      format: 'JSONEachRow',
+      abort_signal: ctx.signal,
+      query_id: `cache-refresher:${ctx.jobId}:${ctx.runId}:${ctx.attempt}:skipped`,
+    });
+    const [bad] = await readJsonEachRow<Record<string, string | number>>(counted);
+    const badRows = Object.values(bad ?? {}).reduce<number>((sum, n) => sum + Number(n), 0);
     const result = await this.#o.clickhouse.query({
       query: FEED_SQL,
       query_params: {
-        now,
-        active_since: now - this.#o.activeDays * 86_400,
-        lookback_since: now - this.#o.lookbackHours * 3600,
+        ...since,
         users: this.#o.users,
         page_size: this.#o.pageSize,
         decay: this.#o.decay,
@@ -126,8 +183,9 @@ export class FeedWarmerJob {
       ttlSec: this.#o.ttlSec,
       signal: ctx.signal,
     });
-    if (skipped > 0) ctx.log.warn({ skipped_rows: skipped }, 'feed-warmer: skipped bad rows');
-    return { items: written, context: { users: written, skipped_rows: skipped } };
+    const context = { users: written, skipped_rows: badRows + skipped };
+    if (context.skipped_rows > 0) ctx.log.info(context, 'feed-warmer: skipped bad rows');
+    return { items: written, context };
   }
 }
 
@@ -138,6 +196,7 @@ export function feedWarmerJob(config: Pick<Config, 'feedWarmer'>): RefreshJob {
     id: 'feed-warmer',
     schedule: { intervalSec },
     priority,
+    readsTables: FEED_WARMER_TABLES,
     run: (ctx) =>
       new FeedWarmerJob({
         clickhouse: ctx.clickhouse,

@@ -1,6 +1,8 @@
 import { setTimeout as delay } from 'node:timers/promises';
 import type { ClickHouseClient } from '@clickhouse/client';
 import { keys } from '../cache/keys.js';
+import { readJsonEachRow } from '../clickhouse/result-stream.js';
+import { BAD_EVENT_SQL, BAD_RELATIONSHIP_SQL, GOOD_EVENT_SQL } from '../clickhouse/schema.js';
 import type { CacheWriter } from '../cache/writer.js';
 import { isTransientError } from '../runner/retry.js';
 import { JOB_DEFAULTS, type Config } from '../config.js';
@@ -31,13 +33,13 @@ WITH
     SELECT DISTINCT user_id AS u
     FROM post_events
     WHERE event_time > toDateTime({since:UInt32}) AND event_time <= toDateTime({now:UInt32})
-      AND user_id != 0
+      AND ${GOOD_EVENT_SQL}
       AND cityHash64(user_id) % {batches:UInt32} = {batch:UInt32}
   ),
   follows_of_batch AS (
     SELECT follower_id AS u, followee_id AS f, updated_at AS ts
     FROM user_relationships FINAL
-    WHERE follower_id IN (SELECT u FROM batch_users) AND status = 'active' AND followee_id != 0
+    WHERE follower_id IN (SELECT u FROM batch_users) AND status = 'active' AND NOT ${BAD_RELATIONSHIP_SQL}
   ),
   recent_follows AS (
     SELECT u, f FROM follows_of_batch
@@ -47,7 +49,7 @@ WITH
   second_hop AS (
     SELECT follower_id AS f, followee_id AS c
     FROM user_relationships FINAL
-    WHERE follower_id IN (SELECT f FROM recent_follows) AND status = 'active' AND followee_id != 0
+    WHERE follower_id IN (SELECT f FROM recent_follows) AND status = 'active' AND NOT ${BAD_RELATIONSHIP_SQL}
   ),
   ranked AS (
     SELECT r.u AS u, s.c AS c, count() AS mutual
@@ -75,10 +77,18 @@ FROM batch_users AS b
 LEFT JOIN rendered AS r ON r.u = b.u
 SETTINGS join_use_nulls = 0`;
 
+/**
+ * The run's active users and its bad rows: events of the activity window, and relationship rows of the
+ * whole follow graph (both hops may reach any of them). Relationship rows are counted as stored, without
+ * FINAL: a bad row is bad whichever row of its pair is the latest, and the count stays a cheap scan.
+ */
 export const ACTIVE_USERS_SQL = `
-SELECT uniqExact(user_id) AS n
+SELECT
+  uniqExactIf(user_id, ${GOOD_EVENT_SQL}) AS n,
+  countIf(${BAD_EVENT_SQL}) AS bad_events,
+  (SELECT count() FROM user_relationships WHERE ${BAD_RELATIONSHIP_SQL}) AS bad_relationships
 FROM post_events
-WHERE event_time > toDateTime({since:UInt32}) AND event_time <= toDateTime({now:UInt32}) AND user_id != 0`;
+WHERE event_time > toDateTime({since:UInt32}) AND event_time <= toDateTime({now:UInt32})`;
 
 /** Consecutive batches failing on a transient (connection, timeout) error that mean an outage. */
 const OUTAGE_BATCHES = 2;
@@ -118,12 +128,17 @@ export class SuggestedUsersJob {
       format: 'JSONEachRow',
       abort_signal: ctx.signal,
     });
-    const [first] = await counted.json<{ n: string | number }>();
+    const [first] = await readJsonEachRow<{
+      n: string | number;
+      bad_events: string | number;
+      bad_relationships: string | number;
+    }>(counted);
     const activeUsers = Number(first?.n ?? 0);
+    const badRows = Number(first?.bad_events ?? 0) + Number(first?.bad_relationships ?? 0);
     const batches = batchCount(activeUsers, this.#o.batchSize);
     ctx.log.info({ active_users: activeUsers, batches }, 'suggested-users: starting');
 
-    const progress = { users: 0, skipped: 0, batchesDone: 0, lastLog: Date.now(), started: Date.now() };
+    const progress = { users: 0, skipped: badRows, batchesDone: 0, lastLog: Date.now(), started: Date.now() };
     const failed: { batch: number; of: number; error: string }[] = [];
     let outageStreak = 0;
     let skippedFrom: number | undefined;
@@ -132,7 +147,7 @@ export class SuggestedUsersJob {
         // A dependency is down, not one slice bad: the remaining batches would fail the same way,
         // slowly. Fail now so the dead-letter record goes out while this replica still leads.
         skippedFrom = batch;
-        ctx.log.error({ batch, batches }, 'suggested-users: dependency unavailable; not attempting the rest');
+        ctx.log.warn({ batch, batches }, 'suggested-users: dependency unavailable; not attempting the rest');
         break;
       }
       try {
@@ -143,7 +158,8 @@ export class SuggestedUsersJob {
         if (ctx.signal.aborted) throw err;
         outageStreak = isTransientError(err) ? outageStreak + 1 : 0;
         const error = err instanceof Error ? err.message : String(err);
-        ctx.log.error({ err, batch, batches }, 'suggested-users: batch failed');
+        // warn, not error: the run's one error line (with failed_batches) follows when it ends.
+        ctx.log.warn({ err, batch, batches }, 'suggested-users: batch failed');
         failed.push({ batch, of: batches, error });
       }
       progress.batchesDone++;
@@ -180,7 +196,7 @@ export class SuggestedUsersJob {
         },
       });
     }
-    if (progress.skipped > 0) ctx.log.warn(context, 'suggested-users: skipped bad rows');
+    if (progress.skipped > 0) ctx.log.info(context, 'suggested-users: skipped bad rows');
     return { items: progress.users, context };
   }
 
@@ -235,6 +251,7 @@ export function suggestedUsersJob(config: Pick<Config, 'suggestedUsers'>): Refre
     id: 'suggested-users',
     schedule: { intervalSec },
     priority,
+    readsTables: ['post_events', 'user_relationships'],
     run: (ctx) =>
       new SuggestedUsersJob({
         clickhouse: ctx.clickhouse,

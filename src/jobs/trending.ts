@@ -1,5 +1,6 @@
-import type { ClickHouseClient } from '@clickhouse/client';
+import type { ClickHouseClient, ResponseJSON } from '@clickhouse/client';
 import { keys } from '../cache/keys.js';
+import { readJsonDocument } from '../clickhouse/result-stream.js';
 import type { CacheWriter } from '../cache/writer.js';
 import { BAD_EVENT_SQL, ROLLUPS, WEIGHT_X10_SQL, type Rollup } from '../clickhouse/schema.js';
 import { JOB_DEFAULTS, type Config } from '../config.js';
@@ -215,7 +216,7 @@ export class TrendingJob {
       // A recognisable id lets an operator find a run's query in system.query_log.
       query_id: `cache-refresher:${ctx.jobId}:${ctx.runId}:${ctx.attempt}`,
     });
-    const body = await result.json<TrendingRow & { skipped: unknown }>();
+    const body = await readJsonDocument<ResponseJSON<TrendingRow & { skipped: unknown }>>(result);
     const skipped = Number(body.data[0]?.skipped ?? 0);
     const rowsRead = body.statistics?.rows_read ?? 0;
     const rows = body.data;
@@ -231,7 +232,7 @@ export class TrendingJob {
       skipped_rows: skipped + dropped,
       rows_read: rowsRead,
     };
-    if (context.skipped_rows > 0) ctx.log.warn(context, 'trending: skipped bad event rows');
+    if (context.skipped_rows > 0) ctx.log.info(context, 'trending: skipped bad event rows');
     return { items: entries.length, context };
   }
 }
@@ -248,6 +249,7 @@ export function trendingJob(window: TrendingWindow, config: Pick<Config, 'trendi
     schedule: { intervalSec },
     priority,
     context: { window },
+    readsTables: ['post_events', TRENDING_WINDOWS[window].rollup.table],
     run: (ctx) =>
       new TrendingJob({
         window,

@@ -1,5 +1,6 @@
 import type { ResultSet } from '@clickhouse/client';
 import { yieldToLoop, type CacheEntry, type CacheWriter } from '../cache/writer.js';
+import { streamLines } from '../clickhouse/result-stream.js';
 
 /** Entries per Redis flush: a few thousand keys per pipeline amortise round trips without big buffers. */
 const WRITE_CHUNK = 2000;
@@ -22,10 +23,16 @@ export function parseUserValueRow(line: string): { userId: string; value: string
  * Streams a `TabSeparatedRaw` result of (user_id, value) rows into Redis in pipelined chunks. Awaiting
  * each chunk's write inside the loop pauses the stream (backpressure), so memory holds one chunk at a
  * time however many users there are, and yielding between chunks keeps the event loop responsive.
+ * Throws (after writing the chunks before it) when the server reports an error mid-result.
  */
 export async function streamUserValues(
   result: ResultSet<'TabSeparatedRaw'>,
-  opts: { keyOf: (userId: string) => string; cache: CacheWriter; ttlSec: number; signal: AbortSignal },
+  opts: {
+    keyOf: (userId: string) => string;
+    cache: Pick<CacheWriter, 'write'>;
+    ttlSec: number;
+    signal: AbortSignal;
+  },
 ): Promise<{ written: number; skipped: number }> {
   let written = 0;
   let skipped = 0;
@@ -37,9 +44,10 @@ export async function streamUserValues(
     written += await opts.cache.write(entries, opts.ttlSec, opts.signal);
     await yieldToLoop();
   };
-  for await (const rows of result.stream()) {
-    for (const row of rows) {
-      const parsed = parseUserValueRow(row.text);
+  // streamLines throws a server exception sent mid-result: the batch fails instead of losing rows.
+  for await (const lines of streamLines(result)) {
+    for (const line of lines) {
+      const parsed = parseUserValueRow(line);
       if (!parsed) {
         skipped++;
         continue;

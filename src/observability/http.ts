@@ -76,8 +76,13 @@ export class HttpServer {
   listen(): Promise<number> {
     return new Promise((resolve, reject) => {
       const onError = (err: Error): void => {
+        // The system error's text is in the message and its code is kept; no `cause`, since the log
+        // serializer appends a cause's message and the line would say EADDRINUSE twice.
+        const code = (err as NodeJS.ErrnoException).code;
         reject(
-          new Error(`cannot listen on ${this.#opts.host}:${this.#opts.port}: ${err.message}`, { cause: err }),
+          Object.assign(new Error(`cannot listen on ${this.#opts.host}:${this.#opts.port}: ${err.message}`), {
+            code,
+          }),
         );
       };
       this.#server.once('error', onError);

@@ -4,7 +4,7 @@ import type { Outcome, Runner, SkipReason } from '../runner/runner.js';
 
 const OUTCOMES: readonly Outcome[] = ['success', 'failure', 'timeout', 'cancelled'];
 const SKIP_REASONS: readonly SkipReason[] = ['overlap', 'backoff', 'paused', 'not_leader'];
-const DESTINATIONS: readonly DlqDestination[] = ['kafka', 'spool'];
+const DESTINATIONS: readonly DlqDestination[] = ['kafka', 'spool', 'dropped', 'rejected'];
 
 /** Runs last from a few milliseconds (a cheap trending query) to the 600 s timeout cap. */
 export const DURATION_BUCKETS = [
@@ -27,7 +27,7 @@ export interface MetricsSources {
 
 export interface Metrics {
   readonly registry: Registry;
-  /** Counts one dead-letter record at its first destination. */
+  /** Counts one dead-letter record at a destination (a spooled record may later count as rejected). */
   dlqRecorded(job: string, destination: DlqDestination): void;
 }
 
@@ -65,8 +65,10 @@ export function createMetrics(src: MetricsSources): Metrics {
   const dlqRecords = new Counter({
     name: 'cache_refresher_dlq_records_total',
     help:
-      'Dead-letter records by first destination: kafka = acknowledged by Kafka at once, ' +
-      'spool = written to the durable spool (delivered later; see dlq_spool_pending).',
+      'Dead-letter records by destination: kafka = acknowledged by Kafka at once, ' +
+      'spool = written to the durable spool (delivered later; see dlq_spool_pending), ' +
+      'dropped = neither (spool full or unwritable; the record is in the error log), ' +
+      'rejected = a spooled record the broker refused permanently (moved to rejected.jsonl).',
     labelNames: ['job', 'destination'] as const,
     registers,
   });

@@ -6,11 +6,25 @@ export interface TimerHandle {
   cancel(): void;
 }
 
+/**
+ * Two kinds of time, kept apart on purpose. The wall clock (`now`) says what time it is: it names
+ * cron fire times, `startedAt`, freshness records and everything shown to people, and it can step
+ * backwards or forwards (NTP, a VM restore, an operator). Monotonic time (`monotonic`) only measures
+ * how much time has passed: intervals, timeouts, backoff, durations and lease deadlines follow it, so
+ * a wall-clock step can neither stop nor rush them. Timers run on monotonic time (as Node's do).
+ */
 export interface Clock {
-  /** Milliseconds since the Unix epoch. */
+  /** Wall-clock milliseconds since the Unix epoch. */
   now(): number;
-  /** Calls `fn` once after `ms` milliseconds (or later); the returned handle cancels it. */
+  /** Milliseconds from an arbitrary origin that never goes backwards (`performance.now()`). */
+  monotonic(): number;
+  /** Calls `fn` once after `ms` milliseconds of monotonic time (or later); the handle cancels it. */
   setTimer(ms: number, fn: () => void): TimerHandle;
+}
+
+/** The wall-clock time (epoch ms) of a monotonic instant, as the wall clock reads now. */
+export function wallTimeOf(clock: Clock, monotonicMs: number): number {
+  return clock.now() + (monotonicMs - clock.monotonic());
 }
 
 /** The largest delay Node's timers accept; longer waits are re-armed in steps. */
@@ -19,6 +33,7 @@ export const MAX_TIMER_MS = 2 ** 31 - 1;
 export function createSystemClock(): Clock {
   return {
     now: () => Date.now(),
+    monotonic: () => performance.now(),
     setTimer(ms, fn) {
       const t = setTimeout(fn, Math.min(Math.max(0, ms), MAX_TIMER_MS));
       return { cancel: () => clearTimeout(t) };

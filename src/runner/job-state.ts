@@ -34,14 +34,20 @@ export interface JobState {
   job: RunnerJob;
   settings: JobSettings;
   schedule: Schedule;
-  /** Where this job's interval grid starts: the runner's start, or its last catch-up run. */
+  /**
+   * Where this job's interval grid starts, in monotonic ms: the runner's start, or its last catch-up
+   * run. Interval ticks follow monotonic time, so a wall-clock step neither stops nor bunches them.
+   */
   anchor: number;
   paused: boolean;
   active: ActiveRun | undefined;
   timer: TimerHandle | undefined;
   nextRunAt: number | null;
   consecutiveFailures: number;
+  /** End of the backoff window, wall-clock ms as computed at the failure (for logs and status). */
   backoffUntil: number | null;
+  /** The same instant in monotonic ms: what the backoff gate decides on. */
+  backoffUntilMono: number | null;
   lastRunAt: number | null;
   lastSuccessAt: number | null;
   lastOutcome: Outcome | null;
@@ -64,6 +70,7 @@ export function newJobState(job: RunnerJob, settings: JobSettings, cronTimezone:
     nextRunAt: null,
     consecutiveFailures: 0,
     backoffUntil: null,
+    backoffUntilMono: null,
     lastRunAt: null,
     lastSuccessAt: null,
     lastOutcome: null,

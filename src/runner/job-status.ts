@@ -40,13 +40,34 @@ export interface JobGauges {
   enabled: boolean;
 }
 
+/**
+ * Takes in a last success read from the job's freshness record (`{p}:job:{job}`), which any replica
+ * may have written. A success that ended after this replica's own last run also ends this replica's
+ * failure streak: the job's consecutive failures are the job's, not the process's. Without this, a
+ * former leader kept `consecutive_failures` 3 and `job_healthy` 0 from its last failures forever
+ * while the job succeeded on the new leader (and a stale backoff window met it if it led again).
+ */
+export function adoptRecordedSuccess(state: JobState, lastSuccessAt: number): void {
+  state.lastSuccessAt = Math.max(state.lastSuccessAt ?? 0, lastSuccessAt);
+  const endsStreak =
+    state.consecutiveFailures > 0 && state.lastRunAt !== null && lastSuccessAt > state.lastRunAt;
+  if (!endsStreak || state.active !== undefined) return;
+  state.consecutiveFailures = 0;
+  state.backoffUntil = null;
+  state.backoffUntilMono = null;
+}
+
 /** Appends a finished run to the job's bounded history. */
 export function rememberRun(state: JobState, record: RunRecord): void {
   state.recentRuns.push(record);
   if (state.recentRuns.length > RECENT_RUNS) state.recentRuns.shift();
 }
 
-export function statusOf(state: JobState, leader: boolean, nowMs: number): JobStatus {
+/**
+ * `nowMs` is the wall clock; `monoMs` the monotonic clock at the same instant (the backoff window is
+ * kept in monotonic time and shown in wall time as the wall clock reads now).
+ */
+export function statusOf(state: JobState, leader: boolean, nowMs: number, monoMs: number): JobStatus {
   const iso = (ms: number | null): string | null => (ms === null ? null : new Date(ms).toISOString());
   return {
     name: state.job.id,
@@ -60,12 +81,16 @@ export function statusOf(state: JobState, leader: boolean, nowMs: number): JobSt
     last_outcome: state.lastOutcome,
     consecutive_failures: state.consecutiveFailures,
     next_run_at: iso(state.nextRunAt),
-    backoff_until: iso(state.backoffUntil !== null && state.backoffUntil > nowMs ? state.backoffUntil : null),
+    backoff_until: iso(
+      state.backoffUntilMono !== null && state.backoffUntilMono > monoMs
+        ? nowMs + (state.backoffUntilMono - monoMs)
+        : null,
+    ),
   };
 }
 
-export function detailOf(state: JobState, leader: boolean, nowMs: number): JobDetail {
-  return { ...statusOf(state, leader, nowMs), recent_runs: [...state.recentRuns].reverse() };
+export function detailOf(state: JobState, leader: boolean, nowMs: number, monoMs: number): JobDetail {
+  return { ...statusOf(state, leader, nowMs, monoMs), recent_runs: [...state.recentRuns].reverse() };
 }
 
 export function gaugesOf(state: JobState, executing: boolean): JobGauges {

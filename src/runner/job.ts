@@ -36,6 +36,11 @@ export interface RunnerJob {
   readonly id: string;
   /** Static facts about the job included in every dead-letter record (e.g. `{ window: '1h' }`). */
   readonly context?: Readonly<Record<string, unknown>>;
+  /**
+   * The ClickHouse tables the job reads, unqualified (they live in `CLICKHOUSE_DATABASE`): while the job
+   * is enabled, `/readyz` answers 503 naming any that does not exist. From `JobSpec.readsTables`.
+   */
+  readonly readsTables?: readonly string[];
   run(ctx: RunFacts): Promise<RunResult>;
 }
 

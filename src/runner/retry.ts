@@ -24,16 +24,27 @@ const TRANSIENT_MESSAGES = [
   /max retries per request/i,
 ];
 
-/** Jobs may mark their own errors: `Object.assign(err, { transient: true })`. */
-export function isTransientError(err: unknown, depth = 0): boolean {
+/**
+ * Jobs may mark their own errors: `Object.assign(err, { transient: true })`. Never throws: an error
+ * whose properties cannot be read is simply not transient.
+ */
+export function isTransientError(err: unknown): boolean {
+  try {
+    return transient(err, 0);
+  } catch {
+    return false;
+  }
+}
+
+function transient(err: unknown, depth: number): boolean {
   if (!(err instanceof Error) || depth > 4) return false;
   const tagged = (err as { transient?: unknown }).transient;
   if (typeof tagged === 'boolean') return tagged;
   const code = (err as { code?: unknown }).code;
   if (typeof code === 'string' && TRANSIENT_CODES.has(code)) return true;
   if (TRANSIENT_MESSAGES.some((re) => re.test(err.message))) return true;
-  if (err instanceof AggregateError && err.errors.some((e) => isTransientError(e, depth + 1))) return true;
-  return isTransientError(err.cause, depth + 1);
+  if (err instanceof AggregateError && err.errors.some((e) => transient(e, depth + 1))) return true;
+  return transient(err.cause, depth + 1);
 }
 
 /** Delay before retry number `retry` (1-based): 1 s, 2 s, 4 s … times jitter `u` in [0.5, 1]. */

@@ -7,6 +7,7 @@ import type { ActiveRun, JobState } from './job-state.js';
 import { rememberRun } from './job-status.js';
 import { AbortError, outcomeOfAbort, timeoutError, toError } from './run-errors.js';
 import type { AbortCause, FreshnessStore, Outcome, RunEnded, RunnerEvents, Trigger } from './run-events.js';
+import { attachRunScope } from './run-scope.js';
 import { isTransientError, retryDelayMs } from './retry.js';
 import { PrioritySemaphore, type Release } from './semaphore.js';
 
@@ -79,7 +80,7 @@ export class RunExecutor {
   }
 
   async #execute(state: JobState, active: ActiveRun): Promise<void> {
-    const { job, settings } = state;
+    const { settings } = state;
     const signal = active.controller.signal;
     let release: Release;
     try {
@@ -88,11 +89,24 @@ export class RunExecutor {
       if (!signal.aborted) throw err;
       // Aborted while waiting for a permit: nothing ran, but a manual cancel still deserves a record.
       if (active.cause === 'cancel')
-        this.#finish(state, active, this.#clock.now(), 'cancelled', 0, undefined);
+        this.#finish(state, active, this.#clock.now(), this.#clock.monotonic(), 'cancelled', 0, undefined);
       return;
     }
     this.#permits.set(active, release);
+    try {
+      await this.#runWithPermit(state, active);
+    } finally {
+      // Whatever happened above, the permit goes back: a leaked permit shrinks the pool for good.
+      this.#permits.delete(active);
+      release();
+    }
+  }
+
+  async #runWithPermit(state: JobState, active: ActiveRun): Promise<void> {
+    const { job, settings } = state;
+    const signal = active.controller.signal;
     const startedAt = this.#clock.now();
+    const startedMono = this.#clock.monotonic();
     this.#opts.events.emit('run:started', {
       job: job.id,
       runId: active.runId,
@@ -100,8 +114,20 @@ export class RunExecutor {
       scheduledAt: new Date(active.scheduledAt),
       startedAt: new Date(startedAt),
     });
+    const deadline = startedMono + settings.timeoutSec * 1000;
     const timeout = this.#clock.setTimer(settings.timeoutSec * 1000, () => {
       this.abort(state, 'timeout');
+    });
+    // Clean-up adapters start when the signal aborts (e.g. killing a server-side query); the permit
+    // waits for it, so the next run of this job cannot overlap a query that is still being stopped.
+    const held: Promise<unknown>[] = [];
+    attachRunScope(signal, {
+      jobId: job.id,
+      runId: active.runId,
+      remainingMs: () => deadline - this.#clock.monotonic(),
+      holdUntil: (work) => {
+        held.push(work.catch(() => undefined));
+      },
     });
     const log = this.#log.child({ job: job.id, run_id: active.runId });
     // The job's own promise, kept so the permit is held until the job has really stopped.
@@ -130,20 +156,23 @@ export class RunExecutor {
       } catch (err) {
         if (signal.aborted) {
           outcome = outcomeOfAbort(active.cause);
-          error = outcome === 'timeout' ? timeoutError(settings.timeoutSec, err) : undefined;
+          error = outcome === 'timeout' ? timeoutError(settings.timeoutSec, toError(err)) : undefined;
           break;
         }
         error = toError(err);
         if (attempts <= settings.retries && isTransientError(err)) {
           const delay = retryDelayMs(attempts, jitter(this.#opts.random));
-          log.warn({ err, attempt: attempts, retry_in_ms: Math.round(delay) }, 'transient failure; retrying');
+          log.warn(
+            { err: error, attempt: attempts, retry_in_ms: Math.round(delay) },
+            'transient failure; retrying',
+          );
           try {
             await sleep(this.#clock, delay, signal);
             continue;
           } catch (abortErr) {
             // The timeout (or a cancel) cut the retry delay short: the run ends with that outcome.
             outcome = outcomeOfAbort(active.cause);
-            if (outcome === 'timeout') error = timeoutError(settings.timeoutSec, abortErr);
+            if (outcome === 'timeout') error = timeoutError(settings.timeoutSec, toError(abortErr));
             break;
           }
         }
@@ -156,18 +185,18 @@ export class RunExecutor {
       state,
       active,
       startedAt,
+      startedMono,
       outcome,
       attempts,
       outcome === 'success' ? result : undefined,
       error,
     );
-    await this.#letGo(jobPromise, signal, log);
-    this.#permits.delete(active);
-    release();
+    await this.#letGo([jobPromise, ...held], signal, log);
   }
 
   /** One attempt: the job, then its freshness record (part of success: without it catch-up lies). */
   async #attempt(state: JobState, ctx: RunFacts): Promise<RunResult> {
+    const startedMono = this.#clock.monotonic();
     const result = await state.job.run(ctx);
     ctx.signal.throwIfAborted();
     await this.#opts.freshness.recordSuccess(
@@ -176,18 +205,21 @@ export class RunExecutor {
         lastSuccessAt: this.#clock.now(),
         runId: ctx.runId,
         items: result.items,
-        durationMs: this.#clock.now() - ctx.startedAt.getTime(),
+        durationMs: Math.round(this.#clock.monotonic() - startedMono),
       },
       ctx.signal,
     );
     return result;
   }
 
-  /** Waits (bounded) for an aborted job to actually stop before its permit is given back. */
-  async #letGo(jobPromise: Promise<unknown>, signal: AbortSignal, log: Logger): Promise<void> {
+  /**
+   * Waits (bounded) for an aborted job, and the clean-up its adapters started, to actually stop before
+   * its permit is given back.
+   */
+  async #letGo(work: Promise<unknown>[], signal: AbortSignal, log: Logger): Promise<void> {
     if (!signal.aborted) return;
     const limit = this.#opts.abandonAfterMs ?? 10_000;
-    const settled = await settledWithin(this.#clock, [jobPromise], limit);
+    const settled = await settledWithin(this.#clock, work, limit);
     if (!settled)
       log.error({ waited_ms: limit }, 'job ignored its abort signal; releasing its permit anyway');
   }
@@ -197,26 +229,33 @@ export class RunExecutor {
     state: JobState,
     active: ActiveRun,
     startedAt: number,
+    startedMono: number,
     outcome: Outcome,
     attempts: number,
     result: RunResult | undefined,
     error?: Error,
   ): void {
-    const endedAt = this.#clock.now();
-    const durationMs = endedAt - startedAt;
+    // Durations and the backoff window are monotonic: a wall-clock step must not stretch or cut them.
+    // The end is the start plus that duration, so `failed_at - started_at` is always `duration_ms`.
+    const endedMono = this.#clock.monotonic();
+    const durationMs = Math.round(endedMono - startedMono);
+    const endedAt = startedAt + durationMs;
     if (outcome === 'success') {
       state.consecutiveFailures = 0;
       state.backoffUntil = null;
+      state.backoffUntilMono = null;
       state.lastSuccessAt = endedAt;
       state.lastItems = result?.items ?? 0;
     } else if (outcome === 'failure' || outcome === 'timeout') {
       state.consecutiveFailures++;
-      state.backoffUntil = backoffUntil(
+      const until = backoffUntil(
         this.#opts.backoff,
         state.consecutiveFailures,
-        endedAt,
+        endedMono,
         jitter(this.#opts.random),
       );
+      state.backoffUntilMono = until;
+      state.backoffUntil = until === null ? null : endedAt + (until - endedMono);
     }
     state.lastRunAt = endedAt;
     state.lastOutcome = outcome;
@@ -261,7 +300,8 @@ export class RunExecutor {
       backoff_until: state.backoffUntil === null ? undefined : new Date(state.backoffUntil).toISOString(),
     };
     if (outcome === 'success') this.#log.info(logFields, 'run succeeded');
-    else if (outcome === 'cancelled') this.#log.warn(logFields, 'run cancelled');
+    // A cancel is asked for (admin API, shutdown, a lost lease, which is logged as such): not a problem.
+    else if (outcome === 'cancelled') this.#log.info(logFields, 'run cancelled');
     else
       this.#log.error({ ...logFields, err: error }, `run ${outcome === 'timeout' ? 'timed out' : 'failed'}`);
     this.#opts.events.emit('run:ended', ended);
@@ -286,7 +326,7 @@ function raceAbort<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
       },
       (e: unknown) => {
         signal.removeEventListener('abort', onAbort);
-        reject(e instanceof Error ? e : toError(e));
+        reject(toError(e));
       },
     );
   });

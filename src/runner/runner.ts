@@ -7,6 +7,7 @@ import { GuardedEmitter } from './events.js';
 import type { RunnerJob } from './job.js';
 import { newJobState, type JobState } from './job-state.js';
 import {
+  adoptRecordedSuccess,
   detailOf,
   gaugesOf,
   statusOf,
@@ -127,7 +128,8 @@ export class Runner {
 
   /**
    * Re-reads every enabled job's freshness record. A follower runs nothing, so this is how its
-   * `last_success_at` (and the metrics built on it) keeps following the leader's successes.
+   * `last_success_at`, its failure streak and the metrics built on them (`job_healthy`,
+   * `consecutive_failures`) keep following the leader's successes.
    */
   async refreshFreshness(): Promise<void> {
     await Promise.all(
@@ -136,7 +138,7 @@ export class Runner {
         .map(async (state) => {
           try {
             const last = await this.#opts.freshness.lastSuccessAt(state.job.id);
-            if (last !== null) state.lastSuccessAt = Math.max(state.lastSuccessAt ?? 0, last);
+            if (last !== null) adoptRecordedSuccess(state, last);
           } catch (err) {
             // Redis is down: /readyz reports it; the follower's view simply stays as it was.
             this.#log.debug({ err, job: state.job.id }, 'could not refresh freshness record');
@@ -196,13 +198,14 @@ export class Runner {
 
   status(): JobStatus[] {
     const now = this.#clock.now();
-    return [...this.#jobs.values()].map((s) => statusOf(s, this.#leader, now));
+    const mono = this.#clock.monotonic();
+    return [...this.#jobs.values()].map((s) => statusOf(s, this.#leader, now, mono));
   }
 
   detail(jobId: string): JobDetail | undefined {
     const state = this.#jobs.get(jobId);
     if (!state) return undefined;
-    return detailOf(state, this.#leader, this.#clock.now());
+    return detailOf(state, this.#leader, this.#clock.now(), this.#clock.monotonic());
   }
 
   /** Raw per-job numbers for metrics collected at scrape time. */
@@ -223,7 +226,10 @@ export class Runner {
     for (const state of this.#jobs.values()) {
       if (state.active && !this.#executor.hasPermit(state)) this.#executor.abort(state, 'shutdown');
     }
-    const drained = graceMs > 0 && (await settledWithin(this.#clock, inFlight(), graceMs));
+    const running = inFlight();
+    // Nothing in flight (an idle runner, a start-up that failed) is drained already: no warning.
+    const drained =
+      running.length === 0 || (graceMs > 0 && (await settledWithin(this.#clock, running, graceMs)));
     if (!drained) {
       this.#log.warn({ graceMs }, 'shutdown grace period over; aborting in-flight runs');
       for (const state of this.#jobs.values()) this.#executor.abort(state, 'shutdown');

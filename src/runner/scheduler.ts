@@ -1,9 +1,20 @@
 import type { Logger } from 'pino';
-import { MAX_TIMER_MS, type Clock, type TimerHandle } from './clock.js';
+import { MAX_TIMER_MS, wallTimeOf, type Clock, type TimerHandle } from './clock.js';
 import type { GuardedEmitter } from './events.js';
 import type { JobState } from './job-state.js';
+import { adoptRecordedSuccess } from './job-status.js';
 import type { FreshnessStore, RunnerEvents, SkipReason, Trigger } from './run-events.js';
 import { nextFireAt } from './schedule.js';
+
+/**
+ * A wall clock that moved this much more (or less) than monotonic time between two heartbeats has
+ * been stepped, not slewed: NTP slews at most 0.5 ms per second, and event-loop lag delays both
+ * clocks alike.
+ */
+const WALL_JUMP_MS = 1000;
+
+/** Where a job's timer is aimed: a monotonic instant (interval grid) or a wall-clock one (cron). */
+type FireTime = { kind: 'monotonic'; at: number } | { kind: 'wall'; at: number };
 
 export interface SchedulerOptions {
   clock: Clock;
@@ -30,7 +41,10 @@ export class Scheduler {
   #started = false;
   #stopping = false;
   #heartbeat: TimerHandle | undefined;
-  #lastBeat = 0;
+  /** The last heartbeat, on both clocks: the gap between them reveals a wall-clock step. */
+  #lastBeat: { mono: number; wall: number } | undefined;
+  /** Each armed job's current fire time, so a wall-clock step can re-aim the cron ones. */
+  readonly #fireTimes = new Map<JobState, FireTime>();
 
   constructor(opts: SchedulerOptions) {
     this.#opts = opts;
@@ -50,11 +64,11 @@ export class Scheduler {
   start(states: Iterable<JobState>): void {
     if (this.#started) return;
     this.#started = true;
-    const now = this.#clock.now();
     this.#beat();
+    const mono = this.#clock.monotonic();
     for (const state of states) {
-      state.anchor = now;
-      if (state.settings.enabled) this.#arm(state, now);
+      state.anchor = mono;
+      if (state.settings.enabled) this.#arm(state);
     }
   }
 
@@ -67,11 +81,13 @@ export class Scheduler {
       state.timer = undefined;
       state.nextRunAt = null;
     }
+    this.#fireTimes.clear();
   }
 
   /** True while the scheduler's own timer keeps firing: the basis of `/healthz`. */
   loopAlive(maxSilenceMs: number): boolean {
-    return this.#stopping || this.#clock.now() - this.#lastBeat <= maxSilenceMs;
+    if (this.#stopping) return true;
+    return this.#lastBeat !== undefined && this.#clock.monotonic() - this.#lastBeat.mono <= maxSilenceMs;
   }
 
   /**
@@ -91,15 +107,15 @@ export class Scheduler {
             // Unknown freshness is treated as stale: running once too often beats serving stale data.
             this.#log.warn({ err, job: state.job.id }, 'could not read freshness record; running catch-up');
           }
-          if (last !== null) state.lastSuccessAt = Math.max(state.lastSuccessAt ?? 0, last);
+          if (last !== null) adoptRecordedSuccess(state, last);
           const stale = last === null || now - last >= state.settings.intervalSec * 1000;
           if (!stale || this.#stopping) return;
           this.tick(state, now, 'catch-up');
           // The catch-up run stands in for the missed ticks: an interval job's grid restarts from it,
           // so the next scheduled run is one full interval later, not whenever the old grid said.
           if (state.active && state.schedule.kind === 'interval' && this.#started) {
-            state.anchor = now;
-            this.#arm(state, now);
+            state.anchor = this.#clock.monotonic();
+            this.#arm(state);
           }
         }),
     );
@@ -112,7 +128,8 @@ export class Scheduler {
     if (state.paused) reason = 'paused';
     else if (!this.#opts.isLeader()) reason = 'not_leader';
     else if (state.active) reason = 'overlap';
-    else if (state.backoffUntil !== null && now < state.backoffUntil) reason = 'backoff';
+    else if (state.backoffUntilMono !== null && this.#clock.monotonic() < state.backoffUntilMono)
+      reason = 'backoff';
     if (reason !== undefined) {
       this.#log.debug({ job: state.job.id, reason, trigger }, 'tick skipped');
       this.#opts.events.emit('tick:skipped', { job: state.job.id, reason, at: new Date(now) });
@@ -122,43 +139,95 @@ export class Scheduler {
   }
 
   #beat(): void {
-    this.#lastBeat = this.#clock.now();
+    const beat = { mono: this.#clock.monotonic(), wall: this.#clock.now() };
+    const last = this.#lastBeat;
+    this.#lastBeat = beat;
     if (this.#stopping) return;
+    if (last !== undefined) {
+      const jumpMs = beat.wall - last.wall - (beat.mono - last.mono);
+      if (Math.abs(jumpMs) >= WALL_JUMP_MS) this.#onWallJump(jumpMs);
+    }
     this.#heartbeat = this.#clock.setTimer(this.#opts.heartbeatMs ?? 1000, () => {
       this.#beat();
     });
   }
 
-  /** Sets the job's timer for its first fire time strictly after `afterMs`. */
-  #arm(state: JobState, afterMs: number): void {
+  /**
+   * The wall clock was stepped. Interval jobs do not care (their grid is monotonic); a cron job's timer
+   * was aimed at a wall-clock instant by a now-wrong delay, so each is re-aimed from the new wall time:
+   * after a backward step it fires at the pattern's next time as the clock now reads (not an hour
+   * late); after a forward step past its fire time it fires once at once (not every missed time).
+   */
+  #onWallJump(jumpMs: number): void {
+    const cron = [...this.#fireTimes].filter(([, fire]) => fire.kind === 'wall');
+    this.#log.warn(
+      { jump_ms: Math.round(jumpMs), cron_jobs: cron.map(([state]) => state.job.id) },
+      `wall clock stepped ${jumpMs > 0 ? 'forward' : 'back'}; cron fire times recomputed`,
+    );
+    for (const [state, fire] of cron) {
+      state.timer?.cancel();
+      this.#onTimer(state, fire);
+    }
+  }
+
+  /** Sets the job's timer for its first fire time strictly after `after` (default: now). */
+  #arm(state: JobState, after?: FireTime): void {
     state.timer?.cancel();
-    const next = nextFireAt(state.schedule, afterMs, state.anchor);
-    state.nextRunAt = next;
-    if (next === null) {
+    const fire = this.#nextFire(state, after);
+    if (fire === null) {
       state.timer = undefined;
+      state.nextRunAt = null;
+      this.#fireTimes.delete(state);
       this.#log.warn({ job: state.job.id }, 'schedule has no future fire time; job will not run again');
       return;
     }
-    const delay = next - this.#clock.now();
-    state.timer = this.#clock.setTimer(Math.min(delay, MAX_TIMER_MS), () => {
-      this.#onTimer(state, next);
+    this.#fireTimes.set(state, fire);
+    this.#aim(state, fire);
+  }
+
+  /** Interval jobs step on the monotonic grid; cron jobs name wall-clock instants. */
+  #nextFire(state: JobState, after?: FireTime): FireTime | null {
+    if (state.schedule.kind === 'interval') {
+      const from = after?.at ?? this.#clock.monotonic();
+      const at = nextFireAt(state.schedule, from, state.anchor);
+      return at === null ? null : { kind: 'monotonic', at };
+    }
+    const at = nextFireAt(state.schedule, after?.at ?? this.#clock.now(), 0);
+    return at === null ? null : { kind: 'wall', at };
+  }
+
+  /** Arms the timer for the delay to `fire` as the clocks read now (in steps if beyond one timer). */
+  #aim(state: JobState, fire: FireTime): void {
+    const delay = this.#untilFire(fire);
+    state.nextRunAt = fire.kind === 'wall' ? fire.at : wallTimeOf(this.#clock, fire.at);
+    state.timer = this.#clock.setTimer(Math.min(Math.max(0, delay), MAX_TIMER_MS), () => {
+      this.#onTimer(state, fire);
     });
   }
 
-  #onTimer(state: JobState, fireAt: number): void {
+  #untilFire(fire: FireTime): number {
+    return fire.at - (fire.kind === 'wall' ? this.#clock.now() : this.#clock.monotonic());
+  }
+
+  #onTimer(state: JobState, fire: FireTime): void {
     state.timer = undefined;
     if (this.#stopping) return;
-    const now = this.#clock.now();
-    if (now < fireAt) {
-      // A wait longer than one timer allows (or a timer that fired early): keep waiting.
-      state.timer = this.#clock.setTimer(Math.min(fireAt - now, MAX_TIMER_MS), () => {
-        this.#onTimer(state, fireAt);
-      });
+    if (this.#untilFire(fire) > 0) {
+      if (fire.kind === 'wall') {
+        // Early by the wall clock: it was stepped back (or the wait exceeded one timer). Recompute
+        // from the wall time now, so the pattern's next time as the clock reads it is the one used.
+        this.#arm(state);
+      } else {
+        // A wait longer than one timer allows: keep waiting.
+        this.#aim(state, fire);
+      }
       return;
     }
     // Re-arm from "now", not from the fire time, so ticks missed while the loop was blocked are
     // dropped instead of fired back to back.
-    this.#arm(state, Math.max(fireAt, now));
-    this.tick(state, fireAt, 'schedule');
+    const nowOnItsClock = fire.kind === 'wall' ? this.#clock.now() : this.#clock.monotonic();
+    this.#arm(state, { kind: fire.kind, at: Math.max(fire.at, nowOnItsClock) });
+    const scheduledAt = fire.kind === 'wall' ? fire.at : wallTimeOf(this.#clock, fire.at);
+    this.tick(state, scheduledAt, 'schedule');
   }
 }

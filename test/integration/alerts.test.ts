@@ -41,9 +41,11 @@ async function promtool(...args: string[]): Promise<{ code: number; output: stri
 }
 
 describe('Prometheus alert rules', () => {
-  it('defines the six alerts the runbook documents', () => {
+  it('defines the eight alerts the runbook documents', () => {
     expect([...alertNames].sort()).toEqual(
       [
+        'CacheRefresherDlqDropped',
+        'CacheRefresherDlqRejected',
         'CacheRefresherDlqSpoolGrowing',
         'CacheRefresherDown',
         'CacheRefresherJobFailing',

@@ -1,7 +1,8 @@
 // The compose stack's sidecar configuration, run as a process (the image itself is proven where a Docker
 // engine runs): its environment from docker-compose.yml, with the network addresses pointed at the local
 // servers and each bind mount's container path mapped to a copy outside the project, so the job module
-// is loaded by an absolute path from a directory with no node_modules, exactly as in the container.
+// is loaded by an absolute path from a directory with no node_modules, exactly as in the container, and
+// the declarative jobs of the mounted JOBS_FILE run too.
 import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { cp, mkdtemp, readFile, rm } from 'node:fs/promises';
@@ -93,6 +94,7 @@ describe('the compose stack sidecar configuration, run as a process', () => {
       HTTP_PORT: '0',
     });
     expect(env.JOB_MODULES?.startsWith(root)).toBe(true);
+    expect(env.JOBS_FILE?.startsWith(root)).toBe(true);
 
     // The compose `init` service's work (the migration is the scratch database's), on this test's
     // database; the working directory is outside the project, like the image's /app.
@@ -115,7 +117,7 @@ describe('the compose stack sidecar configuration, run as a process', () => {
         });
       });
       const deadline = Date.now() + 60_000;
-      let jobs: { name: string; last_outcome: string | null }[] = [];
+      let jobs: { name: string; schedule: string; last_outcome: string | null }[] = [];
       while (jobs.length === 0 || !jobs.every((j) => j.last_outcome === 'success')) {
         if (Date.now() > deadline)
           throw new Error(`not every job succeeded: ${JSON.stringify(jobs)}\n${stderr.slice(-3000)}`);
@@ -123,6 +125,13 @@ describe('the compose stack sidecar configuration, run as a process', () => {
         jobs = (await (await fetch(`http://127.0.0.1:${port}/jobs`)).json()) as typeof jobs;
       }
       expect(jobs.map((j) => j.name)).toContain('author-stats');
+      // The mounted JOBS_FILE's declarative jobs, with the compose file's override over the YAML's.
+      expect(jobs.map((j) => j.name)).toEqual(
+        expect.arrayContaining(['top-authors', 'post-counters', 'user-activity', 'events-last-hour']),
+      );
+      expect(jobs.find((j) => j.name === 'top-authors')?.schedule).toMatch(
+        new RegExp(`every ${env.TOP_AUTHORS_INTERVAL_SEC ?? '?'} ?s`),
+      );
       const items = Number(await redis.hget(`${prefix}:job:author-stats`, 'items'));
       expect(items).toBeGreaterThan(0);
       const keys = await redis.keys(`${prefix}:author_stats:*`);

@@ -15,6 +15,7 @@ import { seedDatabase, type SeedOptions } from '../../src/clickhouse/seed.js';
 import { parseConfig } from '../../src/config.js';
 import { main, type ProcessIO } from '../../src/main.js';
 import { servicesEnv } from './env.js';
+import { longRequests } from './scratch-database.js';
 
 /**
  * `migrate`, `seed` and `once` on the real ClickHouse: the CONTRACT §3 schema, idempotent migrations,
@@ -36,7 +37,7 @@ let redis: Redis;
 function client(database: string): ClickHouseClient {
   let c = clients.get(database);
   if (!c) {
-    c = createClient({ url: env.clickhouseUrl, database, request_timeout: 120_000 });
+    c = createClient({ url: env.clickhouseUrl, database, ...longRequests(120_000) });
     clients.set(database, c);
   }
   return c;
@@ -97,7 +98,7 @@ function cliEnv(database: string): Record<string, string> {
 }
 
 beforeAll(async () => {
-  boot = createClient({ url: env.clickhouseUrl, request_timeout: 120_000 });
+  boot = createClient({ url: env.clickhouseUrl, ...longRequests(120_000) });
   redis = new Redis(env.redisUrl, { maxRetriesPerRequest: 1 });
   for (const name of [DBS.a, DBS.b, DBS.c, DBS.backfill]) {
     await ensureDatabase(boot, name);

@@ -9,6 +9,7 @@ import { seedDatabase } from '../../src/clickhouse/seed.js';
 import { TrendingJob, type TrendingWindow } from '../../src/jobs/trending.js';
 import type { RunFacts, RunResult } from '../../src/runner/job.js';
 import { servicesEnv } from './env.js';
+import { longRequests } from './scratch-database.js';
 
 /**
  * CONTRACT §4 trending on a real ClickHouse and Redis. The reference ranking is written here, apart from
@@ -108,11 +109,11 @@ async function rawRows(client: ClickHouseClient): Promise<number> {
 }
 
 beforeAll(async () => {
-  boot = createClient({ url: env.clickhouseUrl, request_timeout: 120_000 });
+  boot = createClient({ url: env.clickhouseUrl, ...longRequests(120_000) });
   await ensureDatabase(boot, SEEDED_DB);
   await ensureDatabase(boot, SMALL_DB);
-  seeded = createClient({ url: env.clickhouseUrl, database: SEEDED_DB, request_timeout: 120_000 });
-  small = createClient({ url: env.clickhouseUrl, database: SMALL_DB, request_timeout: 120_000 });
+  seeded = createClient({ url: env.clickhouseUrl, database: SEEDED_DB, ...longRequests(120_000) });
+  small = createClient({ url: env.clickhouseUrl, database: SMALL_DB, ...longRequests(120_000) });
   await migrate(seeded);
   await migrate(small);
   await seedDatabase(seeded, { events: 1_000_000, seed: 5, now: new Date(SEED_END_SEC * 1000) });

@@ -191,6 +191,21 @@ describe('parseConfig', () => {
   it('treats empty values as unset', () => {
     expect(parseConfig({ REDIS_URL: '', KAFKA_BROKERS: ' ' }).redisUrl).toBe('redis://127.0.0.1:6379');
   });
+
+  it('bounds the dead-letter path: DLQ_SPOOL_MAX_BYTES and DLQ_MAX_RECORD_BYTES', async () => {
+    expect(parseConfig({}).dlq).toEqual({ spoolMaxBytes: 256 * 1024 * 1024, maxRecordBytes: 512 * 1024 });
+    expect(parseConfig({ DLQ_SPOOL_MAX_BYTES: '1048576', DLQ_MAX_RECORD_BYTES: '65536' }).dlq).toEqual({
+      spoolMaxBytes: 1_048_576,
+      maxRecordBytes: 65_536,
+    });
+    expect(await problemsOf({ DLQ_SPOOL_MAX_BYTES: '1k', DLQ_MAX_RECORD_BYTES: '100' })).toEqual([
+      'DLQ_SPOOL_MAX_BYTES: "1k" -> an integer >= 65536',
+      'DLQ_MAX_RECORD_BYTES: "100" -> an integer from 4096 to 67108864',
+    ]);
+    expect(await problemsOf({ DLQ_SPOOL_MAX_BYTES: '65536', DLQ_MAX_RECORD_BYTES: '100000' })).toEqual([
+      'DLQ_MAX_RECORD_BYTES: "100000" -> at most DLQ_SPOOL_MAX_BYTES (65536), so a record always fits the spool',
+    ]);
+  });
 });
 
 describe('parseJobSettings', () => {

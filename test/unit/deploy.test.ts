@@ -6,7 +6,8 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
-import { JOB_DEFAULTS, parseConfig } from '../../src/config.js';
+import { JOB_DEFAULTS, JOB_IDS, jobEnvPrefix, parseConfig } from '../../src/config.js';
+import { parseJobsFile } from '../../src/declarative/parse-jobs-file.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const read = (p: string): string => readFileSync(path.join(root, p), 'utf8');
@@ -179,16 +180,23 @@ const GLOBAL_VARS = [
   'FEED_WARMER_ACTIVE_DAYS',
   'FEED_WARMER_LOOKBACK_HOURS',
   'FEED_WARMER_DECAY',
+  'JOBS_FILE',
 ];
 const PER_JOB_SUFFIXES = ['ENABLED', 'INTERVAL_SEC', 'CRON', 'TIMEOUT_SEC', 'TTL_SEC', 'RETRIES', 'PRIORITY'];
 // The compose stack also loads the example job module (examples/jobs/author-stats.mjs) through JOB_MODULES.
 const MODULE_JOB_PREFIXES = ['AUTHOR_STATS_'];
+/** The declarative jobs the compose stack mounts (CONTRACT §11): their per-job variables are valid too. */
+const EXAMPLE_JOBS = parseJobsFile(read('examples/jobs.yaml'), 'examples/jobs.yaml', {
+  reservedIds: JOB_IDS,
+  cronTimezone: 'UTC',
+});
 const CONTRACT_VARS = new Set([
   ...GLOBAL_VARS,
   'JOB_MODULES',
   ...[...Object.values(JOB_DEFAULTS).map((d) => d.envPrefix), ...MODULE_JOB_PREFIXES].flatMap((p) =>
     PER_JOB_SUFFIXES.map((s) => `${p}${s}`),
   ),
+  ...EXAMPLE_JOBS.jobs.flatMap((j) => PER_JOB_SUFFIXES.map((s) => `${jobEnvPrefix(j.id)}${s}`)),
 ]);
 
 const LONG_RUNNING = ['cache-refresher', 'redis', 'kafka', 'clickhouse', 'prometheus', 'grafana'];
@@ -258,6 +266,18 @@ describe('docker-compose.yml', () => {
     expect(ch.CLICKHOUSE_USER).toBe(config.clickhouse.user);
     expect(ch.CLICKHOUSE_PASSWORD).toBe(config.clickhouse.password);
     expect(ch.CLICKHOUSE_DB).toBe(config.clickhouse.database);
+  });
+
+  it('runs examples/jobs.yaml: JOBS_FILE is where the file is mounted read-only, and the file is valid', () => {
+    expect(EXAMPLE_JOBS.problems).toEqual([]);
+    expect(EXAMPLE_JOBS.jobs.map((j) => j.output.type).sort()).toEqual([
+      'hash',
+      'per_row',
+      'sorted_set',
+      'string',
+    ]);
+    const jobsFile = envOf('cache-refresher').JOBS_FILE;
+    expect(svc('cache-refresher').volumes ?? []).toContain(`./examples/jobs.yaml:${jobsFile ?? '?'}:ro`);
   });
 
   it('mounts the spool volume, the Prometheus config and rules, and Grafana provisioning that exist', () => {

@@ -1,5 +1,14 @@
 import { describe, expect, it } from 'vitest';
-import { buildDlqRecord, needsDlqRecord, runnerInfo, toKafkaMessage } from '../../src/dlq/record.js';
+import {
+  buildDlqRecord,
+  capRecord,
+  DEFAULT_MAX_RECORD_BYTES,
+  needsDlqRecord,
+  recordBytes,
+  runnerInfo,
+  toKafkaMessage,
+  type RecordTruncation,
+} from '../../src/dlq/record.js';
 import { JobError } from '../../src/runner/job.js';
 import type { RunEnded } from '../../src/runner/runner.js';
 
@@ -99,5 +108,60 @@ describe('DLQ record', () => {
     expect(info.version).toBe(pkg.version);
     expect(info.pid).toBe(process.pid);
     expect(info.host).toBe((await import('node:os')).hostname());
+  });
+
+  describe('size cap (DLQ_MAX_RECORD_BYTES)', () => {
+    /** What suggested-users reports when thousands of batches fail with long ClickHouse messages. */
+    const failedBatches = (n: number): { batch: number; of: number; error: string }[] =>
+      Array.from({ length: n }, (_v, i) => ({
+        batch: i,
+        of: n,
+        error: `Code: 241. DB::Exception: Memory limit (total) exceeded: would use 3.51 GiB ${'x'.repeat(300)}`,
+      }));
+
+    it('leaves a record within the bound exactly as it is', () => {
+      const e = ended({ context: { failed_batches: failedBatches(20) } });
+      if (!needsDlqRecord(e)) throw new Error('expected a failure');
+      const r = buildDlqRecord(e, info);
+      expect(r.context.failed_batches).toHaveLength(20);
+      expect(r.context.record_truncated).toBeUndefined();
+    });
+
+    for (const batches of [2_000, 4_000, 20_000]) {
+      it(`summarises ${batches} failed batches to the first entries plus counts, under 512 KiB`, () => {
+        const e = ended({ context: { active_users: 1, failed_batches: failedBatches(batches) } });
+        if (!needsDlqRecord(e)) throw new Error('expected a failure');
+        const r = buildDlqRecord(e, info);
+        expect(recordBytes(r)).toBeLessThanOrEqual(DEFAULT_MAX_RECORD_BYTES);
+        expect(r.context.active_users).toBe(1);
+        expect(r.context.failed_batches).toEqual(failedBatches(batches).slice(0, 10));
+        const cut = r.context.record_truncated as RecordTruncation;
+        expect(cut.lists).toEqual({ failed_batches: batches });
+        expect(cut.original_bytes).toBeGreaterThan(DEFAULT_MAX_RECORD_BYTES);
+        expect(cut.max_bytes).toBe(DEFAULT_MAX_RECORD_BYTES);
+      });
+    }
+
+    it('cuts long strings, then drops the context, then cuts the message, to fit any bound', () => {
+      const base = buildDlqRecord(
+        ended({ context: { sql: 'y'.repeat(50_000), rows: failedBatches(30) } }) as never,
+        info,
+        10_000_000,
+      );
+      const strings = capRecord(base, 20_000);
+      expect(recordBytes(strings)).toBeLessThanOrEqual(20_000);
+      expect(String(strings.context.sql)).toMatch(/… \(48976 more characters\)$/);
+      expect((strings.context.record_truncated as RecordTruncation).strings_cut).toBe(1);
+
+      const noContext = capRecord(base, 4_096);
+      expect(recordBytes(noContext)).toBeLessThanOrEqual(4_096);
+      expect(Object.keys(noContext.context)).toEqual(['record_truncated']);
+      expect((noContext.context.record_truncated as RecordTruncation).context_dropped).toBe(true);
+
+      const hugeMessage = capRecord({ ...base, error: { ...base.error, message: 'z'.repeat(8192) } }, 4_096);
+      expect(recordBytes(hugeMessage)).toBeLessThanOrEqual(4_096);
+      expect(hugeMessage.error.message).toMatch(/… \(cut\)$/);
+      expect(hugeMessage.run_id).toBe(base.run_id);
+    });
   });
 });

@@ -40,6 +40,39 @@ describe('defineJob', () => {
   });
 });
 
+describe('readsTables', () => {
+  it('is carried (frozen) from the spec to the job and declared by every built-in job', () => {
+    const job = defineJob({
+      id: 'a',
+      schedule: { intervalSec: 1 },
+      run,
+      readsTables: ['posts', 'post_events'],
+    });
+    expect(job.readsTables).toEqual(['posts', 'post_events']);
+    expect(Object.isFrozen(job.readsTables)).toBe(true);
+    expect(defineJob({ id: 'b', schedule: { intervalSec: 1 }, run }).readsTables).toBeUndefined();
+    expect(() =>
+      defineJob({ id: 'c', schedule: { intervalSec: 1 }, run, readsTables: ['db.posts; DROP'] }),
+    ).toThrow('readsTables must be an array of table names, got ["db.posts; DROP"]');
+    const tables = Object.fromEntries(
+      builtInEntries(parseConfig({})).map(({ job: j }) => [j.id, j.readsTables]),
+    );
+    expect(tables).toEqual({
+      'trending-1h': ['post_events', 'post_engagement_1m'],
+      'trending-24h': ['post_events', 'post_engagement_1m'],
+      'trending-7d': ['post_events', 'post_engagement_1h'],
+      'suggested-users': ['post_events', 'user_relationships'],
+      'feed-warmer': [
+        'post_events',
+        'user_relationships',
+        'posts',
+        'post_engagement_1m',
+        'post_engagement_1h',
+      ],
+    });
+  });
+});
+
 describe('registerJobs', () => {
   const env = { TOP_AUTHORS_INTERVAL_SEC: '15', TOP_AUTHORS_PRIORITY: '4' };
   const custom = defineJob({ id: 'top-authors', schedule: { cron: '0 */5 * * * *' }, run });

@@ -401,6 +401,42 @@ describe('Runner: a follower follows freshness records', () => {
   });
 });
 
+describe('Runner: a former leader follows the new leader (issue 13 point 4)', () => {
+  it('a success recorded after its failures ends its streak and backoff; an older one does not', async () => {
+    const clock = new FakeClock();
+    const freshness = new MemoryFreshness();
+    const h = harness(
+      [
+        {
+          job: job('j', () => Promise.reject(new Error('clickhouse down'))),
+          settings: settings({ intervalSec: 1 }),
+        },
+      ],
+      { clock, freshness },
+    );
+    h.runner.start();
+    await clock.advance(3 * 1000 + 100);
+    expect(h.runner.detail('j')!.consecutive_failures).toBe(3);
+    expect(h.runner.detail('j')!.backoff_until).not.toBeNull();
+    h.runner.setLeader(false);
+    const lastRunAt = Date.parse(h.runner.detail('j')!.last_run_at!);
+    // A success from before our last failure says nothing about the streak.
+    freshness.records.set('j', { lastSuccessAt: lastRunAt - 1, runId: 'old', items: 1, durationMs: 1 });
+    await h.runner.refreshFreshness();
+    expect(h.runner.detail('j')!.consecutive_failures).toBe(3);
+    // The new leader succeeds: the follower's streak and backoff end, its gauges say healthy.
+    await clock.advance(2000);
+    freshness.records.set('j', { lastSuccessAt: clock.now() - 500, runId: 'new', items: 1, durationMs: 1 });
+    await h.runner.refreshFreshness();
+    const detail = h.runner.detail('j')!;
+    expect(detail.consecutive_failures).toBe(0);
+    expect(detail.backoff_until).toBeNull();
+    expect(detail.last_outcome).toBe('failure'); // its own last run is still what it was
+    expect(h.runner.gauges()[0]!.consecutiveFailures).toBe(0);
+    await h.runner.stop(0);
+  });
+});
+
 describe('Runner: control and robustness', () => {
   it('skips paused jobs with reason paused and runs them again after resume', async () => {
     const clock = new FakeClock();

@@ -13,24 +13,37 @@ export async function flush(): Promise<void> {
 }
 
 /**
- * A clock whose time moves only when a test says so. `advance` fires due timers in time order, letting
- * promise chains settle after each, as a real event loop would.
+ * A clock whose time moves only when a test says so. `advance` moves monotonic time (and the wall
+ * clock with it) and fires due timers in time order, letting promise chains settle after each, as a
+ * real event loop would. `stepWall` moves only the wall clock, as NTP or a VM restore does: timers,
+ * like Node's, run on monotonic time and do not notice.
  */
 export class FakeClock implements Clock {
-  #now: number;
+  #mono = 0;
+  /** Wall time minus monotonic time. */
+  #wallOffset: number;
   #seq = 0;
   readonly #timers: FakeTimer[] = [];
 
   constructor(start = Date.UTC(2026, 0, 1, 0, 0, 0)) {
-    this.#now = start;
+    this.#wallOffset = start;
   }
 
   now(): number {
-    return this.#now;
+    return this.#mono + this.#wallOffset;
+  }
+
+  monotonic(): number {
+    return this.#mono;
+  }
+
+  /** Steps the wall clock by `ms` (negative: backwards) without any time passing. */
+  stepWall(ms: number): void {
+    this.#wallOffset += ms;
   }
 
   setTimer(ms: number, fn: () => void): TimerHandle {
-    const timer: FakeTimer = { due: this.#now + Math.max(0, ms), seq: this.#seq++, fn, cancelled: false };
+    const timer: FakeTimer = { due: this.#mono + Math.max(0, ms), seq: this.#seq++, fn, cancelled: false };
     this.#timers.push(timer);
     return {
       cancel: () => {
@@ -44,7 +57,7 @@ export class FakeClock implements Clock {
   }
 
   async advance(ms: number): Promise<void> {
-    const target = this.#now + ms;
+    const target = this.#mono + ms;
     await flush();
     for (;;) {
       const live = this.#timers.filter((t) => !t.cancelled && t.due <= target);
@@ -54,11 +67,11 @@ export class FakeClock implements Clock {
       if (!next) break;
       next.cancelled = true;
       this.#timers.splice(this.#timers.indexOf(next), 1);
-      this.#now = Math.max(this.#now, next.due);
+      this.#mono = Math.max(this.#mono, next.due);
       next.fn();
       await flush();
     }
-    this.#now = target;
+    this.#mono = target;
     this.#timers.splice(0, this.#timers.length, ...this.#timers.filter((t) => !t.cancelled));
     await flush();
   }

@@ -1,4 +1,4 @@
-import { pino } from 'pino';
+import { pino, type Logger } from 'pino';
 import type { JobSettings } from '../../../src/config.js';
 import type { RunnerJob, RunFacts, RunResult } from '../../../src/runner/job.js';
 import { Runner, type FreshnessStore, type RunEnded, type RunnerEvents } from '../../../src/runner/runner.js';
@@ -69,6 +69,7 @@ export function harness(
     random?: () => number;
     clock?: FakeClock;
     freshness?: MemoryFreshness;
+    log?: Logger;
   } = {},
 ): Harness {
   const clock = opts.clock ?? new FakeClock();
@@ -79,7 +80,7 @@ export function harness(
     backoff: { afterFailures: 3, baseSec: 1, maxSec: 300 },
     cronTimezone: 'UTC',
     clock,
-    log: pino({ level: 'silent' }),
+    log: opts.log ?? pino({ level: 'silent' }),
     freshness,
     random: opts.random ?? (() => 1 - Number.EPSILON),
   });
