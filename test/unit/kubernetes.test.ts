@@ -15,7 +15,8 @@ import { PodDisruptionBudget } from 'kubernetes-models/policy/v1/PodDisruptionBu
 import { ConfigMap } from 'kubernetes-models/v1/ConfigMap';
 import { Service } from 'kubernetes-models/v1/Service';
 import { ServiceAccount } from 'kubernetes-models/v1/ServiceAccount';
-import { JOB_DEFAULTS, parseConfig } from '../../src/config.js';
+import { JOB_DEFAULTS, JOB_IDS, parseConfig } from '../../src/config.js';
+import { parseJobsFile } from '../../src/declarative/parse-jobs-file.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const dir = path.join(root, 'deploy', 'kubernetes');
@@ -285,6 +286,14 @@ describe('deploy/kubernetes: the Deployment', () => {
         .map((m) => m.mountPath)
         .sort(),
     ).toEqual([spoolDir, '/tmp'].sort());
+  });
+
+  it("the jobs ConfigMap's file is a valid JOBS_FILE (the sidecar's own parser)", () => {
+    const configMap = byKind('ConfigMap') as K8sObject & { data: Record<string, string> };
+    const [file, text] = Object.entries(configMap.data)[0]!;
+    const parsed = parseJobsFile(text, file, { reservedIds: JOB_IDS, cronTimezone: 'UTC' });
+    expect(parsed.problems).toEqual([]);
+    expect(parsed.jobs.map((j) => j.id)).toEqual(['top-authors']);
   });
 
   it('sets CPU and memory requests and limits, and a V8 heap inside the memory limit', () => {
