@@ -109,7 +109,7 @@ describe('configWarnings', () => {
       'SUGGESTED_USERS_PARALLELISM',
     ];
     expect(KNOWN_ELSEWHERE).toEqual(expect.arrayContaining(fromOtherFeatures));
-    // Values need not be valid here (those features validate them): only the names matter.
+    // Their values are not valid settings ('1' is no file); only the names matter to the warnings.
     const env = Object.fromEntries(fromOtherFeatures.map((n) => [n, '1']));
     expect(configWarnings(env, parseConfig({})).map((w) => w.message)).toEqual([]);
   });
@@ -177,6 +177,7 @@ describe('configWarnings', () => {
       REDIS_URL: 'redis://127.0.0.1:1',
       ...Object.fromEntries(KNOWN_ELSEWHERE.map((n) => [n, '1'])),
     };
+    // Names only: '1' is not a valid value for every one of them, so the settings are the defaults.
     expect(configWarnings(env, parseConfig({})).map((w) => w.message)).toEqual([]);
     expect(
       configWarnings({ TOP_AUTHORS_TTL_SEC: '5', TOP_AUTHORS_TTL: '5' }, parseConfig({}), {
