@@ -50,7 +50,9 @@ const INTERVALS = {
   // examples/jobs.yaml's jobs: the environment overrides a declarative job's file settings too.
   TOP_AUTHORS_INTERVAL_SEC: '5',
   POST_COUNTERS_INTERVAL_SEC: '10',
-  USER_ACTIVITY_INTERVAL_SEC: '60', // not below its timeout_sec (60 s in the file)
+  USER_ACTIVITY_INTERVAL_SEC: '15',
+  // Its file's 60 s timeout would exceed the demo's interval (a start-up warning): keep them in step.
+  USER_ACTIVITY_TIMEOUT_SEC: '15',
   EVENTS_LAST_HOUR_INTERVAL_SEC: '5',
 };
 

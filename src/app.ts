@@ -351,14 +351,16 @@ export class App {
       },
       {
         name: 'clickhouse_tables',
-        check: async (signal) => {
-          const missing = await missingTables(this.clickhouse, this.#tablesRead, signal);
-          if (missing.length === 0) return;
-          throw new Error(
-            `database ${this.#config.clickhouse.database} lacks ${missing.join(', ')} ` +
-              '(read by enabled jobs): run `cache-refresher migrate`',
-          );
-        },
+        // Fails too while ClickHouse cannot be reached: explained and redacted the same way.
+        check: (signal) =>
+          explained('clickhouse', config.security.clickhouse.tls !== undefined, async () => {
+            const missing = await missingTables(this.clickhouse, this.#tablesRead, signal);
+            if (missing.length === 0) return;
+            throw new Error(
+              `database ${config.clickhouse.database} lacks ${missing.join(', ')} ` +
+                '(read by enabled jobs): run `cache-refresher migrate`',
+            );
+          }),
       },
     ];
   }

@@ -23,20 +23,7 @@ import {
  * elsewhere; variables `parseConfig` reads need no entry.
  */
 export const KNOWN_ELSEWHERE: readonly string[] = [
-  // the DLQ spool's bounds
-  'DLQ_SPOOL_MAX_BYTES',
-  'DLQ_MAX_RECORD_BYTES',
-  // TLS and SASL for Kafka, Redis and ClickHouse
-  'KAFKA_SSL',
-  'KAFKA_SSL_CA_FILE',
-  'KAFKA_SASL_MECHANISM',
-  'KAFKA_SASL_USERNAME',
-  'KAFKA_SASL_PASSWORD',
-  'KAFKA_SASL_PASSWORD_FILE',
-  'REDIS_TLS_CA_FILE',
-  'REDIS_PASSWORD_FILE',
-  'CLICKHOUSE_TLS_CA_FILE',
-  'CLICKHOUSE_PASSWORD_FILE',
+  // (the DLQ spool's bounds and the TLS/SASL variables are read by parseConfig: no entry needed)
   // your own jobs (CONTRACT §11)
   'JOBS_FILE',
   'JOB_MODULES',
@@ -55,6 +42,12 @@ export const KNOWN_ELSEWHERE: readonly string[] = [
   'CLICKHOUSE_TCP_PORT',
   'KAFKA_PORT',
   'KAFKA_CONTROLLER_PORT',
+  // ... and its secure set (`up --secure`)
+  'SECURE_REDIS_PORT',
+  'SECURE_CLICKHOUSE_HTTPS_PORT',
+  'SECURE_CLICKHOUSE_HTTP_PORT',
+  'SECURE_KAFKA_PORT',
+  'SECURE_KAFKA_CONTROLLER_PORT',
   'CACHE_REFRESHER_CACHE',
 ];
 

@@ -399,7 +399,11 @@ describe('managed and secured services: TLS and SASL', () => {
             v.status === 503 && fault.cause.test(v.redis) && fault.cause.test(v.clickhouse),
         );
       const unready = (await r.request('GET', '/readyz')).json();
-      expect(unready).toMatchObject({ status: 'unready', failing: ['redis', 'clickhouse'] });
+      // (clickhouse_tables fails too: the tables cannot be checked while ClickHouse is unreachable.)
+      expect(unready).toMatchObject({
+        status: 'unready',
+        failing: expect.arrayContaining(['redis', 'clickhouse']) as unknown,
+      });
       const redisLine = await r.waitForLog(
         (l) =>
           l.component === 'redis' &&
