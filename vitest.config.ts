@@ -1,5 +1,34 @@
 import { defineConfig } from 'vitest/config';
 
+/**
+ * Integration files that stop, freeze (SIGSTOP) or restart the shared servers, or whose assertions are
+ * bounds on elapsed time (a KILL within 2 s, a leader again within 5 s, a run count in 12 s). They run one
+ * at a time, after the rest, so that no other file sees a server vanish under it and no bound is measured
+ * on a machine busy with other files. A new file that does either belongs here.
+ */
+const SERIAL_INTEGRATION = [
+  'test/integration/faults.test.ts',
+  'test/integration/dlq-broker-faults.test.ts',
+  'test/integration/dlq-disk-faults.test.ts',
+  'test/integration/dlq-spool.test.ts',
+  'test/integration/lease-frozen-redis.test.ts',
+  'test/integration/observability.test.ts',
+  'test/integration/query-cancellation.test.ts',
+  'test/integration/follower-health.test.ts',
+  'test/integration/replicas.test.ts',
+  'test/integration/wall-clock-step.test.ts',
+  'test/integration/leader-lease.test.ts',
+  'test/integration/shutdown.test.ts',
+  'test/integration/secure.test.ts',
+];
+
+const integration = {
+  environment: 'node' as const,
+  globalSetup: ['test/integration/global-setup.ts'],
+  testTimeout: 60_000,
+  hookTimeout: 240_000,
+};
+
 export default defineConfig({
   test: {
     projects: [
@@ -11,16 +40,23 @@ export default defineConfig({
         },
       },
       {
+        // Files share the real servers without disturbing them; each owns its key prefix, database,
+        // topic and spool directory, so they run side by side.
         test: {
+          ...integration,
           name: 'integration',
           include: ['test/integration/**/*.test.ts'],
-          environment: 'node',
-          globalSetup: ['test/integration/global-setup.ts'],
-          // Files share the real servers; each owns its key prefix, database and topic,
-          // but fault-injection tests stop servers, so files run one at a time.
+          exclude: SERIAL_INTEGRATION,
+          fileParallelism: true,
+          maxWorkers: 3,
+        },
+      },
+      {
+        test: {
+          ...integration,
+          name: 'integration-serial',
+          include: SERIAL_INTEGRATION,
           fileParallelism: false,
-          testTimeout: 60_000,
-          hookTimeout: 240_000,
         },
       },
     ],
