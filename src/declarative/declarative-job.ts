@@ -2,6 +2,7 @@ import type { ClickHouseClient, ResultSet } from '@clickhouse/client';
 import type { Logger } from 'pino';
 import { eachRow } from '../cache/stream.js';
 import { yieldToLoop, type CacheWriter } from '../cache/writer.js';
+import { readJsonEachRow } from '../clickhouse/result-stream.js';
 import { renderKey } from './key-template.js';
 import { runParams } from './query-params.js';
 import { hashEntry, perRowEntry, scoredMember, type Row } from './row-values.js';
@@ -70,13 +71,13 @@ export class DeclarativeJob {
     const output = spec.output;
     switch (output.type) {
       case 'string': {
-        const rows = await result.json<Row>();
+        const rows = await readJsonEachRow<Row>(result);
         const key = renderKey(output.key, keyPrefix, {}) ?? output.key.source;
         await cache.write([{ key, value: JSON.stringify(rows) }], ttlSec, signal);
         return { rows: rows.length, written: rows.length, skipped: 0 };
       }
       case 'sorted_set': {
-        const rows = await result.json<Row>();
+        const rows = await readJsonEachRow<Row>(result);
         const members = rows.map((row) => scoredMember(output, row));
         const good = members.filter((m) => m !== undefined);
         const key = renderKey(output.key, keyPrefix, {}) ?? output.key.source;

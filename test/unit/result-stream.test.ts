@@ -1,5 +1,6 @@
 import { Readable } from 'node:stream';
-import { ClickHouseError, ResultSet, type DataFormat } from '@clickhouse/client';
+import { ClickHouseError, ResultSet, type ClickHouseClient, type DataFormat } from '@clickhouse/client';
+import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
 import type { CacheEntry, CacheWriter } from '../../src/cache/writer.js';
 import {
@@ -9,6 +10,8 @@ import {
   readJsonEachRow,
   streamLines,
 } from '../../src/clickhouse/result-stream.js';
+import { DeclarativeJob } from '../../src/declarative/declarative-job.js';
+import { parseJobsFile } from '../../src/declarative/parse-jobs-file.js';
 import { streamUserValues } from '../../src/jobs/user-values.js';
 
 // What a ClickHouse server before 25.11 appends to a body whose query fails after the rows were sent.
@@ -94,5 +97,52 @@ describe('a server exception in the middle of a streamed result', () => {
     const seen: string[][] = [];
     for await (const lines of streamLines(resultOf('TabSeparatedRaw', ['a\nb\n', 'c\n']))) seen.push(lines);
     expect(seen).toEqual([['a', 'b'], ['c']]);
+  });
+});
+
+describe('a declarative job whose one-key output meets a server exception mid-result', () => {
+  const yaml = `jobs:
+  - id: top-members
+    interval_sec: 60
+    query: SELECT 'a' AS member, 1 AS score
+    output: { type: sorted_set, key: "{prefix}:top", member: member, score: score }
+  - id: member-list
+    interval_sec: 60
+    query: SELECT 'a' AS member
+    output: { type: string, key: "{prefix}:list" }
+`;
+  const { jobs, problems } = parseJobsFile(yaml, 'jobs.yaml', { reservedIds: [], cronTimezone: 'UTC' });
+
+  it.each(['top-members', 'member-list'])('%s fails with the server error and writes nothing', async (id) => {
+    expect(problems).toEqual([]);
+    const spec = jobs.find((j) => j.id === id);
+    expect(spec).toBeDefined();
+    const writes: string[] = [];
+    const cache = {
+      write: (entries: CacheEntry[]) => {
+        writes.push(...entries.map((e) => e.key));
+        return Promise.resolve(entries.length);
+      },
+      replaceSortedSet: (key: string) => {
+        writes.push(key);
+        return Promise.resolve(1);
+      },
+      replaceHashes: () => Promise.resolve(0),
+    } satisfies CacheWriter;
+    const clickhouse = {
+      query: () =>
+        Promise.resolve(resultOf('JSONEachRow', ['{"member":"a","score":1}\n', `${OLD_SERVER_EXCEPTION}\n`])),
+    } as unknown as Pick<ClickHouseClient, 'query'>;
+    const job = new DeclarativeJob({ spec: spec!, clickhouse, cache, keyPrefix: 't', ttlSec: 60 });
+    const run = job.run({
+      jobId: id,
+      runId: 'r1',
+      attempt: 1,
+      startedAt: new Date(0),
+      signal: new AbortController().signal,
+      log: pino({ level: 'silent' }),
+    });
+    await expect(run).rejects.toBeInstanceOf(MidStreamError);
+    expect(writes).toEqual([]);
   });
 });
