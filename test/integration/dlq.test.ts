@@ -2,14 +2,11 @@
 // the real Kafka topic, with every CONTRACT §5 field right.
 import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
-import path from 'node:path';
-import type { Kafka } from 'kafkajs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RunnerProcess } from '../fixtures/child.js';
 import { servicesEnv } from './env.js';
-import { createTopic, testKafka, TopicReader, topicSize, type ReceivedRecord } from './kafka-helpers.js';
+import { openDlqTarget, topicSize, type DlqTarget, type ReceivedRecord } from './kafka-helpers.js';
 
 const ADMIN_TOKEN = 'test-admin-token';
 const pkgVersion = (
@@ -18,17 +15,11 @@ const pkgVersion = (
 
 describe('DLQ records on the real Kafka topic', () => {
   const s = servicesEnv();
-  const topic = `test-dlq-${randomUUID()}`;
-  let kafka: Kafka;
-  let reader: TopicReader;
-  let spoolDir: string;
+  let dlq: DlqTarget;
   let runner: RunnerProcess | undefined;
 
   beforeAll(async () => {
-    kafka = testKafka(s.kafkaBrokers);
-    await createTopic(kafka, topic);
-    reader = await TopicReader.start(kafka, topic);
-    spoolDir = await mkdtemp(path.join(os.tmpdir(), 'dlq-it-'));
+    dlq = await openDlqTarget(s.kafkaBrokers, `test-dlq-${randomUUID()}`);
   });
 
   afterAll(async () => {
@@ -36,8 +27,7 @@ describe('DLQ records on the real Kafka topic', () => {
       runner.kill('SIGKILL');
       await runner.exited;
     }
-    await reader.stop();
-    await rm(spoolDir, { recursive: true, force: true });
+    await dlq.close();
   });
 
   it('one record per failed or timed-out run, none for success or cancel', async () => {
@@ -46,8 +36,8 @@ describe('DLQ records on the real Kafka topic', () => {
         REDIS_URL: s.redisUrl,
         CLICKHOUSE_URL: s.clickhouseUrl,
         KAFKA_BROKERS: s.kafkaBrokers.join(','),
-        DLQ_TOPIC: topic,
-        DLQ_SPOOL_DIR: spoolDir,
+        DLQ_TOPIC: dlq.topic,
+        DLQ_SPOOL_DIR: dlq.spoolDir,
         CACHE_KEY_PREFIX: `test-dlq-${randomUUID()}`,
         HTTP_PORT: '0',
         LEADER_ELECTION: 'false',
@@ -115,15 +105,16 @@ describe('DLQ records on the real Kafka topic', () => {
     runner = undefined;
 
     const expected = expectedRuns();
-    const total = await topicSize(kafka, topic);
+    const total = await topicSize(dlq.kafka, dlq.topic);
     expect(total).toBe(expected.length);
-    await expect.poll(() => reader.received.length, { timeout: 20_000 }).toBe(total);
+    await expect.poll(() => dlq.reader.received.length, { timeout: 20_000 }).toBe(total);
     const byRun = new Map<string, ReceivedRecord[]>();
-    for (const r of reader.received) byRun.set(r.record.run_id, [...(byRun.get(r.record.run_id) ?? []), r]);
+    for (const r of dlq.reader.received)
+      byRun.set(r.record.run_id, [...(byRun.get(r.record.run_id) ?? []), r]);
     // Exactly one record per failed run, and nothing else (no success, no cancelled run).
     expect([...byRun.keys()].sort()).toEqual(expected.map((l) => String(l.run_id)).sort());
     expect([...byRun.values()].every((list) => list.length === 1)).toBe(true);
-    expect(reader.received.some((r) => ['fine', 'sleepy'].includes(r.record.job))).toBe(false);
+    expect(dlq.reader.received.some((r) => ['fine', 'sleepy'].includes(r.record.job))).toBe(false);
 
     const recordOf = (line: Record<string, unknown>): ReceivedRecord => {
       const got = byRun.get(String(line.run_id))?.[0];

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
-import { RunnerProcess, type FixtureJob } from '../fixtures/child.js';
-import { servicesEnv } from './env.js';
+import type { FixtureJob, RunnerProcess } from '../fixtures/child.js';
+import { startReplica } from './replica.js';
 
 /**
  * Issue 13 point 4 with two real runner processes: the leader fails 3 runs in a row, loses the lease,
@@ -15,19 +15,7 @@ describe('a former leader follows the new leader’s health (two real runner pro
   const running: RunnerProcess[] = [];
 
   function start(prefix: string, jobs: FixtureJob[]): RunnerProcess {
-    const s = servicesEnv();
-    const r = new RunnerProcess(
-      {
-        REDIS_URL: s.redisUrl,
-        CLICKHOUSE_URL: s.clickhouseUrl,
-        CACHE_KEY_PREFIX: prefix,
-        HTTP_PORT: '0',
-        LEADER_ELECTION: 'true',
-        LEADER_LEASE_SEC: String(LEASE_SEC),
-        DLQ_SPOOL_DIR: `/tmp/cache-refresher-test-${randomUUID()}`,
-      },
-      jobs,
-    );
+    const r = startReplica(prefix, jobs, LEASE_SEC);
     running.push(r);
     return r;
   }

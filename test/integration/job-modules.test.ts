@@ -9,11 +9,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
-import type { Kafka } from 'kafkajs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RunnerProcess } from '../fixtures/child.js';
 import { servicesEnv } from './env.js';
-import { createTopic, testKafka, TopicReader } from './kafka-helpers.js';
+import { openDlqTarget, type DlqTarget } from './kafka-helpers.js';
 import { scratchDatabase, type ScratchDatabase } from './scratch-database.js';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -108,18 +107,12 @@ export default defineJob({ id: 'trending-1h', schedule: { intervalSec: 5 }, run:
   });
 
   describe('a module that runs', () => {
-    const topic = `test-modules-dlq-${randomUUID()}`;
     const prefix = `test-modules-${randomUUID()}`;
-    let kafka: Kafka;
-    let reader: TopicReader;
+    let dlq: DlqTarget;
     let runner: RunnerProcess | undefined;
-    let spoolDir: string;
 
     beforeAll(async () => {
-      kafka = testKafka(s.kafkaBrokers);
-      await createTopic(kafka, topic);
-      reader = await TopicReader.start(kafka, topic);
-      spoolDir = await mkdtemp(path.join(os.tmpdir(), 'job-modules-spool-'));
+      dlq = await openDlqTarget(s.kafkaBrokers, `test-modules-dlq-${randomUUID()}`);
     });
 
     afterAll(async () => {
@@ -127,8 +120,7 @@ export default defineJob({ id: 'trending-1h', schedule: { intervalSec: 5 }, run:
         runner.kill('SIGKILL');
         await runner.exited;
       }
-      await reader.stop();
-      await rm(spoolDir, { recursive: true, force: true });
+      await dlq.close();
     });
 
     it('runs on its own <ID>_INTERVAL_SEC and every surface knows it', async () => {
@@ -137,8 +129,8 @@ export default defineJob({ id: 'trending-1h', schedule: { intervalSec: 5 }, run:
           REDIS_URL: s.redisUrl,
           CLICKHOUSE_URL: s.clickhouseUrl,
           KAFKA_BROKERS: s.kafkaBrokers.join(','),
-          DLQ_TOPIC: topic,
-          DLQ_SPOOL_DIR: spoolDir,
+          DLQ_TOPIC: dlq.topic,
+          DLQ_SPOOL_DIR: dlq.spoolDir,
           CACHE_KEY_PREFIX: prefix,
           HTTP_PORT: '0',
           LEADER_ELECTION: 'false',
@@ -194,7 +186,7 @@ export default defineJob({ id: 'trending-1h', schedule: { intervalSec: 5 }, run:
 
       // The failing module job: catch-up run plus the trigger, one DLQ record each, naming the job.
       const records = await until('two DLQ records of module-boom', () => {
-        const got = reader.received.filter((r) => r.key === 'module-boom');
+        const got = dlq.reader.received.filter((r) => r.key === 'module-boom');
         return Promise.resolve(got.length >= 2 ? got : undefined);
       });
       expect(records[0]?.headers.job).toBe('module-boom');

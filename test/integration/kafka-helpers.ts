@@ -1,5 +1,8 @@
 // Reading the DLQ topic back from the real Kafka broker, for the DLQ integration tests.
 import { randomUUID } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
 import { Kafka, logLevel, type Consumer } from 'kafkajs';
 import type { DlqRecord } from '../../src/dlq/record.js';
 
@@ -76,4 +79,32 @@ export async function createTopic(kafka: Kafka, topic: string): Promise<void> {
   } finally {
     await admin.disconnect();
   }
+}
+
+/** A runner's dead-letter destination for one test: its own topic, a reader on it, its own spool. */
+export interface DlqTarget {
+  readonly kafka: Kafka;
+  readonly topic: string;
+  readonly reader: TopicReader;
+  readonly spoolDir: string;
+  /** Stops the reader and removes the spool directory. */
+  close(): Promise<void>;
+}
+
+/** Creates the topic, subscribes a reader from its start and makes an empty spool directory. */
+export async function openDlqTarget(brokers: string[], topic: string): Promise<DlqTarget> {
+  const kafka = testKafka(brokers);
+  await createTopic(kafka, topic);
+  const reader = await TopicReader.start(kafka, topic);
+  const spoolDir = await mkdtemp(path.join(os.tmpdir(), `${topic}-spool-`));
+  return {
+    kafka,
+    topic,
+    reader,
+    spoolDir,
+    async close() {
+      await reader.stop();
+      await rm(spoolDir, { recursive: true, force: true });
+    },
+  };
 }

@@ -1,8 +1,9 @@
 import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { RunnerProcess, type FixtureJob } from '../fixtures/child.js';
+import type { FixtureJob, RunnerProcess } from '../fixtures/child.js';
 import { servicesEnv } from './env.js';
+import { startReplica } from './replica.js';
 
 /**
  * CONTRACT §2 "single active replica", with real runner processes on one real Redis: exactly one
@@ -16,19 +17,7 @@ describe('one active replica (two real runner processes)', () => {
   const running: RunnerProcess[] = [];
 
   function start(prefix: string, jobs: FixtureJob[]): RunnerProcess {
-    const s = servicesEnv();
-    const r = new RunnerProcess(
-      {
-        REDIS_URL: s.redisUrl,
-        CLICKHOUSE_URL: s.clickhouseUrl,
-        CACHE_KEY_PREFIX: prefix,
-        HTTP_PORT: '0',
-        LEADER_ELECTION: 'true',
-        LEADER_LEASE_SEC: String(LEASE_SEC),
-        DLQ_SPOOL_DIR: `/tmp/cache-refresher-test-${randomUUID()}`,
-      },
-      jobs,
-    );
+    const r = startReplica(prefix, jobs, LEASE_SEC);
     running.push(r);
     return r;
   }
