@@ -20,6 +20,7 @@ const SERIAL_INTEGRATION = [
   'test/integration/leader-lease.test.ts',
   'test/integration/shutdown.test.ts',
   'test/integration/secure.test.ts',
+  'test/integration/sentinel-failover.test.ts',
 ];
 
 const integration = {

@@ -13,7 +13,12 @@ import { withQueryCancellation } from './clickhouse/query-cancellation.js';
 import type { Config } from './config.js';
 import type { ConnectionSecurity } from './config-security.js';
 import { connectionCause, explainConnectionError } from './connection-errors.js';
-import { clickhouseTlsOptions, kafkaSecurityOptions, redisStandaloneOptions } from './connection-options.js';
+import {
+  clickhouseTlsOptions,
+  kafkaSecurityOptions,
+  redisSentinelOptions,
+  redisStandaloneOptions,
+} from './connection-options.js';
 
 /**
  * Thin factories: each turns configuration into a client and nothing more. Whoever calls one owns the
@@ -35,9 +40,17 @@ export function hideAuthArguments(err: Error): void {
 /** What a client factory needs of the security settings; absent in scripts that build a config by hand. */
 type Secured<K extends keyof ConnectionSecurity> = { security?: Pick<ConnectionSecurity, K> };
 
-export function createRedis(config: Pick<Config, 'redisUrl'> & Secured<'redis'>, log: Logger): Redis {
+/**
+ * The Redis client of `config.redisTopology` (standalone when absent): the server `REDIS_URL` names, or
+ * the master the sentinels name (following it across failovers, see `redisSentinelOptions`).
+ */
+export function createRedis(
+  config: Pick<Config, 'redisUrl'> & Partial<Pick<Config, 'redisTopology'>> & Secured<'redis'>,
+  log: Logger,
+): Redis {
+  const topology = config.redisTopology;
+  const sentinel = topology?.kind === 'sentinel' ? topology : undefined;
   const redis = new Redis({
-    ...redisStandaloneOptions(config.redisUrl, config.security?.redis),
     lazyConnect: true,
     // Fail a command after one reconnect attempt instead of queueing it forever: a run should fail
     // (and be retried or dead-lettered) while Redis is down, not hang until its timeout.
@@ -46,6 +59,10 @@ export function createRedis(config: Pick<Config, 'redisUrl'> & Secured<'redis'>,
     commandTimeout: 15_000,
     retryStrategy: (times) => Math.min(times * 200, 2_000),
     enableAutoPipelining: false,
+    // Last: a topology's own reconnection policy replaces the defaults above.
+    ...(sentinel
+      ? redisSentinelOptions(config.redisUrl, sentinel, config.security?.redis)
+      : redisStandaloneOptions(config.redisUrl, config.security?.redis)),
   });
   let lastError = '';
   // Registered first, so every later listener (and log line) sees the error without credentials.
@@ -62,7 +79,29 @@ export function createRedis(config: Pick<Config, 'redisUrl'> & Secured<'redis'>,
     if (lastError !== '') log.info('redis connection restored');
     lastError = '';
   });
+  if (sentinel) followSentinelMaster(redis, sentinel.name, log);
   return redis;
+}
+
+/**
+ * Logs which master the sentinels named each time the client connects, so a failover shows in the log as
+ * the address changing; a sentinel that could not be asked is a debug line (ioredis asks the next one,
+ * and emits `error` itself once all of them failed).
+ */
+function followSentinelMaster(redis: Redis, name: string, log: Logger): void {
+  let master: string | undefined;
+  redis.on('sentinelError', (err: Error) => {
+    log.debug({ err }, `redis sentinel not usable: ${err.message}`);
+  });
+  redis.on('ready', () => {
+    const address = `${redis.stream.remoteAddress ?? '?'}:${redis.stream.remotePort ?? '?'}`;
+    if (address === master) return;
+    if (master === undefined)
+      log.info({ master: address, sentinel_name: name }, 'redis master from sentinels');
+    else
+      log.warn({ master: address, previous: master, sentinel_name: name }, 'redis master changed (failover)');
+    master = address;
+  });
 }
 
 /**
