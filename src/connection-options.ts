@@ -67,7 +67,9 @@ export function isReadOnlyReplicaError(err: Error): boolean {
 /**
  * A Sentinel client's options (CONTRACT §12): the sentinels to ask and the master's name, plus the
  * master's credentials, database and TLS from `REDIS_URL` (its host and port are ignored). With a
- * `rediss:` URL the sentinels are reached over TLS too, trusting the same CA. How the client follows a
+ * `rediss:` URL the sentinels are reached over TLS too, trusting the same CA; they are asked with
+ * `security.sentinel`'s user and password when set (`REDIS_SENTINEL_USERNAME`/`_PASSWORD`), else
+ * without AUTH. How the client follows a
  * failover (README "Redis topologies"):
  * - on every (re)connect ioredis asks the sentinels for the master and, by its ready check, refuses a
  *   node whose INFO says it is not a master (it then asks the next sentinel);
@@ -95,6 +97,8 @@ export function redisSentinelOptions(
     ...(username !== undefined ? { username } : {}),
     ...(password !== undefined ? { password } : {}),
     ...(tls !== undefined ? { tls, enableTLSForSentinelMode: true, sentinelTLS: tls } : {}),
+    ...(security?.sentinel?.username !== undefined ? { sentinelUsername: security.sentinel.username } : {}),
+    ...(security?.sentinel?.password !== undefined ? { sentinelPassword: security.sentinel.password } : {}),
     failoverDetector: true,
     sentinelCommandTimeout: 2_000,
     // Sentinels all unreachable: ask them again every second at most.

@@ -8,7 +8,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { Redis } from 'ioredis';
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
 import { RunnerProcess } from '../fixtures/child.js';
 import { servicesEnv } from './env.js';
 
@@ -52,6 +52,7 @@ describe('Sentinel failover (real master, replica and three sentinels)', () => {
   let set: SentinelSet;
   let sentinel: Redis;
   let runner: RunnerProcess | undefined;
+  let r: RunnerProcess;
   let killed: string | undefined;
 
   async function masterPort(): Promise<number> {
@@ -69,17 +70,20 @@ describe('Sentinel failover (real master, replica and three sentinels)', () => {
     sentinel = new Redis({ host: first.host, port: first.port, maxRetriesPerRequest: 1 });
   });
 
-  afterAll(async () => {
+  afterEach(async () => {
     runner?.kill('SIGKILL');
     await runner?.exited;
+    runner = undefined;
+  });
+
+  afterAll(async () => {
     sentinel.disconnect();
     // Leave the set whole for the next file or run: the killed node comes back as a replica.
     if (killed) await run('bash', [s.servicesScript, 'start', killed], { timeout: 60_000 });
   });
 
-  it('writes to the promoted replica within the failover time plus one interval; lease and fence hold there', async () => {
-    const prefix = `test-sentinel-${randomUUID()}`;
-    const key = `${prefix}:probe`;
+  /** A runner process on the sentinel set with leader election and one write job every interval. */
+  function startRunner(prefix: string, key: string): RunnerProcess {
     runner = new RunnerProcess(
       {
         // Its host is ignored with sentinels: an address nothing listens on proves it.
@@ -95,7 +99,13 @@ describe('Sentinel failover (real master, replica and three sentinels)', () => {
       },
       [{ id: 'probe', kind: 'write', key, intervalSec: INTERVAL_SEC, timeoutSec: 5, retries: 0 }],
     );
-    const r = runner;
+    return runner;
+  }
+
+  it('writes to the promoted replica within the failover time plus one interval; lease and fence hold there', async () => {
+    const prefix = `test-sentinel-${randomUUID()}`;
+    const key = `${prefix}:probe`;
+    r = startRunner(prefix, key);
     const oldPort = await masterPort();
     const oldNode = set.nodes.find((n) => n.port === oldPort);
     const newNode = set.nodes.find((n) => n.port !== oldPort);
@@ -162,6 +172,51 @@ describe('Sentinel failover (real master, replica and three sentinels)', () => {
     });
     await new Promise((resolve) => setImmediate(resolve));
     expect(exited, r.stderrText.slice(-2000)).toBe(false);
+    await newMaster.del(key, `${prefix}:leader`, `${prefix}:leader:epoch`, `${prefix}:job:probe`);
+    newMaster.disconnect();
+  });
+
+  it('leaves a demoted master that is still up (SENTINEL FAILOVER) and keeps writing on the new one', async () => {
+    // The previous test killed a node: bring it back as a replica first.
+    if (killed) await run('bash', [s.servicesScript, 'up', '--sentinel'], { timeout: 200_000 });
+    killed = undefined;
+    const prefix = `test-sentinel-${randomUUID()}`;
+    const key = `${prefix}:probe`;
+    r = startRunner(prefix, key);
+    const oldPort = await masterPort();
+    const newPort = set.nodes.find((n) => n.port !== oldPort)?.port;
+    await r.waitForLog((l) => l.msg === 'became leader');
+    await r.waitForLog((l) => l.msg === 'run succeeded');
+    const newMaster = new Redis({ port: newPort, maxRetriesPerRequest: 1 });
+    // The replica must be in sync, else the sentinels refuse to fail over to it.
+    await expect
+      .poll(async () => (await newMaster.info('replication')).includes('master_link_status:up'), {
+        timeout: 20_000,
+      })
+      .toBe(true);
+
+    const switchedAt = Date.now();
+    await sentinel.call('SENTINEL', 'failover', set.name);
+    await expect.poll(() => masterPort(), { timeout: 30_000, interval: 50 }).toBe(newPort);
+    const changed = await r.waitForLog((l) => l.msg === 'redis master changed (failover)', 10_000);
+    expect(changed.master).toBe(`127.0.0.1:${newPort}`);
+    const changedAt = Date.parse(String(changed.time));
+    const firstRun = await r.waitForLog(
+      (l) => l.msg === 'run succeeded' && Date.parse(String(l.time)) > changedAt,
+      30_000,
+    );
+    // Every run from then on lands on the new master: its value keeps advancing there.
+    const after = Date.parse(String(firstRun.time));
+    await expect
+      .poll(async () => Number((await newMaster.get(key))?.split(':')[1] ?? 0), { timeout: 10_000 })
+      .toBeGreaterThan(after);
+    const failedSince = r.logs((l) => l.msg === 'run failed' && Date.parse(String(l.time)) > switchedAt);
+    console.info(
+      `SENTINEL FAILOVER: client on the new master ${changedAt - switchedAt} ms after the command, ` +
+        `first successful write there ${after - switchedAt} ms after it; ` +
+        `${failedSince.length} failed run(s) in between; READONLY seen: ${r.stderrText.includes('READONLY')}`,
+    );
+    expect(await r.metric('cache_refresher_leader')).toBe(1);
     await newMaster.del(key, `${prefix}:leader`, `${prefix}:leader:epoch`, `${prefix}:job:probe`);
     newMaster.disconnect();
   });
