@@ -68,12 +68,14 @@ export function createRedis(
   // Registered first, so every later listener (and log line) sees the error without credentials.
   redis.on('error', hideAuthArguments);
   redis.on('error', (err: Error) => {
-    // ioredis emits the same error on every reconnect attempt; log each distinct message once.
-    if (err.message !== lastError) {
+    // ioredis emits the same error on every reconnect attempt; log each distinct message once. (With
+    // sentinels the message carries the growing retry delay: "Retrying from scratch after 300ms".)
+    const message = err.message.replace(/after \d+ms/, 'after a delay');
+    if (message !== lastError) {
       const cause = explainConnectionError('redis', err, { tls: config.redisUrl.startsWith('rediss:') });
       log.warn({ err, cause }, `redis connection error: ${cause}`);
     }
-    lastError = err.message;
+    lastError = message;
   });
   redis.on('ready', () => {
     if (lastError !== '') log.info('redis connection restored');

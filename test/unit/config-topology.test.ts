@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { ConfigError, parseConfig } from '../../src/config.js';
 import { formatNodeAddress, readRedisTopology } from '../../src/config-topology.js';
+import { connectionCause } from '../../src/connection-errors.js';
 import { isReadOnlyReplicaError, redisSentinelOptions } from '../../src/connection-options.js';
 
 /** The problems of an environment as `name: value -> expected`, via the whole of parseConfig. */
@@ -219,5 +220,20 @@ describe('Sentinel client options', () => {
     expect(isReadOnlyReplicaError(new Error('READONLY x'))).toBe(true);
     const retry = o.retryStrategy as (times: number) => number;
     expect([1, 3, 5, 50].map(retry)).toEqual([100, 300, 500, 500]);
+  });
+});
+
+describe('Sentinel connection errors', () => {
+  it('point at the sentinel settings, not at the data nodes', () => {
+    const unreachable = new Error(
+      'All sentinels are unreachable. Retrying from scratch after 100ms. Last error: Connection is closed.',
+    );
+    expect(connectionCause('redis', unreachable, { tls: false })).toMatch(
+      /^no sentinel of REDIS_SENTINELS answered/,
+    );
+    const refused = new Error(
+      'All sentinels are unreachable. Retrying from scratch after 100ms. Last error: WRONGPASS invalid username-password pair',
+    );
+    expect(connectionCause('redis', refused, { tls: false })).toMatch(/REDIS_SENTINEL_PASSWORD\)$/);
   });
 });
