@@ -19,7 +19,8 @@
 # Ports (environment overrides): REDIS_PORT=16379, CLICKHOUSE_HTTP_PORT=18123, CLICKHOUSE_TCP_PORT=19000,
 # KAFKA_PORT=19092, KAFKA_CONTROLLER_PORT=19093; secure set: SECURE_REDIS_PORT=27579,
 # SECURE_CLICKHOUSE_HTTPS_PORT=27543, SECURE_CLICKHOUSE_HTTP_PORT=27544 (loopback, behind the TLS
-# terminator), SECURE_KAFKA_PORT=27592, SECURE_KAFKA_CONTROLLER_PORT=27593.
+# terminator), SECURE_KAFKA_PORT=27592, SECURE_KAFKA_CONTROLLER_PORT=27593; sentinel set:
+# SENTINEL_MASTER_PORT=17601, SENTINEL_REPLICA_PORT=17602, SENTINEL_PORTS=17611,17612,17613.
 # State (data, logs, pid files): <repo>/.services/<name>/ and .services/<name>.pid (the server's own pid).
 # Downloads and builds are cached per machine in
 # ${CACHE_REFRESHER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/cache-refresher}, in versioned directories that
