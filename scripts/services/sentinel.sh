@@ -139,8 +139,15 @@ sentinel_master_field() { # port field
   sentinel_cli "$1" sentinel master "$SENTINEL_MASTER_NAME" | awk -v f="$2" 'prev == f { print; exit } { prev = $0 }'
 }
 
-# Ready for a failover: every sentinel has found the two others and the replica (through the hello
-# messages they exchange every 2 s), and the replica's link to the master is up.
+# How many replicas the sentinel on <port> sees up and in sync (flags exactly "slave": not s_down or
+# disconnected, as a restarted node stays until the sentinel's next look at it). A failover needs one.
+sentinel_healthy_replicas() { # port
+  sentinel_cli "$1" sentinel replicas "$SENTINEL_MASTER_NAME" | paste - - |
+    awk -F'\t' '$1 == "flags" { f = $2 } $1 == "master-link-status" { if (f == "slave" && $2 == "ok") n++ } END { print n + 0 }'
+}
+
+# Ready for a failover: every sentinel has found the two others and sees the replica up and in sync
+# (through the hello messages and INFO replies they exchange), and the replica's link to the master is up.
 wait_sentinel_quorum() {
   local deadline=$((SECONDS + 60)) name port ok master
   while :; do
@@ -148,7 +155,7 @@ wait_sentinel_quorum() {
     for name in "${SENTINEL_WATCHERS[@]}"; do
       port=$(sentinel_port_of "$name")
       [[ $(sentinel_master_field "$port" num-other-sentinels) == 2 ]] || ok=0
-      [[ $(sentinel_master_field "$port" num-slaves) -ge 1 ]] 2>/dev/null || ok=0
+      (($(sentinel_healthy_replicas "$port") >= 1)) || ok=0
     done
     if master=$(sentinel_current_master_port); then
       for port in "$SENTINEL_MASTER_PORT" "$SENTINEL_REPLICA_PORT"; do
