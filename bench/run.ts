@@ -441,7 +441,7 @@ async function benchTrending(env: Env) {
     const plan = planWindow(
       env.now.getTime(),
       TRENDING_WINDOWS[window].windowSec,
-      TRENDING_WINDOWS[window].rollup.bucketSec,
+      60, // only plan.window is used: the raw scan's range
     );
     const jobMs: number[] = [];
     const rawMs: number[] = [];
