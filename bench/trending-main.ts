@@ -13,18 +13,25 @@ import { seedDatabase } from '../src/clickhouse/seed.js';
 import { benchTrendingExact, trendingExactTargets } from './trending.js';
 
 /**
- * `npm run bench:trending [-- --events N --users N --reps N]`: the exact-trending figures alone
+ * `npm run bench:trending [-- --events N --users N --reps N --keep --reuse ID]`: the exact-trending figures alone
  * (bench/trending.ts), without the rest of `npm run bench`. Seeds two databases of the same generator,
  * N/10 and N events (default 10 M; 100 000 users), runs every window on both with the repetitions
  * interleaved, and writes the figures under `trendingExact` in bench/results.json, leaving its other
- * keys as they are. Both databases and the Redis keys are removed at the end.
+ * keys as they are. Both databases and the Redis keys are removed at the end, unless `--keep` (then
+ * `--reuse ID` measures the kept pair again without seeding).
  */
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const RESULTS_PATH = join(ROOT, 'bench', 'results.json');
 
 const { values: argv } = parseArgs({
-  options: { events: { type: 'string' }, users: { type: 'string' }, reps: { type: 'string' } },
+  options: {
+    events: { type: 'string' },
+    users: { type: 'string' },
+    reps: { type: 'string' },
+    keep: { type: 'boolean', default: false },
+    reuse: { type: 'string' },
+  },
 });
 
 function intArg(name: 'events' | 'users' | 'reps', fallback: number): number {
@@ -58,10 +65,18 @@ async function main(): Promise<void> {
   const reps = intArg('reps', 5);
   execFileSync('bash', [join(ROOT, 'scripts', 'services.sh'), 'up'], { stdio: ['ignore', 2, 2] });
   const { redisUrl, clickhouseUrl } = servicesEnv();
-  const runId = `${new Date().toISOString().replace(/[-:T]/g, '').slice(0, 14)}_${randomBytes(3).toString('hex')}`;
+  const runId =
+    argv.reuse ??
+    `${new Date().toISOString().replace(/[-:T]/g, '').slice(0, 14)}_${randomBytes(3).toString('hex')}`;
+  if (!/^[0-9a-z_]+$/.test(runId)) throw new Error(`bench: bad --reuse ${runId}`);
   const prefix = `bench-trending-${runId}`;
   // A fixed `now` a little off the minute, shared by every run: repetitions compute identical values.
-  const now = new Date(Math.floor(Date.now() / 1000) * 1000 - 17_000);
+  // A reused pair of databases keeps the `now` it was seeded for.
+  const nowFile = join(ROOT, '.services', `bench-trending-${runId}.now`);
+  const now = argv.reuse
+    ? new Date(Number(readFileSync(nowFile, 'utf8')))
+    : new Date(Math.floor(Date.now() / 1000) * 1000 - 17_000);
+  if (argv.keep) writeFileSync(nowFile, String(now.getTime()));
   const admin = createClickHouse({
     clickhouse: { url: clickhouseUrl, user: 'default', password: '', database: 'default' },
   });
@@ -71,11 +86,12 @@ async function main(): Promise<void> {
   try {
     const seed = async (n: number): Promise<ClickHouseClient> => {
       const db = `bench_trending_${runId}_${n}`;
-      await admin.command({ query: 'CREATE DATABASE {db:Identifier}', query_params: { db } });
       const client = createClickHouse({
         clickhouse: { url: clickhouseUrl, user: 'default', password: '', database: db },
       });
       clients.push({ db, client });
+      if (argv.reuse) return client;
+      await admin.command({ query: 'CREATE DATABASE {db:Identifier}', query_params: { db } });
       await migrate(client);
       const started = performance.now();
       await seedDatabase(client, { users, days: 7, events: n, seed: 42, now });
@@ -112,7 +128,9 @@ async function main(): Promise<void> {
     if (stale.length > 0) await redis.del(...stale);
     for (const { db, client } of clients) {
       await client.close();
-      await admin.command({ query: 'DROP DATABASE IF EXISTS {db:Identifier} SYNC', query_params: { db } });
+      if (argv.keep) note(`kept database ${db}; rerun with --reuse ${runId}`);
+      else
+        await admin.command({ query: 'DROP DATABASE IF EXISTS {db:Identifier} SYNC', query_params: { db } });
     }
     await admin.close();
     redis.disconnect();
