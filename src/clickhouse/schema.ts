@@ -138,7 +138,7 @@ const MOMENT_COLUMNS = Array.from({ length: MOMENT_ORDER }, (_, i) => `wu${i + 1
 /** The SELECT that aggregates raw events into a moment rollup: shared by its view and the backfill. */
 export function momentRollupSelectSql(rollup: Rollup, where = ''): string {
   const b = rollup.bucketSec;
-  // Float division: u is exact in Float64 for any second of the bucket.
+  // `/` is Float64 division in ClickHouse: u is rounded to 53 bits, far below what readers need (1e-6).
   const u = `((toUInt32(event_time) % ${b}) * 2 / ${b} - 1)`;
   return `SELECT
     ${bucketSql(b)} AS bucket,
