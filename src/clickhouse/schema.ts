@@ -9,7 +9,7 @@ import type { ClickHouseClient } from '@clickhouse/client';
  *
  *   post_engagement_1m  (bucket = start of the UTC minute, post_id)  -> trending edges, feed-warmer
  *   post_engagement_1h  (bucket = start of the UTC hour,   post_id)  -> feed-warmer's bad-row count
- *   post_moments_1h, post_moments_1d (MOMENT_ROLLUPS below)         -> trending's whole hours and days
+ *   post_moments_1h, _6h, _1d (MOMENT_ROLLUPS below)              -> trending's whole hours and days
  *
  * Each rollup row holds per-type counts, `bad` (events a reader must skip, see BAD_EVENT_SQL: kept as
  * its own column so readers that report skipped rows read one mostly-zero column instead of five), the
@@ -130,6 +130,8 @@ export const MOMENT_ORDER = 6;
 
 export const MOMENT_ROLLUPS = {
   hour: { table: 'post_moments_1h', view: 'post_moments_1h_mv', bucketSec: 3600 },
+  // Six hours: three fit whole in any 24 h window, and a 7 d window's partial day needs at most three.
+  sixHours: { table: 'post_moments_6h', view: 'post_moments_6h_mv', bucketSec: 21_600 },
   day: { table: 'post_moments_1d', view: 'post_moments_1d_mv', bucketSec: 86_400 },
 } as const satisfies Record<string, Rollup>;
 
@@ -276,6 +278,7 @@ export const DATA_TABLES = [
   ROLLUPS.minute.table,
   ROLLUPS.hour.table,
   MOMENT_ROLLUPS.hour.table,
+  MOMENT_ROLLUPS.sixHours.table,
   MOMENT_ROLLUPS.day.table,
 ] as const;
 

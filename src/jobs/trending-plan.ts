@@ -13,11 +13,11 @@ import { MOMENT_ORDER, MOMENT_ROLLUPS, ROLLUPS } from '../clickhouse/schema.js';
  * - `mean` (post_engagement_1m): the bucket's weight decayed by the age of its weighted mean event time.
  *   By Hoeffding's lemma, for events spread over L seconds the result is below the exact sum by at most
  *   1 − e^(−(ln d · L/3600)²/8) ≤ (ln d · L/3600)²/8 relative: 3.9e-7 for one minute at d = 0.9.
- * - `moments` (post_moments_1h/1d, schema.ts): the Taylor series of e^(β·u) over the stored moments,
+ * - `moments` (post_moments_1h/6h/1d, schema.ts): the Taylor series of e^(β·u) over the stored moments,
  *   β = −ln d · (B/2)/3600; truncated after order K its error is at most β^(K+1)/(K+1)! · e^(2β)
  *   relative (Lagrange remainder over |u| ≤ 1, against the smallest an event's factor can be).
- *   With K = 6: 1.6e-8 for a day at d = 0.98; a day bucket is usable down to d ≈ 0.967, an hour down
- *   to d ≈ 0.45.
+ *   With K = 6: 1.6e-8 for a day at d = 0.98; a day bucket is usable down to d ≈ 0.967, six hours
+ *   down to d ≈ 0.87, an hour down to d ≈ 0.45.
  */
 
 /** Largest relative error a level may add; with the 6-digit rounding of scores, the total stays < 1e-5. */
@@ -32,6 +32,7 @@ export interface TrendingLevel {
 /** Every level a window may read, coarsest first. */
 export const TRENDING_LEVELS: readonly TrendingLevel[] = [
   { kind: 'moments', table: MOMENT_ROLLUPS.day.table, bucketSec: MOMENT_ROLLUPS.day.bucketSec },
+  { kind: 'moments', table: MOMENT_ROLLUPS.sixHours.table, bucketSec: MOMENT_ROLLUPS.sixHours.bucketSec },
   { kind: 'moments', table: MOMENT_ROLLUPS.hour.table, bucketSec: MOMENT_ROLLUPS.hour.bucketSec },
   { kind: 'mean', table: ROLLUPS.minute.table, bucketSec: ROLLUPS.minute.bucketSec },
 ];

@@ -31,8 +31,14 @@ const tables = (windowSec: number, decay: number): string[] =>
 
 describe('trendingLevels', () => {
   it('reads the coarsest buckets that are exact enough for the decay and fit twice in the window', () => {
-    expect(tables(604_800, 0.98)).toEqual(['post_moments_1d', 'post_moments_1h', 'post_engagement_1m']);
-    expect(tables(86_400, 0.95)).toEqual(['post_moments_1h', 'post_engagement_1m']);
+    expect(tables(604_800, 0.98)).toEqual([
+      'post_moments_1d',
+      'post_moments_6h',
+      'post_moments_1h',
+      'post_engagement_1m',
+    ]);
+    expect(tables(86_400, 0.95)).toEqual(['post_moments_6h', 'post_moments_1h', 'post_engagement_1m']);
+    expect(tables(86_400, 0.8)).toEqual(['post_moments_1h']);
     expect(tables(3600, 0.9)).toEqual(['post_engagement_1m']);
     // A steep decay: a day of moments and a minute's mean time are no longer exact enough.
     expect(tables(604_800, 0.5)).toEqual(['post_moments_1h']);
@@ -122,7 +128,7 @@ describe('planTrending', () => {
     }
   });
 
-  it('reads 7d from six or seven whole days, the hours and minutes around them, and seconds at the edges', () => {
+  it('reads 7d from whole days, the six-hour blocks, hours and minutes around them, and seconds at the edges', () => {
     // now = 13:27:41.5 UTC: the window's first second is 13:27:42 seven days earlier.
     const nowMs = T0 + (13 * 3600 + 27 * 60 + 41) * 1000 + 500;
     const p = planTrending(nowMs, 604_800, trendingLevels(604_800, 0.98));
@@ -131,10 +137,17 @@ describe('planTrending', () => {
     expect(p.levels.map((l) => [l.level.table, l.ranges])).toEqual([
       ['post_moments_1d', [{ from: t0 - 6 * day, to: t0 }]],
       [
+        'post_moments_6h',
+        [
+          { from: t0 - 7 * day + 18 * 3600, to: t0 - 6 * day },
+          { from: t0, to: t0 + 12 * 3600 },
+        ],
+      ],
+      [
         'post_moments_1h',
         [
-          { from: t0 - 7 * day + 14 * 3600, to: t0 - 6 * day },
-          { from: t0, to: t0 + 13 * 3600 },
+          { from: t0 - 7 * day + 14 * 3600, to: t0 - 7 * day + 18 * 3600 },
+          { from: t0 + 12 * 3600, to: t0 + 13 * 3600 },
         ],
       ],
       [

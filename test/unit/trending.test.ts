@@ -128,7 +128,7 @@ describe('weights and SQL', () => {
     const { query, params } = trendingQuery(plan, 0.98);
     for (const p of ['decay', 'now', 'top_k', ...Object.keys(params)]) expect(query).toContain(`{${p}:`);
     expect(Object.keys(params)).toEqual(
-      expect.arrayContaining(['l0_from0', 'l0_to0', 'l0_c6', 'l0_half', 'l1_from1', 'l2_to1', 'raw_from1']),
+      expect.arrayContaining(['l0_from0', 'l0_c6', 'l0_half', 'l1_from0', 'l2_from1', 'l3_to1', 'raw_from1']),
     );
     // Ranked on the score as cached (6 significant digits), ties by numeric post id.
     expect(query).toContain('round(score, 5 - toInt32(floor(log10(score)))), 0) DESC, post_id ASC');
