@@ -30,6 +30,7 @@ import {
   type BaselineRun,
 } from './baselines.js';
 import { fmt, fmtSpread, percentile, round, spread, type Spread } from './stats.js';
+import { benchTrendingExact, trendingExactRows, trendingExactTargets } from './trending.js';
 
 /**
  * `npm run bench [-- --quick | --users N --events N --reps N --keep --with-1m]`
@@ -441,7 +442,7 @@ async function benchTrending(env: Env) {
     const plan = planWindow(
       env.now.getTime(),
       TRENDING_WINDOWS[window].windowSec,
-      TRENDING_WINDOWS[window].rollup.bucketSec,
+      60, // only plan.window is used: the raw scan's range
     );
     const jobMs: number[] = [];
     const rawMs: number[] = [];
@@ -522,6 +523,39 @@ async function benchTrending(env: Env) {
   }
   await deleteKeys(env.redis, prefix);
   return out as Record<TrendingWindow, TrendingResult>;
+}
+
+/**
+ * Exact trending (bench/trending.ts) at S = events / 10, seeded here with the same users and `now`,
+ * and at 10·S = the main database.
+ */
+async function benchTrendingScales(
+  env: Env,
+  opts: { admin: ClickHouseClient; clickhouseUrl: string; database: string },
+) {
+  note('3b. trending, exact: S and 10·S events');
+  const smallEvents = Math.floor(scale.events / 10);
+  const smallDb = `${opts.database}_s`;
+  const small = await seedScale(opts.admin, opts.clickhouseUrl, smallDb, {
+    users: scale.users,
+    events: smallEvents,
+    now: env.now,
+  });
+  try {
+    return await benchTrendingExact({
+      small: { events: smallEvents, clickhouse: small.client },
+      large: { events: scale.events, clickhouse: env.ch },
+      now: env.now,
+      reps: scale.reps,
+      writer: env.writer,
+      redis: env.redis,
+      prefix: `${env.prefix}:exact`,
+      note,
+    });
+  } finally {
+    await small.client.close();
+    if (!argv.keep) await dropDatabase(opts.admin, smallDb);
+  }
 }
 
 function parseRedisBenchmark(stdout: string): number {
@@ -1026,6 +1060,7 @@ async function main(): Promise<void> {
     const suggestions = await benchSuggestions(env);
     const feed = await benchFeed(env);
     const trending = await benchTrending(env);
+    const trendingExact = await benchTrendingScales(env, { admin, clickhouseUrl, database });
     const redisWrites = await benchRedisWrites(env, redisUrl, fence, suggestions.avgValueBytes);
     const lateness = await benchLateness(env, fence);
     const memory = await benchMemory(env, { admin, clickhouseUrl, redisUrl, mainDatabase: database });
@@ -1087,6 +1122,7 @@ async function main(): Promise<void> {
       lateness.latenessMs.p99 <= 20,
       `${fmt(lateness.latenessMs.p99 - 20)} ms over`,
     );
+    targets.push(...trendingExactTargets(trendingExact));
     if (at100k !== undefined) {
       add(
         'peak RSS at 100 k users',
@@ -1179,6 +1215,7 @@ async function main(): Promise<void> {
         '',
       ]);
     }
+    rows.push(...trendingExactRows(trendingExact));
     rows.push([
       '4',
       `redis SET/s, ${redisWrites.valueBytes} B values, depth ${redisWrites.pipelineDepth}, fenced (as shipped)`,
@@ -1267,6 +1304,7 @@ async function main(): Promise<void> {
       suggestions,
       feed,
       trending,
+      trendingExact,
       redisWrites,
       lateness,
       memory,

@@ -9,6 +9,7 @@ import {
   ensureDatabase,
   migrate,
   MIGRATIONS,
+  MOMENT_ROLLUPS,
   ROLLUPS,
 } from '../../src/clickhouse/schema.js';
 import { seedDatabase, type SeedOptions } from '../../src/clickhouse/seed.js';
@@ -282,13 +283,13 @@ describe('once', () => {
   });
 
   it('exits 1 when the run fails and 2 for an unknown job', async () => {
-    await client(DBS.c).command({ query: `DROP TABLE ${ROLLUPS.hour.table}` });
+    await client(DBS.c).command({ query: `DROP TABLE ${MOMENT_ROLLUPS.day.table}` });
     const failed = fakeIo();
     expect(await main(['once', 'trending-7d'], cliEnv(DBS.c), failed)).toBe(1);
     expect(failed.out.join('')).toMatch(/outcome +failure/);
     // Its dead-letter record went to the spool (no KAFKA_BROKERS here).
     const spooled = readFileSync(path.join(cliEnv(DBS.c).DLQ_SPOOL_DIR!, 'spool.jsonl'), 'utf8');
-    expect(spooled).toMatch(/"job":"trending-7d".*post_engagement_1h/);
+    expect(spooled).toMatch(/"job":"trending-7d".*post_moments_1d/);
     const unknown = fakeIo();
     expect(await main(['once', 'trending-2h'], cliEnv(DBS.c), unknown)).toBe(2);
     expect(unknown.err.join('')).toContain('unknown job "trending-2h"');

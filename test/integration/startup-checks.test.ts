@@ -167,7 +167,8 @@ describe('an unmigrated database', () => {
     expect(body.failing).toEqual(['clickhouse_tables']);
     // Suggested-users is disabled: nothing reads only for it, and every table feed-warmer reads is named.
     expect(body.checks.clickhouse_tables?.error).toBe(
-      `database ${database} lacks post_events, post_engagement_1m, post_engagement_1h, user_relationships, posts ` +
+      `database ${database} lacks post_events, post_engagement_1m, post_moments_6h, post_moments_1h, ` +
+        'post_moments_1d, user_relationships, posts, post_engagement_1h ' +
         '(read by enabled jobs): run `cache-refresher migrate`',
     );
 

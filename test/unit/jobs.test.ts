@@ -59,8 +59,14 @@ describe('readsTables', () => {
     );
     expect(tables).toEqual({
       'trending-1h': ['post_events', 'post_engagement_1m'],
-      'trending-24h': ['post_events', 'post_engagement_1m'],
-      'trending-7d': ['post_events', 'post_engagement_1h'],
+      'trending-24h': ['post_events', 'post_moments_6h', 'post_moments_1h', 'post_engagement_1m'],
+      'trending-7d': [
+        'post_events',
+        'post_moments_1d',
+        'post_moments_6h',
+        'post_moments_1h',
+        'post_engagement_1m',
+      ],
       'suggested-users': ['post_events', 'user_relationships'],
       'feed-warmer': [
         'post_events',

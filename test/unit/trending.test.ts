@@ -13,6 +13,7 @@ import {
   TRENDING_WINDOWS,
   type SecondsRange,
 } from '../../src/jobs/trending.js';
+import { planTrending, trendingLevels } from '../../src/jobs/trending-plan.js';
 
 const T0 = Date.UTC(2026, 0, 1, 0, 0, 0);
 const len = (r: SecondsRange): number => Math.max(0, r.to - r.from);
@@ -49,7 +50,7 @@ describe('planWindow', () => {
       return seed / 2 ** 31;
     };
     for (const spec of Object.values(TRENDING_WINDOWS)) {
-      const b = spec.rollup.bucketSec;
+      const b = 60;
       for (let i = 0; i < 500; i++) {
         const nowMs = T0 + Math.floor(next() * 86_400_000 * 30);
         const p = planWindow(nowMs, spec.windowSec, b);
@@ -67,10 +68,10 @@ describe('planWindow', () => {
     }
   });
 
-  it('uses minute buckets for 1h and 24h and hour buckets for 7d', () => {
-    expect(TRENDING_WINDOWS['1h']).toMatchObject({ windowSec: 3600, rollup: { bucketSec: 60 } });
-    expect(TRENDING_WINDOWS['24h']).toMatchObject({ windowSec: 86_400, rollup: { bucketSec: 60 } });
-    expect(TRENDING_WINDOWS['7d']).toMatchObject({ windowSec: 604_800, rollup: { bucketSec: 3600 } });
+  it('has the contract windows', () => {
+    expect(TRENDING_WINDOWS['1h']).toMatchObject({ windowSec: 3600 });
+    expect(TRENDING_WINDOWS['24h']).toMatchObject({ windowSec: 86_400 });
+    expect(TRENDING_WINDOWS['7d']).toMatchObject({ windowSec: 604_800 });
   });
 });
 
@@ -123,10 +124,14 @@ describe('weights and SQL', () => {
   });
 
   it('carries every value of the trending query as a parameter', () => {
-    const sql = trendingQuery(TRENDING_WINDOWS['1h'].rollup);
-    for (const p of ['decay', 'now', 'buckets_from', 'buckets_to', 'head_from', 'tail_to', 'top_k'])
-      expect(sql).toContain(`{${p}:`);
-    expect(sql).toContain('ORDER BY score DESC, post_id ASC');
+    const plan = planTrending(T0 + 12_345_678, 604_800, trendingLevels(604_800, 0.98));
+    const { query, params } = trendingQuery(plan, 0.98);
+    for (const p of ['decay', 'now', 'top_k', ...Object.keys(params)]) expect(query).toContain(`{${p}:`);
+    expect(Object.keys(params)).toEqual(
+      expect.arrayContaining(['l0_from0', 'l0_c6', 'l0_half', 'l1_from0', 'l2_from1', 'l3_to1', 'raw_from1']),
+    );
+    // Ranked on the score as cached (6 significant digits), ties by numeric post id.
+    expect(query).toContain('round(score, 5 - toInt32(floor(log10(score)))), 0) DESC, post_id ASC');
   });
 });
 
