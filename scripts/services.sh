@@ -6,12 +6,16 @@
 #                                          answers, write .services/env (idempotent)
 #   scripts/services.sh up --secure        the same three with TLS and authentication, on their own ports
 #                                          (see scripts/services/secure.sh); writes .services/secure/env
-#   scripts/services.sh down               stop every server of both sets
+#   scripts/services.sh up --clickhouse-cluster  a two-shard ClickHouse cluster (two more local servers, see
+#                                          scripts/services/clickhouse-cluster.sh); writes
+#                                          .services/clickhouse-cluster/env
+#   scripts/services.sh down               stop every server of every set
 #   scripts/services.sh status             one line per server: name, running/stopped, pid, port
 #   scripts/services.sh stop  <name>       stop one (SIGTERM, then SIGKILL after a grace period)
 #   scripts/services.sh start <name>       start one and wait until it answers
 #                                          (name: redis | clickhouse | kafka | secure_redis |
-#                                          secure_clickhouse | secure_clickhouse_tls | secure_kafka)
+#                                          secure_clickhouse | secure_clickhouse_tls | secure_kafka |
+#                                          clickhouse_node1 | clickhouse_node2)
 #
 # Ports (environment overrides): REDIS_PORT=16379, CLICKHOUSE_HTTP_PORT=18123, CLICKHOUSE_TCP_PORT=19000,
 # KAFKA_PORT=19092, KAFKA_CONTROLLER_PORT=19093; secure set: SECURE_REDIS_PORT=27579,
@@ -59,6 +63,8 @@ TMP_DIRS=()
 
 # shellcheck source=services/secure.sh
 source "$HELPERS/secure.sh"
+# shellcheck source=services/clickhouse-cluster.sh
+source "$HELPERS/clickhouse-cluster.sh"
 
 log() { printf 'services: %s\n' "$*"; }
 die() {
@@ -78,8 +84,9 @@ trap 'exit 143' TERM
 
 usage() {
   cat >&2 <<'EOF'
-usage: scripts/services.sh up [--secure] | down | status | stop <name> | start <name>
-       name: redis | clickhouse | kafka | secure_redis | secure_clickhouse | secure_clickhouse_tls | secure_kafka
+usage: scripts/services.sh up [--secure | --clickhouse-cluster] | down | status | stop <name> | start <name>
+       name: redis | clickhouse | kafka | secure_redis | secure_clickhouse | secure_clickhouse_tls | secure_kafka |
+             clickhouse_node1 | clickhouse_node2
 EOF
   exit 2
 }
@@ -234,6 +241,7 @@ state_dir() { # name -> its data/log directory
   case $1 in
     secure_clickhouse_tls) printf '%s/clickhouse-tls' "$SECURE" ;;
     secure_*) printf '%s/%s' "$SECURE" "${1#secure_}" ;;
+    clickhouse_node*) printf '%s/node%s' "$CH_CLUSTER" "$(ch_node_number "$1")" ;;
     *) printf '%s/%s' "$STATE" "$1" ;;
   esac
 }
@@ -248,6 +256,7 @@ signature() {
     secure_clickhouse) printf -- '--path=%s/clickhouse/data' "$SECURE" ;;
     secure_clickhouse_tls) printf 'cert=%s/server.pem' "$TLS_DIR" ;;
     secure_kafka) printf '%s/kafka/server.properties' "$SECURE" ;;
+    clickhouse_node*) printf -- '--path=%s/data' "$(state_dir "$1")" ;;
   esac
 }
 
@@ -260,6 +269,7 @@ ports_of() {
     secure_clickhouse) printf '%s' "$SECURE_CLICKHOUSE_HTTP_PORT" ;;
     secure_clickhouse_tls) printf '%s' "$SECURE_CLICKHOUSE_HTTPS_PORT" ;;
     secure_kafka) printf '%s,%s' "$SECURE_KAFKA_PORT" "$SECURE_KAFKA_CONTROLLER_PORT" ;;
+    clickhouse_node*) printf '%s,%s' "$(ch_node_http_port "$1")" "$(ch_node_tcp_port "$1")" ;;
   esac
 }
 
@@ -324,7 +334,7 @@ stop_pid() { # name pid
   local name=$1 pid=$2 grace
   case $name in
     redis | secure_redis | secure_clickhouse_tls) grace=$STOP_GRACE_REDIS ;;
-    clickhouse | secure_clickhouse) grace=$STOP_GRACE_CLICKHOUSE ;;
+    clickhouse | secure_clickhouse | clickhouse_node*) grace=$STOP_GRACE_CLICKHOUSE ;;
     kafka | secure_kafka) grace=$STOP_GRACE_KAFKA ;;
   esac
   # A SIGSTOPped server (fault injection) only handles SIGTERM once continued.
@@ -346,6 +356,7 @@ log_files() {
     secure_clickhouse) printf '%s\n' "$SECURE/clickhouse/clickhouse.log" "$SECURE/clickhouse/clickhouse.out" ;;
     secure_clickhouse_tls) printf '%s\n' "$SECURE/clickhouse-tls/socat.out" ;;
     secure_kafka) printf '%s\n' "$SECURE/kafka/server.log" "$SECURE/kafka/kafka.out" ;;
+    clickhouse_node*) printf '%s\n' "$(state_dir "$1")/clickhouse.log" "$(state_dir "$1")/clickhouse.out" ;;
   esac
 }
 
@@ -483,6 +494,7 @@ install_for() {
       need_cmd curl curl
       ;;
     secure_kafka) install_kafka ;;
+    clickhouse_node*) install_for clickhouse ;;
   esac
 }
 
@@ -517,7 +529,7 @@ finish_service() {
   local pid=${!pid_var} begin=${!begin_var} t0=${!t0_var}
   case $name in
     redis | secure_redis | secure_clickhouse_tls) timeout=$READY_TIMEOUT_REDIS ;;
-    clickhouse | secure_clickhouse) timeout=$READY_TIMEOUT_CLICKHOUSE ;;
+    clickhouse | secure_clickhouse | clickhouse_node*) timeout=$READY_TIMEOUT_CLICKHOUSE ;;
     kafka | secure_kafka) timeout=$READY_TIMEOUT_KAFKA ;;
   esac
   probe=probe_$name
@@ -604,6 +616,7 @@ take_lock() {
 valid_name() {
   case ${1:-} in
     redis | clickhouse | kafka | secure_redis | secure_clickhouse | secure_clickhouse_tls | secure_kafka) return 0 ;;
+    clickhouse_node1 | clickhouse_node2) return 0 ;;
     *) usage ;;
   esac
 }
@@ -637,6 +650,10 @@ main() {
         up_secure
         return
       fi
+      if [[ $# -eq 2 && $2 == --clickhouse-cluster ]]; then
+        up_clickhouse_cluster
+        return
+      fi
       [[ $# -eq 1 ]] || usage
       take_lock
       start=$(now)
@@ -656,13 +673,14 @@ main() {
     down)
       [[ $# -eq 1 ]] || usage
       take_lock
-      for name in secure_kafka secure_clickhouse_tls secure_clickhouse secure_redis kafka clickhouse redis; do
+      for name in "${CH_CLUSTER_SERVICES[@]}" secure_kafka secure_clickhouse_tls secure_clickhouse secure_redis \
+        kafka clickhouse redis; do
         stop_service "$name"
       done
       ;;
     status)
       [[ $# -eq 1 ]] || usage
-      for name in "${SERVICES[@]}" "${SECURE_SERVICES[@]}"; do
+      for name in "${SERVICES[@]}" "${SECURE_SERVICES[@]}" "${CH_CLUSTER_SERVICES[@]}"; do
         status_line "$name"
       done
       ;;
@@ -681,7 +699,13 @@ main() {
       begin_service "$2"
       finish_service "$2"
       [[ $2 != secure_kafka ]] || grant_secure_kafka_acls
-      if [[ $2 == secure_* ]]; then write_secure_env; else write_env; fi
+      if [[ $2 == secure_* ]]; then
+        write_secure_env
+      elif [[ $2 == clickhouse_node* ]]; then
+        write_clickhouse_cluster_env
+      else
+        write_env
+      fi
       ;;
     *) usage ;;
   esac
