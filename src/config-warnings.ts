@@ -31,7 +31,6 @@ export const KNOWN_ELSEWHERE: readonly string[] = [
   'REDIS_CLUSTER_NODES',
   'REDIS_SENTINELS',
   'REDIS_SENTINEL_NAME',
-  'CLICKHOUSE_CLUSTER',
   // suggested-users' incremental mode
   'SUGGESTED_USERS_MODE',
   'SUGGESTED_USERS_FULL_EVERY',
@@ -40,6 +39,11 @@ export const KNOWN_ELSEWHERE: readonly string[] = [
   'REDIS_PORT',
   'CLICKHOUSE_HTTP_PORT',
   'CLICKHOUSE_TCP_PORT',
+  'CLICKHOUSE_NODE1_HTTP_PORT',
+  'CLICKHOUSE_NODE1_TCP_PORT',
+  'CLICKHOUSE_NODE2_HTTP_PORT',
+  'CLICKHOUSE_NODE2_TCP_PORT',
+  'CLICKHOUSE_CLUSTER_URLS', // (.services/clickhouse-cluster/env: the nodes, for tests)
   'KAFKA_PORT',
   'KAFKA_CONTROLLER_PORT',
   // ... and its secure set (`up --secure`)

@@ -60,7 +60,8 @@ export async function migrateCommand(input: CommandInput): Promise<number> {
     await withMigratedDatabase(
       config,
       async (client) => {
-        const report = await migrate(client, signal);
+        const layout = { cluster: config.clickhouse.cluster };
+        const report = await migrate(client, signal, layout);
         io.stdout(
           `migrate: database ${db}: created ${report.created.length} (${report.created.join(', ') || '-'}), ` +
             `${report.existing.length} already present\n`,
@@ -71,6 +72,7 @@ export async function migrateCommand(input: CommandInput): Promise<number> {
           const started = Date.now();
           const result = await backfillRollups(client, {
             signal,
+            layout,
             onProgress: (p) => {
               if (p.step === 'replaced')
                 io.stdout(`backfill: ${p.table} partition ${p.partition}: ${p.rows} rows\n`);
