@@ -5,6 +5,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { createClient, type ClickHouseClient } from '@clickhouse/client';
 import { createStatements } from '../../src/clickhouse/layout.js';
+import { createClickHouse } from '../../src/clients.js';
 import { ensureDatabase, MIGRATIONS } from '../../src/clickhouse/schema.js';
 import { servicesEnv } from './env.js';
 import { longRequests } from './scratch-database.js';
@@ -32,7 +33,7 @@ export async function startLocalCluster(): Promise<LocalCluster> {
 
 export interface ClusterDatabase {
   name: string;
-  /** A client of node 1 on the database: it queries the Distributed tables (as the sidecar would). */
+  /** The sidecar's client of node 1 on the database, with CLICKHOUSE_CLUSTER set: it uses the Distributed tables. */
   client: ClickHouseClient;
   /** A client per node on the database (node 1 first), for shard-local checks. */
   nodes: ClickHouseClient[];
@@ -61,12 +62,15 @@ export async function clusterDatabase(cluster: LocalCluster, prefix: string): Pr
     }
     nodes.push(node);
   }
-  const long = longRequests(300_000);
-  const client = createClient({
-    url: cluster.urls[0]!,
-    database: name,
-    ...long,
-    clickhouse_settings: { ...long.clickhouse_settings, distributed_foreground_insert: 1 },
+  // The sidecar's own client factory, so the settings it adds for CLICKHOUSE_CLUSTER are the ones tested.
+  const client = createClickHouse({
+    clickhouse: {
+      url: cluster.urls[0]!,
+      user: 'default',
+      password: '',
+      database: name,
+      cluster: cluster.name,
+    },
   });
   return {
     name,
