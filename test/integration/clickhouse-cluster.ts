@@ -4,6 +4,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { createClient, type ClickHouseClient } from '@clickhouse/client';
+import { pino } from 'pino';
 import { createStatements } from '../../src/clickhouse/layout.js';
 import { createClickHouse } from '../../src/clients.js';
 import { ensureDatabase, MIGRATIONS } from '../../src/clickhouse/schema.js';
@@ -63,15 +64,18 @@ export async function clusterDatabase(cluster: LocalCluster, prefix: string): Pr
     nodes.push(node);
   }
   // The sidecar's own client factory, so the settings it adds for CLICKHOUSE_CLUSTER are the ones tested.
-  const client = createClickHouse({
-    clickhouse: {
-      url: cluster.urls[0]!,
-      user: 'default',
-      password: '',
-      database: name,
-      cluster: cluster.name,
+  const client = createClickHouse(
+    {
+      clickhouse: {
+        url: cluster.urls[0]!,
+        user: 'default',
+        password: '',
+        database: name,
+        cluster: cluster.name,
+      },
     },
-  });
+    pino({ level: 'warn' }),
+  );
   return {
     name,
     client,
