@@ -41,6 +41,10 @@ export interface TableMigration {
    * The Distributed table's sharding key on a cluster (an expression of the table's columns). Every
    * row of one sorting key must reach one shard when the engine merges rows by key (Replacing/Summing
    * MergeTree): `FINAL` and merges are per shard. So the key is a function of sorting-key columns.
+   * A `rollup` filled by a view gets its rows where the view fires, on the shard of the source rows,
+   * whatever this key says (it routes only direct inserts, such as a backfill through the Distributed
+   * table): a rollup merged by key needs every row of one of its keys to come from one source shard,
+   * e.g. a per-post rollup of `post_events` (sharded by post) but not a per-author one.
    */
   shardingKey: string;
 }
@@ -50,7 +54,11 @@ export interface ViewMigration {
   name: string;
   /** The table migration this view writes into. */
   to: string;
-  /** The view's SELECT, naming each table it reads through `table` (see `TableName`). */
+  /**
+   * The view's SELECT, naming each table it reads through `table` (see `TableName`). On a cluster it
+   * runs on each shard over the block inserted there: a join inside it sees only that shard's rows of
+   * the joined table, which is right only if the joined rows share the source's sharding key.
+   */
   select: (table: TableName) => string;
 }
 
