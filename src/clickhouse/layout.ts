@@ -43,8 +43,9 @@ export interface TableMigration {
    * MergeTree): `FINAL` and merges are per shard. So the key is a function of sorting-key columns.
    * A `rollup` filled by a view gets its rows where the view fires, on the shard of the source rows,
    * whatever this key says (it routes only direct inserts, such as a backfill through the Distributed
-   * table): a rollup merged by key needs every row of one of its keys to come from one source shard,
-   * e.g. a per-post rollup of `post_events` (sharded by post) but not a per-author one.
+   * table). Readers that sum a rollup with GROUP BY are right whatever the shards hold; a reader that
+   * takes one row per key (`FINAL`, a Replacing engine) needs every row of a key to come from one
+   * source shard: a per-post rollup of `post_events` (sharded by post) has that, a per-author one not.
    */
   shardingKey: string;
 }
