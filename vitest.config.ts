@@ -19,6 +19,7 @@ const SERIAL_INTEGRATION = [
   'test/integration/wall-clock-step.test.ts',
   'test/integration/leader-lease.test.ts',
   'test/integration/shutdown.test.ts',
+  'test/integration/clickhouse-cluster-faults.test.ts',
   'test/integration/secure.test.ts',
 ];
 
