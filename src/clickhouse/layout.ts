@@ -21,8 +21,7 @@ export type TableName = (table: string) => string;
  *
  * A `table` holds rows: on one server it is created as is; on a cluster (CLICKHOUSE_CLUSTER) as a
  * shard-local table `<name>_local` on every node plus a Distributed table `<name>` over them, sharded
- * by `shardingKey`. `role` says where its rows come from: `raw` from producers (and `seed`), `rollup`
- * from a view (never written directly, rebuilt by `backfillRollups`).
+ * by `shardingKey`. Its rows come from producers (the raw tables, and `seed`) or from a view (rollups).
  *
  * A `view` is a materialized view writing into a table migration's table. On a cluster it sits on each
  * shard's local tables (its SELECT reads the local source, it writes the local target), so an insert
@@ -34,14 +33,13 @@ export type Migration = TableMigration | ViewMigration;
 export interface TableMigration {
   kind: 'table';
   name: string;
-  role: 'raw' | 'rollup';
   /** Everything after `CREATE TABLE <name>`: columns, engine, partitioning, sorting key. */
   definition: string;
   /**
    * The Distributed table's sharding key on a cluster (an expression of the table's columns). Every
    * row of one sorting key must reach one shard when the engine merges rows by key (Replacing/Summing
    * MergeTree): `FINAL` and merges are per shard. So the key is a function of sorting-key columns.
-   * A `rollup` filled by a view gets its rows where the view fires, on the shard of the source rows,
+   * A table filled by a view gets its rows where the view fires, on the shard of the source rows,
    * whatever this key says (it routes only direct inserts, such as a backfill through the Distributed
    * table). Readers that sum a rollup with GROUP BY are right whatever the shards hold; a reader that
    * takes one row per key (`FINAL`, a Replacing engine) needs every row of a key to come from one

@@ -147,7 +147,6 @@ export const MIGRATIONS: readonly Migration[] = [
   {
     kind: 'table',
     name: 'post_events',
-    role: 'raw',
     shardingKey: BY_POST,
     // Time first in the key: every reader filters on a time range (trending reads only the partial
     // minutes or hours at a window's edges here), and a range on the leading key column touches only
@@ -167,7 +166,6 @@ export const MIGRATIONS: readonly Migration[] = [
   {
     kind: 'table',
     name: 'user_relationships',
-    role: 'raw',
     shardingKey: BY_FOLLOWER,
     definition: `(
       follower_id UInt64,
@@ -181,7 +179,6 @@ export const MIGRATIONS: readonly Migration[] = [
   {
     kind: 'table',
     name: 'posts',
-    role: 'raw',
     shardingKey: BY_POST,
     // Replacing on (created_at, post_id): a re-delivered post row collapses into one, and the feed
     // warmer's "created in the last N hours" is a range on the leading key column.
@@ -197,14 +194,12 @@ export const MIGRATIONS: readonly Migration[] = [
   {
     kind: 'table',
     name: ROLLUPS.minute.table,
-    role: 'rollup',
     shardingKey: BY_POST,
     definition: rollupTableDefinition(`toYYYYMMDD(bucket, 'UTC')`),
   },
   {
     kind: 'table',
     name: ROLLUPS.hour.table,
-    role: 'rollup',
     shardingKey: BY_POST,
     // Hour rows are 60 times fewer than minute rows: monthly partitions keep parts from being tiny.
     definition: rollupTableDefinition(`toYYYYMM(bucket, 'UTC')`),

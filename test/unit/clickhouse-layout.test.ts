@@ -8,7 +8,6 @@ const NEW_ENTRIES: Migration[] = [
   {
     kind: 'table',
     name: 'author_rollup',
-    role: 'rollup',
     shardingKey: 'cityHash64(author_id)',
     definition: '(author_id UInt64, n UInt64) ENGINE = SummingMergeTree ORDER BY author_id',
   },
