@@ -20,8 +20,8 @@ const SERIAL_INTEGRATION = [
   'test/integration/leader-lease.test.ts',
   'test/integration/shutdown.test.ts',
   'test/integration/clickhouse-cluster-faults.test.ts',
-  // Not a fault test, but it starts two more servers and keeps both cores busy for ~30 s: the time-bound
-  // tests of the parallel run missed their bounds beside it.
+  // Not a fault test, but it starts two more servers and keeps both cores busy for ~30 s; beside it in
+  // the parallel run, declarative-jobs.test.ts (jobs every second, 1 s timeouts) failed twice here.
   'test/integration/clickhouse-cluster.test.ts',
   'test/integration/secure.test.ts',
 ];
