@@ -8,13 +8,17 @@
 #                                          (see scripts/services/secure.sh); writes .services/secure/env
 #   scripts/services.sh up --sentinel      a Redis master, a replica and three sentinels (see
 #                                          scripts/services/sentinel.sh); writes .services/sentinel/env
+#   scripts/services.sh up --clickhouse-cluster  a two-shard ClickHouse cluster (two more local servers, see
+#                                          scripts/services/clickhouse-cluster.sh); writes
+#                                          .services/clickhouse-cluster/env
 #   scripts/services.sh down               stop every server of every set
 #   scripts/services.sh status             one line per server: name, running/stopped, pid, port
 #   scripts/services.sh stop  <name>       stop one (SIGTERM, then SIGKILL after a grace period)
 #   scripts/services.sh start <name>       start one and wait until it answers
 #                                          (name: redis | clickhouse | kafka | secure_redis |
 #                                          secure_clickhouse | secure_clickhouse_tls | secure_kafka |
-#                                          sentinel_master | sentinel_replica | sentinel_1..3; `-` for `_`)
+#                                          sentinel_master | sentinel_replica | sentinel_1..3 |
+#                                          clickhouse_node1 | clickhouse_node2; `-` for `_`)
 #
 # Ports (environment overrides): REDIS_PORT=16379, CLICKHOUSE_HTTP_PORT=18123, CLICKHOUSE_TCP_PORT=19000,
 # KAFKA_PORT=19092, KAFKA_CONTROLLER_PORT=19093; secure set: SECURE_REDIS_PORT=27579,
@@ -65,6 +69,8 @@ TMP_DIRS=()
 source "$HELPERS/secure.sh"
 # shellcheck source=services/sentinel.sh
 source "$HELPERS/sentinel.sh"
+# shellcheck source=services/clickhouse-cluster.sh
+source "$HELPERS/clickhouse-cluster.sh"
 
 log() { printf 'services: %s\n' "$*"; }
 die() {
@@ -84,9 +90,10 @@ trap 'exit 143' TERM
 
 usage() {
   cat >&2 <<'EOF'
-usage: scripts/services.sh up [--secure | --sentinel] | down | status | stop <name> | start <name>
+usage: scripts/services.sh up [--secure | --sentinel | --clickhouse-cluster] | down | status | stop <name> | start <name>
        name: redis | clickhouse | kafka | secure_redis | secure_clickhouse | secure_clickhouse_tls | secure_kafka
              | sentinel_master | sentinel_replica | sentinel_1 | sentinel_2 | sentinel_3
+             | clickhouse_node1 | clickhouse_node2
 EOF
   exit 2
 }
@@ -242,6 +249,7 @@ state_dir() { # name -> its data/log directory
     sentinel_*) printf '%s/%s' "$SENTINEL_STATE" "${1#sentinel_}" ;;
     secure_clickhouse_tls) printf '%s/clickhouse-tls' "$SECURE" ;;
     secure_*) printf '%s/%s' "$SECURE" "${1#secure_}" ;;
+    clickhouse_node*) printf '%s/node%s' "$CH_CLUSTER" "$(ch_node_number "$1")" ;;
     *) printf '%s/%s' "$STATE" "$1" ;;
   esac
 }
@@ -257,6 +265,7 @@ signature() {
     secure_clickhouse) printf -- '--path=%s/clickhouse/data' "$SECURE" ;;
     secure_clickhouse_tls) printf 'cert=%s/server.pem' "$TLS_DIR" ;;
     secure_kafka) printf '%s/kafka/server.properties' "$SECURE" ;;
+    clickhouse_node*) printf -- '--path=%s/data' "$(state_dir "$1")" ;;
   esac
 }
 
@@ -270,6 +279,7 @@ ports_of() {
     secure_clickhouse) printf '%s' "$SECURE_CLICKHOUSE_HTTP_PORT" ;;
     secure_clickhouse_tls) printf '%s' "$SECURE_CLICKHOUSE_HTTPS_PORT" ;;
     secure_kafka) printf '%s,%s' "$SECURE_KAFKA_PORT" "$SECURE_KAFKA_CONTROLLER_PORT" ;;
+    clickhouse_node*) printf '%s,%s' "$(ch_node_http_port "$1")" "$(ch_node_tcp_port "$1")" ;;
   esac
 }
 
@@ -335,7 +345,7 @@ stop_pid() { # name pid
   case $name in
     sentinel_*) grace=$STOP_GRACE_REDIS ;;
     redis | secure_redis | secure_clickhouse_tls) grace=$STOP_GRACE_REDIS ;;
-    clickhouse | secure_clickhouse) grace=$STOP_GRACE_CLICKHOUSE ;;
+    clickhouse | secure_clickhouse | clickhouse_node*) grace=$STOP_GRACE_CLICKHOUSE ;;
     kafka | secure_kafka) grace=$STOP_GRACE_KAFKA ;;
   esac
   # A SIGSTOPped server (fault injection) only handles SIGTERM once continued.
@@ -358,6 +368,7 @@ log_files() {
     secure_clickhouse) printf '%s\n' "$SECURE/clickhouse/clickhouse.log" "$SECURE/clickhouse/clickhouse.out" ;;
     secure_clickhouse_tls) printf '%s\n' "$SECURE/clickhouse-tls/socat.out" ;;
     secure_kafka) printf '%s\n' "$SECURE/kafka/server.log" "$SECURE/kafka/kafka.out" ;;
+    clickhouse_node*) printf '%s\n' "$(state_dir "$1")/clickhouse.log" "$(state_dir "$1")/clickhouse.out" ;;
   esac
 }
 
@@ -496,6 +507,7 @@ install_for() {
       need_cmd curl curl
       ;;
     secure_kafka) install_kafka ;;
+    clickhouse_node*) install_for clickhouse ;;
   esac
 }
 
@@ -531,7 +543,7 @@ finish_service() {
   case $name in
     sentinel_*) timeout=$READY_TIMEOUT_REDIS ;;
     redis | secure_redis | secure_clickhouse_tls) timeout=$READY_TIMEOUT_REDIS ;;
-    clickhouse | secure_clickhouse) timeout=$READY_TIMEOUT_CLICKHOUSE ;;
+    clickhouse | secure_clickhouse | clickhouse_node*) timeout=$READY_TIMEOUT_CLICKHOUSE ;;
     kafka | secure_kafka) timeout=$READY_TIMEOUT_KAFKA ;;
   esac
   probe=probe_$name
@@ -619,6 +631,7 @@ valid_name() {
   case ${1:-} in
     sentinel_master | sentinel_replica | sentinel_1 | sentinel_2 | sentinel_3) return 0 ;;
     redis | clickhouse | kafka | secure_redis | secure_clickhouse | secure_clickhouse_tls | secure_kafka) return 0 ;;
+    clickhouse_node1 | clickhouse_node2) return 0 ;;
     *) usage ;;
   esac
 }
@@ -656,6 +669,10 @@ main() {
         up_sentinel
         return
       fi
+      if [[ $# -eq 2 && $2 == --clickhouse-cluster ]]; then
+        up_clickhouse_cluster
+        return
+      fi
       [[ $# -eq 1 ]] || usage
       take_lock
       start=$(now)
@@ -678,13 +695,14 @@ main() {
       for name in "${SENTINEL_WATCHERS[@]}" "${SENTINEL_NODES[@]}"; do
         stop_service "$name"
       done
-      for name in secure_kafka secure_clickhouse_tls secure_clickhouse secure_redis kafka clickhouse redis; do
+      for name in "${CH_CLUSTER_SERVICES[@]}" secure_kafka secure_clickhouse_tls secure_clickhouse secure_redis \
+        kafka clickhouse redis; do
         stop_service "$name"
       done
       ;;
     status)
       [[ $# -eq 1 ]] || usage
-      for name in "${SERVICES[@]}" "${SECURE_SERVICES[@]}" "${SENTINEL_SERVICES[@]}"; do
+      for name in "${SERVICES[@]}" "${SECURE_SERVICES[@]}" "${SENTINEL_SERVICES[@]}" "${CH_CLUSTER_SERVICES[@]}"; do
         status_line "$name"
       done
       ;;
@@ -708,6 +726,7 @@ main() {
       case $2 in
         sentinel_*) write_sentinel_env ;;
         secure_*) write_secure_env ;;
+        clickhouse_node*) write_clickhouse_cluster_env ;;
         *) write_env ;;
       esac
       ;;

@@ -168,6 +168,9 @@ export function createClickHouse(
       send_progress_in_http_headers: 1,
       http_headers_progress_interval_ms: '110000',
       date_time_output_format: 'iso',
+      // On a cluster an INSERT into a Distributed table returns only once every shard has its rows (the
+      // default queues them for a background send): `seed` and its callers read right after.
+      ...(config.clickhouse.cluster === undefined ? {} : { distributed_foreground_insert: 1 }),
     },
   });
   return withQueryCancellation(client, log);

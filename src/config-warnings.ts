@@ -27,8 +27,6 @@ export const KNOWN_ELSEWHERE: readonly string[] = [
   // your own jobs (CONTRACT §11)
   'JOBS_FILE',
   'JOB_MODULES',
-  // ClickHouse topology (CONTRACT §12; the Redis topology variables are read by parseConfig)
-  'CLICKHOUSE_CLUSTER',
   // suggested-users' incremental mode
   'SUGGESTED_USERS_MODE',
   'SUGGESTED_USERS_FULL_EVERY',
@@ -37,6 +35,11 @@ export const KNOWN_ELSEWHERE: readonly string[] = [
   'REDIS_PORT',
   'CLICKHOUSE_HTTP_PORT',
   'CLICKHOUSE_TCP_PORT',
+  'CLICKHOUSE_NODE1_HTTP_PORT',
+  'CLICKHOUSE_NODE1_TCP_PORT',
+  'CLICKHOUSE_NODE2_HTTP_PORT',
+  'CLICKHOUSE_NODE2_TCP_PORT',
+  'CLICKHOUSE_CLUSTER_URLS', // (.services/clickhouse-cluster/env: the nodes, for tests)
   'KAFKA_PORT',
   'KAFKA_CONTROLLER_PORT',
   // ... and its secure set (`up --secure`)

@@ -66,7 +66,14 @@ export interface Config {
    * CONTRACT §12). Outside standalone, `redisUrl` still gives the scheme (TLS) and credentials, not the host.
    */
   redisTopology: RedisTopology;
-  clickhouse: { url: string; user: string; password: string; database: string };
+  clickhouse: {
+    url: string;
+    user: string;
+    password: string;
+    database: string;
+    /** CLICKHOUSE_CLUSTER (CONTRACT §12): a cluster of the server's `remote_servers`; unset: one server. */
+    cluster?: string | undefined;
+  };
   kafka: { brokers: string[] | undefined; clientId: string; dlqTopic: string; spoolDir: string };
   /** Bounds of the dead-letter path, in bytes: the spool file and one serialized record. */
   dlq: { spoolMaxBytes: number; maxRecordBytes: number };
@@ -154,6 +161,14 @@ class EnvReader {
 
   optionalString(name: string): string | undefined {
     return this.raw(name);
+  }
+
+  /** An optional value that must match `pattern` (described by `expected`); unset: undefined. */
+  optionalMatching(name: string, pattern: RegExp, expected: string): string | undefined {
+    const v = this.raw(name);
+    if (v === undefined || pattern.test(v)) return v;
+    this.problems.push({ name, value: this.env[name], expected });
+    return undefined;
   }
 
   int(name: string, fallback: number, min: number, max = Number.MAX_SAFE_INTEGER): number {
@@ -448,6 +463,12 @@ export function readConfig(env: Env): { config: Config; problems: ConfigProblem[
       user: r.string('CLICKHOUSE_USER', 'default'),
       password: env.CLICKHOUSE_PASSWORD ?? '',
       database: r.string('CLICKHOUSE_DATABASE', 'default'),
+      // Spliced into ON CLUSTER (DDL takes no parameter there): a plain identifier only.
+      cluster: r.optionalMatching(
+        'CLICKHOUSE_CLUSTER',
+        /^[A-Za-z_][A-Za-z0-9_]*$/,
+        "a cluster name from the server's remote_servers (letters, digits, _; not starting with a digit)",
+      ),
     },
     kafka: {
       brokers: r.brokers('KAFKA_BROKERS'),

@@ -1,5 +1,14 @@
 import { randomBytes } from 'node:crypto';
 import type { ClickHouseClient } from '@clickhouse/client';
+import {
+  createStatements,
+  modifyViewQuery,
+  SAME_NAME,
+  storageName,
+  type Migration,
+  type SchemaLayout,
+  type TableName,
+} from './layout.js';
 
 /**
  * The ClickHouse schema (CONTRACT §3) and the rollups that keep the trending jobs cheap.
@@ -74,8 +83,11 @@ function bucketSql(bucketSec: number): string {
   return `toDateTime(intDiv(toUInt32(event_time), ${bucketSec}) * ${bucketSec})`;
 }
 
-/** The SELECT that aggregates raw events into a rollup: shared by the view and by the backfill. */
-export function rollupSelectSql(rollup: Rollup, where = ''): string {
+/**
+ * The SELECT that aggregates raw events into a rollup: shared by the view and by the backfill. `table`
+ * names the events table where the SELECT runs (see `TableName`).
+ */
+export function rollupSelectSql(rollup: Rollup, where = '', table: TableName = SAME_NAME): string {
   const b = rollup.bucketSec;
   return `SELECT
     ${bucketSql(b)} AS bucket,
@@ -88,15 +100,15 @@ export function rollupSelectSql(rollup: Rollup, where = ''): string {
     countIf(${BAD_EVENT_SQL}) AS bad,
     sumIf(${WEIGHT_X10_SQL}, ${GOOD_EVENT_SQL}) AS weight_x10,
     sumIf(${WEIGHT_X10_SQL} * (toUInt32(event_time) % ${b}), ${GOOD_EVENT_SQL}) AS weight_x10_sec
-  FROM post_events
+  FROM ${table('post_events')}
   ${where}
   GROUP BY bucket, post_id`;
 }
 
 const SUMMED = 'views, likes, comments, shares, unknown, bad, weight_x10, weight_x10_sec';
 
-function rollupTableSql(rollup: Rollup, partitionBy: string): string {
-  return `CREATE TABLE IF NOT EXISTS ${rollup.table} (
+function rollupTableDefinition(partitionBy: string): string {
+  return `(
     bucket         DateTime,
     post_id        UInt64,
     views          UInt64,
@@ -142,7 +154,7 @@ const MOMENT_COLUMNS = Array.from({ length: MOMENT_ORDER }, (_, i) => `wu${i + 1
  * Each row's weight `w` (0 for bad data), its `u` and the products `m_k = w·u^k` are named once and
  * chained by multiplication: a third cheaper on inserts than a `sumIf(…, pow(u, k))` per moment.
  */
-export function momentRollupSelectSql(rollup: Rollup, where = ''): string {
+export function momentRollupSelectSql(rollup: Rollup, where = '', table: TableName = SAME_NAME): string {
   const b = rollup.bucketSec;
   // `/` is Float64 division in ClickHouse: u is rounded to 53 bits, far below what readers need (1e-6).
   const u = `((toUInt32(event_time) % ${b}) * 2 / ${b} - 1)`;
@@ -158,13 +170,13 @@ export function momentRollupSelectSql(rollup: Rollup, where = ''): string {
     countIf(${BAD_EVENT_SQL}) AS bad,
     sum(if(${BAD_EVENT_SQL}, 0, ${WEIGHT_X10_SQL}) AS w) AS weight_x10,
     ${moments.join(',\n    ')}
-  FROM post_events
+  FROM ${table('post_events')}
   ${where}
   GROUP BY bucket, post_id`;
 }
 
-function momentRollupTableSql(rollup: Rollup): string {
-  return `CREATE TABLE IF NOT EXISTS ${rollup.table} (
+function momentRollupTableDefinition(): string {
+  return `(
     bucket     DateTime,
     post_id    UInt64,
     events     UInt64,
@@ -179,7 +191,7 @@ function momentRollupTableSql(rollup: Rollup): string {
 
 /** Every rollup fed from `post_events`, with the SELECT its view runs: what migrate and backfill walk. */
 export interface RollupSource extends Rollup {
-  select: (where?: string) => string;
+  select: (where?: string, table?: TableName) => string;
   /** SQL summing the raw rows the rollup has counted (each raw row counted once). */
   countedSql: string;
 }
@@ -187,20 +199,29 @@ export interface RollupSource extends Rollup {
 export const ROLLUP_SOURCES: readonly RollupSource[] = [
   ...Object.values(ROLLUPS).map((r) => ({
     ...r,
-    select: (where?: string) => rollupSelectSql(r, where),
+    select: (where?: string, table?: TableName) => rollupSelectSql(r, where, table),
     countedSql: 'sum(views + likes + comments + shares + unknown)',
   })),
   ...Object.values(MOMENT_ROLLUPS).map((r) => ({
     ...r,
-    select: (where?: string) => momentRollupSelectSql(r, where),
+    select: (where?: string, table?: TableName) => momentRollupSelectSql(r, where, table),
     countedSql: 'sum(events)',
   })),
 ];
 
-export interface Migration {
-  name: string;
-  sql: string;
-}
+/**
+ * The sharding keys (README "Clustered ClickHouse"). cityHash64 spreads ids that share a pattern (ids
+ * from a generator whose low bits are often 0 would all land on one shard under a plain modulo).
+ * - post_events by post_id: trending (three jobs) and the feed's engagement group by post_id, so each
+ *   post's events, and the rollup rows the shard's views make from them, are on one shard.
+ * - user_relationships by follower_id: the key of "latest row per (follower_id, followee_id)" and of
+ *   `FINAL`; and F(u), a user's whole followee list, is on one shard.
+ * - posts by post_id: the ReplacingMergeTree key is (created_at, post_id); author_id is not in it, so a
+ *   post re-delivered with a corrected author would land on another shard and survive `FINAL` twice.
+ * - rollups by post_id, as their source: the views write each shard's rollup rows where the events are.
+ */
+const BY_POST = 'cityHash64(post_id)';
+const BY_FOLLOWER = 'cityHash64(follower_id)';
 
 /**
  * In dependency order: tables before the views that read or write them. Views are created last, after
@@ -209,12 +230,14 @@ export interface Migration {
  */
 export const MIGRATIONS: readonly Migration[] = [
   {
+    kind: 'table',
     name: 'post_events',
+    shardingKey: BY_POST,
     // Time first in the key: every reader filters on a time range (trending reads only the partial
     // minutes or hours at a window's edges here), and a range on the leading key column touches only
     // the granules of that range. Daily UTC partitions make retention a cheap DROP PARTITION and line
     // up with the minute rollup's partitions for the backfill.
-    sql: `CREATE TABLE IF NOT EXISTS post_events (
+    definition: `(
       event_time DateTime,
       post_id    UInt64,
       author_id  UInt64,
@@ -226,8 +249,10 @@ export const MIGRATIONS: readonly Migration[] = [
     ORDER BY (event_time, post_id)`,
   },
   {
+    kind: 'table',
     name: 'user_relationships',
-    sql: `CREATE TABLE IF NOT EXISTS user_relationships (
+    shardingKey: BY_FOLLOWER,
+    definition: `(
       follower_id UInt64,
       followee_id UInt64,
       status      LowCardinality(String),
@@ -237,10 +262,12 @@ export const MIGRATIONS: readonly Migration[] = [
     ORDER BY (follower_id, followee_id)`,
   },
   {
+    kind: 'table',
     name: 'posts',
+    shardingKey: BY_POST,
     // Replacing on (created_at, post_id): a re-delivered post row collapses into one, and the feed
     // warmer's "created in the last N hours" is a range on the leading key column.
-    sql: `CREATE TABLE IF NOT EXISTS posts (
+    definition: `(
       post_id    UInt64,
       author_id  UInt64,
       created_at DateTime
@@ -250,32 +277,34 @@ export const MIGRATIONS: readonly Migration[] = [
     ORDER BY (created_at, post_id)`,
   },
   {
+    kind: 'table',
     name: ROLLUPS.minute.table,
-    sql: rollupTableSql(ROLLUPS.minute, `toYYYYMMDD(bucket, 'UTC')`),
+    shardingKey: BY_POST,
+    definition: rollupTableDefinition(`toYYYYMMDD(bucket, 'UTC')`),
   },
   {
+    kind: 'table',
     name: ROLLUPS.hour.table,
+    shardingKey: BY_POST,
     // Hour rows are 60 times fewer than minute rows: monthly partitions keep parts from being tiny.
-    sql: rollupTableSql(ROLLUPS.hour, `toYYYYMM(bucket, 'UTC')`),
+    definition: rollupTableDefinition(`toYYYYMM(bucket, 'UTC')`),
   },
   {
+    kind: 'view',
     name: ROLLUPS.minute.view,
-    sql: `CREATE MATERIALIZED VIEW IF NOT EXISTS ${ROLLUPS.minute.view} TO ${ROLLUPS.minute.table}
-      AS ${rollupSelectSql(ROLLUPS.minute)}`,
+    to: ROLLUPS.minute.table,
+    select: (table) => rollupSelectSql(ROLLUPS.minute, '', table),
   },
   {
+    kind: 'view',
     name: ROLLUPS.hour.view,
-    sql: `CREATE MATERIALIZED VIEW IF NOT EXISTS ${ROLLUPS.hour.view} TO ${ROLLUPS.hour.table}
-      AS ${rollupSelectSql(ROLLUPS.hour)}`,
+    to: ROLLUPS.hour.table,
+    select: (table) => rollupSelectSql(ROLLUPS.hour, '', table),
   },
   // Moment rollups for exact trending over coarse buckets (trending-24h, trending-7d).
-  ...Object.values(MOMENT_ROLLUPS).flatMap((r) => [
-    { name: r.table, sql: momentRollupTableSql(r) },
-    {
-      name: r.view,
-      sql: `CREATE MATERIALIZED VIEW IF NOT EXISTS ${r.view} TO ${r.table}
-      AS ${momentRollupSelectSql(r)}`,
-    },
+  ...Object.values(MOMENT_ROLLUPS).flatMap((r): Migration[] => [
+    { kind: 'table', name: r.table, shardingKey: BY_POST, definition: momentRollupTableDefinition() },
+    { kind: 'view', name: r.view, to: r.table, select: (table) => momentRollupSelectSql(r, '', table) },
   ]),
 ];
 
@@ -321,17 +350,29 @@ export interface MigrateReport {
   backfillAdvised: boolean;
 }
 
-/** Creates every table and view that is missing; a second run changes nothing. */
-export async function migrate(client: ClickHouseClient, signal?: AbortSignal): Promise<MigrateReport> {
+/**
+ * Creates every table and view that is missing; a second run changes nothing. With `layout.cluster`
+ * (CLICKHOUSE_CLUSTER) the shard-local tables and views are created `ON CLUSTER` and the contract's
+ * names are Distributed tables over them (clickhouse/layout.ts); the report names the objects as the
+ * connected node sees them.
+ */
+export async function migrate(
+  client: ClickHouseClient,
+  signal?: AbortSignal,
+  layout: SchemaLayout = {},
+): Promise<MigrateReport> {
   const opts = signal ? { abort_signal: signal } : {};
   const before = new Set(await existingTables(client, signal));
-  for (const m of MIGRATIONS) await client.command({ query: m.sql, ...opts });
-  const created = MIGRATIONS.filter((m) => !before.has(m.name)).map((m) => m.name);
-  const existing = MIGRATIONS.filter((m) => before.has(m.name)).map((m) => m.name);
-  const updated = await updateViewQueries(client, before, signal);
+  const statements = createStatements(MIGRATIONS, layout, await currentDatabase(client, signal));
+  for (const s of statements) await client.command({ query: s.sql, query_params: s.params, ...opts });
+  const objects = statements.map((s) => s.object);
+  const created = objects.filter((name) => !before.has(name));
+  const existing = objects.filter((name) => before.has(name));
+  const updated = await updateViewQueries(client, before, layout, signal);
 
   // Every raw row is counted in exactly one column of each rollup, so equal totals mean the views have
-  // seen every row; a shortfall is data loaded before the views existed.
+  // seen every row; a shortfall is data loaded before the views existed. (On a cluster these are the
+  // Distributed tables: totals over every shard.)
   const counts = await client.query({
     query: `SELECT
       (SELECT count() FROM post_events) AS raw,
@@ -354,21 +395,30 @@ export async function migrate(client: ClickHouseClient, signal?: AbortSignal): P
 async function updateViewQueries(
   client: ClickHouseClient,
   existedBefore: ReadonlySet<string>,
+  layout: SchemaLayout,
   signal?: AbortSignal,
 ): Promise<string[]> {
   const opts = signal ? { abort_signal: signal } : {};
   const updated: string[] = [];
-  for (const rollup of ROLLUP_SOURCES) {
-    if (!existedBefore.has(rollup.view)) continue;
-    const was = await viewSelect(client, rollup.view, signal);
-    await client.command({
-      // The view name and its SELECT are this module's constants; DDL takes no parameter here.
-      query: `ALTER TABLE ${rollup.view} MODIFY QUERY ${rollup.select()}`,
-      ...opts,
-    });
-    if ((await viewSelect(client, rollup.view, signal)) !== was) updated.push(rollup.view);
+  for (const view of MIGRATIONS) {
+    if (view.kind !== 'view' || !existedBefore.has(view.name)) continue;
+    const was = await viewSelect(client, view.name, signal);
+    // The view name and its SELECT are this module's constants; DDL takes no parameter here.
+    await client.command({ query: modifyViewQuery(view, layout), ...opts });
+    if ((await viewSelect(client, view.name, signal)) !== was) updated.push(view.name);
   }
   return updated;
+}
+
+async function currentDatabase(client: ClickHouseClient, signal?: AbortSignal): Promise<string> {
+  const result = await client.query({
+    query: 'SELECT currentDatabase() AS db',
+    format: 'JSONEachRow',
+    ...(signal ? { abort_signal: signal } : {}),
+  });
+  const [row] = await result.json<{ db: string }>();
+  if (row === undefined) throw new Error('migrate: the server did not name its current database');
+  return row.db;
 }
 
 async function viewSelect(client: ClickHouseClient, view: string, signal?: AbortSignal): Promise<string> {
@@ -419,32 +469,38 @@ export interface BackfillReport {
  * reach the rollup through the view and then be replaced away (the rollup under-counts it; it is never
  * double counted). Run the backfill before live ingestion starts, or re-run it afterwards for the
  * partitions that were being written.
+ *
+ * On a cluster (`layout.cluster`) it rebuilds the shard-local rollups of the connected node's shard
+ * from that shard's local events (each shard's views aggregate only its own events, so the shards are
+ * independent): run it once against one node of every shard.
  */
 export async function backfillRollups(
   client: ClickHouseClient,
-  opts: { signal?: AbortSignal; onProgress?: (p: BackfillProgress) => void } = {},
+  opts: { signal?: AbortSignal; onProgress?: (p: BackfillProgress) => void; layout?: SchemaLayout } = {},
 ): Promise<BackfillReport> {
   const abort = opts.signal ? { abort_signal: opts.signal } : {};
-  const rawPartitions = await activePartitions(client, 'post_events', opts.signal);
+  const stored = storageName(opts.layout ?? {});
+  const rawPartitions = await activePartitions(client, stored('post_events'), opts.signal);
   const report: BackfillReport = { tables: [] };
   for (const rollup of ROLLUP_SOURCES) {
-    const staging = `${rollup.table}_backfill_${randomBytes(6).toString('hex')}`;
+    const target = stored(rollup.table);
+    const staging = `${target}_backfill_${randomBytes(6).toString('hex')}`;
     if (!/^[a-z0-9_]+$/.test(staging)) throw new Error(`backfill: bad staging table name ${staging}`);
     await client.command({
       // The source table is a constant of this module; the parser takes no parameter after AS.
-      query: `CREATE TABLE {staging:Identifier} AS ${rollup.table}`,
+      query: `CREATE TABLE {staging:Identifier} AS ${target}`,
       query_params: { staging },
       ...abort,
     });
     try {
       for (const partition of rawPartitions) {
         const insert = await client.command({
-          query: `INSERT INTO {staging:Identifier} ${rollup.select('WHERE _partition_id = {partition:String}')}`,
+          query: `INSERT INTO {staging:Identifier} ${rollup.select('WHERE _partition_id = {partition:String}', stored)}`,
           query_params: { staging, partition },
           ...abort,
         });
         opts.onProgress?.({
-          table: rollup.table,
+          table: target,
           step: 'aggregated',
           partition,
           rows: Number(insert.summary?.written_rows ?? 0),
@@ -456,15 +512,15 @@ export async function backfillRollups(
         await client.command({
           // The parser takes no parameter after FROM here. `staging` is this module's constant table
           // name plus random hex (checked above), an identifier the code made, never an outside value.
-          query: `ALTER TABLE ${rollup.table} REPLACE PARTITION ID {partition:String} FROM ${staging}`,
+          query: `ALTER TABLE ${target} REPLACE PARTITION ID {partition:String} FROM ${staging}`,
           query_params: { partition },
           ...abort,
         });
         const n = await partitionRows(client, staging, partition, opts.signal);
         rows += n;
-        opts.onProgress?.({ table: rollup.table, step: 'replaced', partition, rows: n });
+        opts.onProgress?.({ table: target, step: 'replaced', partition, rows: n });
       }
-      report.tables.push({ table: rollup.table, partitions: replaced.length, rows });
+      report.tables.push({ table: target, partitions: replaced.length, rows });
     } finally {
       // Not aborted with the run: a staging table must not outlive a cancelled backfill.
       await client.command({

@@ -1,4 +1,5 @@
 import type { ClickHouseClient } from '@clickhouse/client';
+import { CLUSTER_NAME, storageName, type SchemaLayout } from './layout.js';
 import { DATA_TABLES } from './schema.js';
 
 /**
@@ -242,22 +243,59 @@ export async function seedDatabase(client: ClickHouseClient, opts: SeedOptions =
   };
 }
 
-/** Empties every data table, rollups included (for `seed --replace` and tests). */
-export async function truncateData(client: ClickHouseClient, signal?: AbortSignal): Promise<void> {
+/**
+ * Empties every data table, rollups included (for `seed --replace` and tests). On a cluster the
+ * shard-local tables are truncated `ON CLUSTER` (truncating a Distributed table leaves the shards' rows).
+ */
+export async function truncateData(
+  client: ClickHouseClient,
+  signal?: AbortSignal,
+  layout: SchemaLayout = {},
+): Promise<void> {
+  const cluster = layout.cluster;
+  if (cluster !== undefined && !CLUSTER_NAME.test(cluster)) throw new Error(`bad cluster name ${cluster}`);
   for (const table of DATA_TABLES) {
     await client.command({
-      query: 'TRUNCATE TABLE IF EXISTS {table:Identifier}',
-      query_params: { table },
+      // ON CLUSTER takes no parameter: the name is checked above.
+      query: `TRUNCATE TABLE IF EXISTS {table:Identifier}${cluster === undefined ? '' : ` ON CLUSTER ${cluster}`}`,
+      query_params: { table: storageName(layout)(table) },
       ...(signal ? { abort_signal: signal } : {}),
     });
   }
 }
 
-/** Rows in each data table; the seed command refuses to load on top of existing data. */
+/**
+ * Rows in each data table; the seed command refuses to load on top of existing data. On a cluster each
+ * table is counted through its Distributed table (system.tables knows no row count for those).
+ */
 export async function tableCounts(
   client: ClickHouseClient,
   signal?: AbortSignal,
+  layout: SchemaLayout = {},
 ): Promise<Record<(typeof DATA_TABLES)[number], number>> {
+  if (layout.cluster !== undefined) {
+    const counts = Object.fromEntries(DATA_TABLES.map((t) => [t, 0])) as Record<
+      (typeof DATA_TABLES)[number],
+      number
+    >;
+    const present = await client.query({
+      query:
+        'SELECT name FROM system.tables WHERE database = currentDatabase() AND name IN {names:Array(String)}',
+      query_params: { names: [...DATA_TABLES] },
+      format: 'JSONEachRow',
+      ...(signal ? { abort_signal: signal } : {}),
+    });
+    for (const { name } of await present.json<{ name: (typeof DATA_TABLES)[number] }>()) {
+      const result = await client.query({
+        query: 'SELECT count() AS n FROM {table:Identifier}',
+        query_params: { table: name },
+        format: 'JSONEachRow',
+        ...(signal ? { abort_signal: signal } : {}),
+      });
+      counts[name] = Number((await result.json<{ n: string }>())[0]?.n ?? 0);
+    }
+    return counts;
+  }
   const result = await client.query({
     query: `SELECT name, total_rows FROM system.tables
       WHERE database = currentDatabase() AND name IN {names:Array(String)}`,

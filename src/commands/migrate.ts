@@ -1,4 +1,4 @@
-import type { ClickHouseClient } from '@clickhouse/client';
+import { ClickHouseError, type ClickHouseClient } from '@clickhouse/client';
 import { createClickHouse } from '../clients.js';
 import { backfillRollups, ensureDatabase, migrate } from '../clickhouse/schema.js';
 import type { Config } from '../config.js';
@@ -60,7 +60,8 @@ export async function migrateCommand(input: CommandInput): Promise<number> {
     await withMigratedDatabase(
       config,
       async (client) => {
-        const report = await migrate(client, signal);
+        const layout = { cluster: config.clickhouse.cluster };
+        const report = await migrate(client, signal, layout);
         io.stdout(
           `migrate: database ${db}: created ${report.created.length} (${report.created.join(', ') || '-'}), ` +
             `${report.existing.length} already present\n`,
@@ -71,6 +72,7 @@ export async function migrateCommand(input: CommandInput): Promise<number> {
           const started = Date.now();
           const result = await backfillRollups(client, {
             signal,
+            layout,
             onProgress: (p) => {
               if (p.step === 'replaced')
                 io.stdout(`backfill: ${p.table} partition ${p.partition}: ${p.rows} rows\n`);
@@ -91,6 +93,20 @@ export async function migrateCommand(input: CommandInput): Promise<number> {
     return EXIT.ok;
   } catch (err) {
     io.stderr(`cache-refresher migrate: ${err instanceof Error ? err.message : String(err)}\n`);
+    if (
+      config.clickhouse.cluster !== undefined &&
+      err instanceof ClickHouseError &&
+      DDL_QUEUE_MISSING.test(err.message)
+    ) {
+      io.stderr(
+        `cache-refresher migrate: CLICKHOUSE_CLUSTER=${config.clickhouse.cluster}: the DDL runs ON CLUSTER, ` +
+          "which needs the servers' distributed DDL (ClickHouse Keeper or ZooKeeper, and <distributed_ddl>)\n",
+      );
+    }
     return EXIT.failure;
   }
 }
+
+/** ClickHouse's answers to ON CLUSTER on a server without a working distributed-DDL queue. */
+const DDL_QUEUE_MISSING =
+  /Replicated DDL queries are disabled|ZooKeeper|Keeper|DistributedDDL|distributed_ddl/i;

@@ -71,8 +71,9 @@ export async function seedCommand(input: CommandInput): Promise<number> {
     return await withMigratedDatabase(
       config,
       async (client) => {
-        await migrate(client, signal);
-        const counts = await tableCounts(client, signal);
+        const layout = { cluster: config.clickhouse.cluster };
+        await migrate(client, signal, layout);
+        const counts = await tableCounts(client, signal, layout);
         const nonEmpty = Object.entries(counts).filter(([, n]) => n > 0);
         if (nonEmpty.length > 0 && !replace) {
           io.stderr(
@@ -82,7 +83,7 @@ export async function seedCommand(input: CommandInput): Promise<number> {
           );
           return EXIT.failure;
         }
-        if (replace) await truncateData(client, signal);
+        if (replace) await truncateData(client, signal, layout);
         const summary = await seedDatabase(client, {
           ...options,
           signal,

@@ -41,13 +41,13 @@ WITH
   follows AS (
     SELECT follower_id AS u, followee_id AS a
     FROM user_relationships FINAL
-    WHERE follower_id IN (SELECT u FROM top_users) AND status = 'active' AND NOT ${BAD_RELATIONSHIP_SQL}
+    WHERE follower_id GLOBAL IN (SELECT u FROM top_users) AND status = 'active' AND NOT ${BAD_RELATIONSHIP_SQL}
   ),
   recent_posts AS (
     SELECT post_id, author_id, created_at
     FROM posts FINAL
     WHERE created_at > toDateTime({lookback_since:UInt32}) AND created_at <= toDateTime({now:UInt32})
-      AND author_id IN (SELECT a FROM follows) AND NOT ${BAD_POST_SQL}
+      AND author_id GLOBAL IN (SELECT a FROM follows) AND NOT ${BAD_POST_SQL}
   ),
   engagement AS (
     SELECT post_id, sum(w) AS weight_x10
@@ -55,13 +55,13 @@ WITH
       SELECT post_id, weight_x10 AS w
       FROM ${ROLLUPS.minute.table}
       WHERE bucket >= toDateTime({buckets_from:UInt32}) AND bucket < toDateTime({buckets_to:UInt32})
-        AND post_id IN (SELECT post_id FROM recent_posts)
+        AND post_id GLOBAL IN (SELECT post_id FROM recent_posts)
       UNION ALL
       SELECT post_id, ${WEIGHT_X10_SQL} AS w
       FROM post_events
       WHERE ((event_time >= toDateTime({head_from:UInt32}) AND event_time < toDateTime({head_to:UInt32}))
           OR (event_time >= toDateTime({tail_from:UInt32}) AND event_time < toDateTime({tail_to:UInt32})))
-        AND post_id IN (SELECT post_id FROM recent_posts) AND ${GOOD_EVENT_SQL}
+        AND post_id GLOBAL IN (SELECT post_id FROM recent_posts) AND ${GOOD_EVENT_SQL}
     )
     GROUP BY post_id
   ),

@@ -39,7 +39,7 @@ WITH
   follows_of_batch AS (
     SELECT follower_id AS u, followee_id AS f, updated_at AS ts
     FROM user_relationships FINAL
-    WHERE follower_id IN (SELECT u FROM batch_users) AND status = 'active' AND NOT ${BAD_RELATIONSHIP_SQL}
+    WHERE follower_id GLOBAL IN (SELECT u FROM batch_users) AND status = 'active' AND NOT ${BAD_RELATIONSHIP_SQL}
   ),
   recent_follows AS (
     SELECT u, f FROM follows_of_batch
@@ -49,7 +49,7 @@ WITH
   second_hop AS (
     SELECT follower_id AS f, followee_id AS c
     FROM user_relationships FINAL
-    WHERE follower_id IN (SELECT f FROM recent_follows) AND status = 'active' AND NOT ${BAD_RELATIONSHIP_SQL}
+    WHERE follower_id GLOBAL IN (SELECT f FROM recent_follows) AND status = 'active' AND NOT ${BAD_RELATIONSHIP_SQL}
   ),
   ranked AS (
     SELECT r.u AS u, s.c AS c, count() AS mutual

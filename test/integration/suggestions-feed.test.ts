@@ -9,6 +9,17 @@ import { FeedWarmerJob } from '../../src/jobs/feed-warmer.js';
 import { SuggestedUsersJob } from '../../src/jobs/suggested-users.js';
 import type { RunFacts } from '../../src/runner/job.js';
 import { servicesEnv } from './env.js';
+import {
+  activeUsers as activeUsersAt,
+  expectedFeeds,
+  expectedSuggestions,
+  expectFeedMatches,
+  followGraph,
+  numericOrder,
+  topFeedUsers,
+  type FeedEntry,
+  type Suggestion,
+} from './job-expectations.js';
 import { scratchDatabase, type ScratchDatabase } from './scratch-database.js';
 
 /**
@@ -21,12 +32,6 @@ const USERS = 20_000;
 const NOW = new Date(Math.floor(Date.now() / 60_000) * 60_000 - 17_000); // not on a minute boundary
 const NOW_S = Math.floor(NOW.getTime() / 1000);
 const CELEBRITY = 777n;
-
-interface Suggestion {
-  user_id: string;
-  mutual_count: number;
-  reason: string;
-}
 
 /** A tiny deterministic PRNG so the sampled users are the same on every run. */
 function mulberry32(seed: number): () => number {
@@ -96,18 +101,8 @@ describe('suggested-users and feed-warmer on a seeded power-law graph', () => {
     await db.drop();
   });
 
-  async function rows<T>(query: string, params: Record<string, unknown> = {}): Promise<T[]> {
-    const rs = await ch.query({ query, query_params: params, format: 'JSONEachRow' });
-    return rs.json<T>();
-  }
-
   async function activeUsers(): Promise<Set<string>> {
-    const r = await rows<{ u: string }>(
-      `SELECT DISTINCT toString(user_id) AS u FROM post_events
-       WHERE event_time > toDateTime({since:UInt32}) AND event_time <= toDateTime({now:UInt32}) AND user_id != 0`,
-      { since: NOW_S - 7 * 86_400, now: NOW_S },
-    );
-    return new Set(r.map((x) => x.u));
+    return activeUsersAt(ch, NOW_S);
   }
 
   it('writes every active user a list identical to an independent computation, and no inactive user', async () => {
@@ -129,50 +124,15 @@ describe('suggested-users and feed-warmer on a seeded power-law graph', () => {
     expect(Number(result.context?.batches)).toBeGreaterThan(1);
 
     // Independent reference: latest row per pair from the raw rows, then friends-of-friends in TS.
-    const raw = await rows<{ a: string; b: string; s: string; t: number }>(
-      `SELECT toString(follower_id) AS a, toString(followee_id) AS b, status AS s, toUInt32(updated_at) AS t
-       FROM user_relationships`,
-    );
-    const latest = new Map<string, { a: string; b: string; s: string; t: number }>();
-    for (const r of raw) {
-      const k = `${r.a}>${r.b}`;
-      const prev = latest.get(k);
-      if (!prev || r.t > prev.t) latest.set(k, r);
-    }
-    const follows = new Map<string, { f: string; t: number }[]>();
-    for (const r of latest.values()) {
-      if (r.s !== 'active') continue;
-      const list = follows.get(r.a) ?? [];
-      list.push({ f: r.b, t: r.t });
-      follows.set(r.a, list);
-    }
+    const graph = await followGraph(ch);
+    const { follows, latest } = graph;
     const celebrityFollowers = [...latest.values()].filter(
       (r) => r.b === CELEBRITY.toString() && r.s === 'active',
     );
     expect(celebrityFollowers.length).toBeGreaterThanOrEqual(USERS / 2);
 
-    const numeric = (x: string, y: string): number =>
-      BigInt(x) < BigInt(y) ? -1 : BigInt(x) > BigInt(y) ? 1 : 0;
-    const expected = (u: string): Suggestion[] => {
-      const mine = follows.get(u) ?? [];
-      const followed = new Set(mine.map((x) => x.f));
-      const recent = [...mine].sort((x, y) => y.t - x.t || numeric(x.f, y.f)).slice(0, 1000);
-      const mutual = new Map<string, number>();
-      for (const { f } of recent) {
-        for (const { f: c } of follows.get(f) ?? []) {
-          if (c === u || followed.has(c)) continue;
-          mutual.set(c, (mutual.get(c) ?? 0) + 1);
-        }
-      }
-      return [...mutual.entries()]
-        .sort((x, y) => y[1] - x[1] || numeric(x[0], y[0]))
-        .slice(0, 20)
-        .map(([c, n]) => ({
-          user_id: c,
-          mutual_count: n,
-          reason: `${n} mutual connection${n === 1 ? '' : 's'}`,
-        }));
-    };
+    const numeric = numericOrder;
+    const expected = (u: string): Suggestion[] => expectedSuggestions(graph, u);
 
     const rand = mulberry32(20261123);
     const activeList = [...active].sort(numeric);
@@ -233,48 +193,14 @@ describe('suggested-users and feed-warmer on a seeded power-law graph', () => {
     expect(result.items).toBe(1000);
 
     // Independent: top users and feeds from raw tables, latest relationship row by argMax.
-    const top = await rows<{ u: string }>(
-      `SELECT toString(user_id) AS u FROM post_events
-       WHERE event_time > toDateTime({since:UInt32}) AND event_time <= toDateTime({now:UInt32}) AND user_id != 0
-       GROUP BY user_id ORDER BY count() DESC, user_id ASC LIMIT 1000`,
-      { since: NOW_S - 7 * 86_400, now: NOW_S },
-    );
+    const top = await topFeedUsers(ch, NOW_S, 1000);
     expect(top).toHaveLength(1000);
-    const sample = top.filter((_, i) => i % 20 === 0).map((x) => x.u); // 50 users across the ranking
-    const expectedFeeds = await rows<{ u: string; post_id: string; author_id: string; score: number }>(
-      `WITH
-         rel AS (SELECT follower_id, followee_id, argMax(status, updated_at) AS st
-                 FROM user_relationships GROUP BY follower_id, followee_id),
-         eng AS (SELECT post_id,
-                   sum(multiIf(event_type = 'post_view', 0.1, event_type = 'post_like', 2,
-                               event_type = 'post_comment', 3, event_type = 'post_share', 5, 0)) AS w
-                 FROM post_events
-                 WHERE event_time > toDateTime({lb:UInt32}) AND event_time <= toDateTime({now:UInt32})
-                 GROUP BY post_id)
-       SELECT toString(r.follower_id) AS u, toString(p.post_id) AS post_id, toString(p.author_id) AS author_id,
-              (1 + e.w) * pow(0.95, ({now:UInt32} - toUInt32(p.created_at)) / 3600) AS score
-       FROM rel AS r
-       INNER JOIN (SELECT DISTINCT post_id, author_id, created_at FROM posts) AS p ON p.author_id = r.followee_id
-       LEFT JOIN eng AS e ON e.post_id = p.post_id
-       WHERE r.st = 'active' AND r.follower_id IN {users:Array(UInt64)}
-         AND p.created_at > toDateTime({lb:UInt32}) AND p.created_at <= toDateTime({now:UInt32})
-       ORDER BY r.follower_id, score DESC, p.post_id ASC
-       LIMIT 20 BY r.follower_id
-       SETTINGS join_use_nulls = 0`,
-      { lb: NOW_S - 72 * 3600, now: NOW_S, users: sample.map(Number) },
-    );
+    const sample = top.filter((_, i) => i % 20 === 0); // 50 users across the ranking
+    const expectedFeedsOf = await expectedFeeds(ch, sample, NOW_S);
     let compared = 0;
     for (const u of sample) {
-      const want = expectedFeeds.filter((r) => r.u === u);
-      const got = JSON.parse((await redis.get(`${prefix}:feed:${u}`))!) as {
-        post_id: string;
-        author_id: string;
-        score: number;
-      }[];
-      expect(got.map((x) => [x.post_id, x.author_id])).toEqual(want.map((x) => [x.post_id, x.author_id]));
-      got.forEach((x, i) => {
-        expect(Math.abs(x.score - want[i]!.score) / want[i]!.score).toBeLessThan(0.01);
-      });
+      const got = JSON.parse((await redis.get(`${prefix}:feed:${u}`))!) as FeedEntry[];
+      expectFeedMatches(got, expectedFeedsOf.get(u)!);
       compared += got.length;
     }
     expect(compared).toBeGreaterThan(500);

@@ -90,7 +90,6 @@ describe('configWarnings', () => {
       'SECURE_KAFKA_PORT',
       'JOBS_FILE',
       'JOB_MODULES',
-      'CLICKHOUSE_CLUSTER',
       'SUGGESTED_USERS_MODE',
       'SUGGESTED_USERS_FULL_EVERY',
       'SUGGESTED_USERS_PARALLELISM',
