@@ -75,7 +75,14 @@ export interface Config {
   /** JOBS_FILE: a YAML file of declarative jobs (CONTRACT §11), read at start-up; unset: none. */
   jobsFile: string | undefined;
   trending: { topK: number; decay: { '1h': number; '24h': number; '7d': number } };
-  suggestedUsers: { perUser: number; activeDays: number; maxFollowees: number; batchSize: number };
+  suggestedUsers: {
+    perUser: number;
+    activeDays: number;
+    maxFollowees: number;
+    batchSize: number;
+    /** Batch queries in flight at once. */
+    parallelism: number;
+  };
   feedWarmer: { users: number; pageSize: number; activeDays: number; lookbackHours: number; decay: number };
   /** TLS and credentials of the three services, and every secret to keep out of outputs. */
   security: ConnectionSecurity;
@@ -493,6 +500,7 @@ export function readConfig(env: Env): { config: Config; problems: ConfigProblem[
       activeDays: r.int('SUGGESTED_USERS_ACTIVE_DAYS', 7, 1, 365),
       maxFollowees: r.int('SUGGESTED_USERS_MAX_FOLLOWEES', 1000, 1, 1_000_000),
       batchSize: r.int('SUGGESTED_USERS_BATCH_SIZE', 5000, 1, 1_000_000),
+      parallelism: r.int('SUGGESTED_USERS_PARALLELISM', 2, 1, 64),
     },
     feedWarmer: {
       users: r.int('FEED_WARMER_USERS', 1000, 1, 10_000_000),

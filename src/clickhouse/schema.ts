@@ -92,6 +92,45 @@ export function rollupSelectSql(rollup: Rollup, where = ''): string {
   GROUP BY bucket, post_id`;
 }
 
+/**
+ * Who acted when, for suggested-users: one row per (UTC day, user) with the first and last time of the
+ * user's good events that day (bad events never make a user active, see BAD_EVENT_SQL) and their count.
+ * Ordered by (day, user_id), so the users of an activity window in an id range are a key range: a
+ * suggestions batch reads its own users' rows, never the raw events of the window.
+ *
+ * Exact for any window (since, now] at least a day long: a day row holds events of that one day, so
+ * `last_seen > since AND first_seen <= now` on it says whether one of them lies in the window (a day
+ * that contains `since` ends before `now`, one that contains `now` starts after `since`). Unmerged parts
+ * hold several rows per (day, user); each is a subset of that day's events, and the same test holds
+ * for each, so readers need neither FINAL nor GROUP BY.
+ */
+export const USER_ACTIVITY = {
+  table: 'user_activity_1d',
+  view: 'user_activity_1d_mv',
+  bucketSec: 86_400,
+} as const;
+
+/** The SELECT that aggregates raw events into the activity rollup: shared by the view and the backfill. */
+export function userActivitySelectSql(where = ''): string {
+  const filter = where === '' ? `WHERE ${GOOD_EVENT_SQL}` : `${where} AND ${GOOD_EVENT_SQL}`;
+  return `SELECT
+    ${bucketSql(USER_ACTIVITY.bucketSec)} AS day,
+    user_id,
+    min(event_time) AS first_seen,
+    max(event_time) AS last_seen,
+    count() AS events
+  FROM post_events
+  ${filter}
+  GROUP BY day, user_id`;
+}
+
+/**
+ * The activity window's users as a predicate on the activity rollup's rows (see USER_ACTIVITY), with
+ * `{since:UInt32}` and `{now:UInt32}` the window's bounds in unix seconds.
+ */
+export const ACTIVE_IN_WINDOW_SQL = `day > toDateTime({since:UInt32}) - ${USER_ACTIVITY.bucketSec} AND day <= toDateTime({now:UInt32})
+      AND last_seen > toDateTime({since:UInt32}) AND first_seen <= toDateTime({now:UInt32})`;
+
 const SUMMED = 'views, likes, comments, shares, unknown, bad, weight_x10, weight_x10_sec';
 
 function rollupTableSql(rollup: Rollup, partitionBy: string): string {
@@ -174,6 +213,19 @@ export const MIGRATIONS: readonly Migration[] = [
     sql: rollupTableSql(ROLLUPS.hour, `toYYYYMM(bucket, 'UTC')`),
   },
   {
+    name: USER_ACTIVITY.table,
+    sql: `CREATE TABLE IF NOT EXISTS ${USER_ACTIVITY.table} (
+      day        DateTime,
+      user_id    UInt64,
+      first_seen SimpleAggregateFunction(min, DateTime),
+      last_seen  SimpleAggregateFunction(max, DateTime),
+      events     SimpleAggregateFunction(sum, UInt64)
+    )
+    ENGINE = AggregatingMergeTree
+    PARTITION BY toYYYYMM(day, 'UTC')
+    ORDER BY (day, user_id)`,
+  },
+  {
     name: ROLLUPS.minute.view,
     sql: `CREATE MATERIALIZED VIEW IF NOT EXISTS ${ROLLUPS.minute.view} TO ${ROLLUPS.minute.table}
       AS ${rollupSelectSql(ROLLUPS.minute)}`,
@@ -183,6 +235,24 @@ export const MIGRATIONS: readonly Migration[] = [
     sql: `CREATE MATERIALIZED VIEW IF NOT EXISTS ${ROLLUPS.hour.view} TO ${ROLLUPS.hour.table}
       AS ${rollupSelectSql(ROLLUPS.hour)}`,
   },
+  {
+    name: USER_ACTIVITY.view,
+    sql: `CREATE MATERIALIZED VIEW IF NOT EXISTS ${USER_ACTIVITY.view} TO ${USER_ACTIVITY.table}
+      AS ${userActivitySelectSql()}`,
+  },
+];
+
+/** A table a materialized view keeps from `post_events`, with the SELECT that view and backfill share. */
+interface DerivedTable {
+  table: string;
+  view: string;
+  select: (where?: string) => string;
+}
+
+/** Every table fed from `post_events` by a view: the trending rollups and the activity rollup. */
+const DERIVED_TABLES: readonly DerivedTable[] = [
+  ...Object.values(ROLLUPS).map((r) => ({ ...r, select: (where?: string) => rollupSelectSql(r, where) })),
+  { ...USER_ACTIVITY, select: userActivitySelectSql },
 ];
 
 /** Tables the seed and `--replace` empty, rollups included. */
@@ -192,6 +262,7 @@ export const DATA_TABLES = [
   'posts',
   ROLLUPS.minute.table,
   ROLLUPS.hour.table,
+  USER_ACTIVITY.table,
 ] as const;
 
 /**
@@ -239,14 +310,25 @@ export async function migrate(client: ClickHouseClient, signal?: AbortSignal): P
     query: `SELECT
       (SELECT count() FROM post_events) AS raw,
       (SELECT sum(views + likes + comments + shares + unknown) FROM ${ROLLUPS.minute.table}) AS minute,
-      (SELECT sum(views + likes + comments + shares + unknown) FROM ${ROLLUPS.hour.table}) AS hour`,
+      (SELECT sum(views + likes + comments + shares + unknown) FROM ${ROLLUPS.hour.table}) AS hour,
+      (SELECT sum(views + likes + comments + shares + unknown) - sum(bad) FROM ${ROLLUPS.minute.table}) AS good,
+      (SELECT sum(events) FROM ${USER_ACTIVITY.table}) AS activity`,
     format: 'JSONEachRow',
     ...opts,
   });
-  const [row] = await counts.json<{ raw: string; minute: string; hour: string }>();
+  const [row] = await counts.json<{
+    raw: string;
+    minute: string;
+    hour: string;
+    good: string;
+    activity: string;
+  }>();
   const backfillAdvised =
     updated.length > 0 ||
-    (row !== undefined && (Number(row.minute) < Number(row.raw) || Number(row.hour) < Number(row.raw)));
+    (row !== undefined &&
+      (Number(row.minute) < Number(row.raw) ||
+        Number(row.hour) < Number(row.raw) ||
+        Number(row.activity) < Number(row.good)));
   return { created, existing, updated, backfillAdvised };
 }
 
@@ -262,12 +344,12 @@ async function updateViewQueries(
 ): Promise<string[]> {
   const opts = signal ? { abort_signal: signal } : {};
   const updated: string[] = [];
-  for (const rollup of Object.values(ROLLUPS)) {
+  for (const rollup of DERIVED_TABLES) {
     if (!existedBefore.has(rollup.view)) continue;
     const was = await viewSelect(client, rollup.view, signal);
     await client.command({
       // The view name and its SELECT are this module's constants; DDL takes no parameter here.
-      query: `ALTER TABLE ${rollup.view} MODIFY QUERY ${rollupSelectSql(rollup)}`,
+      query: `ALTER TABLE ${rollup.view} MODIFY QUERY ${rollup.select()}`,
       ...opts,
     });
     if ((await viewSelect(client, rollup.view, signal)) !== was) updated.push(rollup.view);
@@ -331,7 +413,7 @@ export async function backfillRollups(
   const abort = opts.signal ? { abort_signal: opts.signal } : {};
   const rawPartitions = await activePartitions(client, 'post_events', opts.signal);
   const report: BackfillReport = { tables: [] };
-  for (const rollup of Object.values(ROLLUPS)) {
+  for (const rollup of DERIVED_TABLES) {
     const staging = `${rollup.table}_backfill_${randomBytes(6).toString('hex')}`;
     if (!/^[a-z0-9_]+$/.test(staging)) throw new Error(`backfill: bad staging table name ${staging}`);
     await client.command({
@@ -343,7 +425,7 @@ export async function backfillRollups(
     try {
       for (const partition of rawPartitions) {
         const insert = await client.command({
-          query: `INSERT INTO {staging:Identifier} ${rollupSelectSql(rollup, 'WHERE _partition_id = {partition:String}')}`,
+          query: `INSERT INTO {staging:Identifier} ${rollup.select('WHERE _partition_id = {partition:String}')}`,
           query_params: { staging, partition },
           ...abort,
         });
