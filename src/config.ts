@@ -31,6 +31,15 @@ export interface JobDefaults {
   readonly priority: number;
 }
 
+/**
+ * suggested-users' batch shape by default, from the bench's measurements (README "Suggested users,
+ * full refresh"): ClickHouse CPU per user falls by a third from 5 000 to 20 000 users per batch (each
+ * batch reads the followees' follow lists once) and little beyond, while a batch's server memory grows
+ * with its size (about 0.5 GB at 20 000 users on a 1 M-user graph). Two batches in flight keep both
+ * cores of a small server busy while one batch's result is written to Redis.
+ */
+export const SUGGESTED_USERS_BATCH_DEFAULTS = { batchSize: 20_000, parallelism: 2 } as const;
+
 export const JOB_DEFAULTS: Readonly<Record<JobId, JobDefaults>> = {
   'trending-1h': { envPrefix: 'TRENDING_1H_', intervalSec: 60, priority: 3 },
   'trending-24h': { envPrefix: 'TRENDING_24H_', intervalSec: 300, priority: 2 },
@@ -499,8 +508,8 @@ export function readConfig(env: Env): { config: Config; problems: ConfigProblem[
       perUser: r.int('SUGGESTED_USERS_PER_USER', 20, 1, 1000),
       activeDays: r.int('SUGGESTED_USERS_ACTIVE_DAYS', 7, 1, 365),
       maxFollowees: r.int('SUGGESTED_USERS_MAX_FOLLOWEES', 1000, 1, 1_000_000),
-      batchSize: r.int('SUGGESTED_USERS_BATCH_SIZE', 5000, 1, 1_000_000),
-      parallelism: r.int('SUGGESTED_USERS_PARALLELISM', 2, 1, 64),
+      batchSize: r.int('SUGGESTED_USERS_BATCH_SIZE', SUGGESTED_USERS_BATCH_DEFAULTS.batchSize, 1, 1_000_000),
+      parallelism: r.int('SUGGESTED_USERS_PARALLELISM', SUGGESTED_USERS_BATCH_DEFAULTS.parallelism, 1, 64),
     },
     feedWarmer: {
       users: r.int('FEED_WARMER_USERS', 1000, 1, 10_000_000),

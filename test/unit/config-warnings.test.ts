@@ -96,7 +96,6 @@ describe('configWarnings', () => {
       'CLICKHOUSE_CLUSTER',
       'SUGGESTED_USERS_MODE',
       'SUGGESTED_USERS_FULL_EVERY',
-      'SUGGESTED_USERS_PARALLELISM',
     ];
     expect(KNOWN_ELSEWHERE).toEqual(expect.arrayContaining(fromOtherFeatures));
     // Their values are not valid settings ('1' is no file); only the names matter to the warnings.

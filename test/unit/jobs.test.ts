@@ -61,7 +61,7 @@ describe('readsTables', () => {
       'trending-1h': ['post_events', 'post_engagement_1m'],
       'trending-24h': ['post_events', 'post_engagement_1m'],
       'trending-7d': ['post_events', 'post_engagement_1h'],
-      'suggested-users': ['post_events', 'user_relationships'],
+      'suggested-users': ['post_events', 'user_relationships', 'user_activity_1d'],
       'feed-warmer': [
         'post_events',
         'user_relationships',
