@@ -235,13 +235,20 @@ export class SuggestedUsersJob {
   /** Every active user, in id-range batches, up to `parallelism` at once. */
   async fullRefresh(ctx: RunFacts): Promise<RunResult> {
     const window = this.#window(ctx);
-    const [plan, badRows] = await Promise.all([this.#plan(ctx, window), this.#skippedRows(ctx, window)]);
+    // The bad-row count scans the window's raw events and is only reported at the end: it runs beside
+    // the batches instead of delaying the first one. Settled into a value so an early failure of the
+    // plan cannot leave it rejected with nobody listening.
+    const counted = this.#skippedRows(ctx, window).then(
+      (n) => ({ n }),
+      (err: unknown) => ({ err }),
+    );
+    const plan = await this.#plan(ctx, window);
     const ranges = batchRanges(plan.starts);
     const batches = ranges.length;
     const parallelism = Math.max(1, Math.min(this.#o.parallelism ?? 1, batches));
     ctx.log.info({ active_users: plan.activeUsers, batches, parallelism }, 'suggested-users: starting');
 
-    const progress = { users: 0, skipped: badRows, batchesDone: 0, lastLog: Date.now(), started: Date.now() };
+    const progress = { users: 0, skipped: 0, batchesDone: 0, lastLog: Date.now(), started: Date.now() };
     const failed: { batch: number; of: number; error: string }[] = [];
     let outageStreak = 0;
     let skippedFrom: number | undefined;
@@ -283,6 +290,9 @@ export class SuggestedUsersJob {
       }
     };
     await Promise.all(Array.from({ length: parallelism }, worker));
+    const badRows = await counted;
+    if ('err' in badRows) throw badRows.err;
+    progress.skipped += badRows.n;
     const context = {
       active_users: plan.activeUsers,
       batches,
