@@ -4,6 +4,7 @@ import { pino } from 'pino';
 import { createClickHouse, createRedis } from '../src/clients.js';
 import { RedisCacheWriter } from '../src/cache/writer.js';
 import { SuggestedUsersJob } from '../src/jobs/suggested-users.js';
+import { SUGGESTED_USERS_BATCH_DEFAULTS } from '../src/config.js';
 
 /**
  * Runs only the suggestions job, once, in a process of its own, and prints one JSON line with the
@@ -17,6 +18,8 @@ const { values } = parseArgs({
     database: { type: 'string' },
     prefix: { type: 'string' },
     now: { type: 'string' },
+    'batch-size': { type: 'string' },
+    parallelism: { type: 'string' },
   },
 });
 
@@ -46,7 +49,8 @@ async function main(): Promise<void> {
     perUser: 20,
     activeDays: 7,
     maxFollowees: 1000,
-    batchSize: 5000,
+    batchSize: Number(values['batch-size'] ?? SUGGESTED_USERS_BATCH_DEFAULTS.batchSize),
+    parallelism: Number(values.parallelism ?? SUGGESTED_USERS_BATCH_DEFAULTS.parallelism),
     ttlSec: 900,
   });
   // maxRSS is the kernel's high-water mark; sampling as well shows where the peak sits against the

@@ -30,7 +30,6 @@ export const KNOWN_ELSEWHERE: readonly string[] = [
   // suggested-users' incremental mode
   'SUGGESTED_USERS_MODE',
   'SUGGESTED_USERS_FULL_EVERY',
-  'SUGGESTED_USERS_PARALLELISM',
   // scripts/services.sh: the local servers' ports, often exported in the shell that runs the sidecar
   'REDIS_PORT',
   'CLICKHOUSE_HTTP_PORT',

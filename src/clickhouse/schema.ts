@@ -105,6 +105,45 @@ export function rollupSelectSql(rollup: Rollup, where = '', table: TableName = S
   GROUP BY bucket, post_id`;
 }
 
+/**
+ * Who acted when, for suggested-users: one row per (UTC day, user) with the first and last time of the
+ * user's good events that day (bad events never make a user active, see BAD_EVENT_SQL) and their count.
+ * Ordered by (day, user_id), so the users of an activity window in an id range are a key range: a
+ * suggestions batch reads its own users' rows, never the raw events of the window.
+ *
+ * Exact for any window (since, now] at least a day long: a day row holds events of that one day, so
+ * `last_seen > since AND first_seen <= now` on it says whether one of them lies in the window (a day
+ * that contains `since` ends before `now`, one that contains `now` starts after `since`). Unmerged parts
+ * hold several rows per (day, user); each is a subset of that day's events, and the same test holds
+ * for each, so readers need neither FINAL nor GROUP BY.
+ */
+export const USER_ACTIVITY = {
+  table: 'user_activity_1d',
+  view: 'user_activity_1d_mv',
+  bucketSec: 86_400,
+} as const;
+
+/** The SELECT that aggregates raw events into the activity rollup: shared by the view and the backfill. */
+export function userActivitySelectSql(where = '', table: TableName = SAME_NAME): string {
+  const filter = where === '' ? `WHERE ${GOOD_EVENT_SQL}` : `${where} AND ${GOOD_EVENT_SQL}`;
+  return `SELECT
+    ${bucketSql(USER_ACTIVITY.bucketSec)} AS day,
+    user_id,
+    min(event_time) AS first_seen,
+    max(event_time) AS last_seen,
+    count() AS events
+  FROM ${table('post_events')}
+  ${filter}
+  GROUP BY day, user_id`;
+}
+
+/**
+ * The activity window's users as a predicate on the activity rollup's rows (see USER_ACTIVITY), with
+ * `{since:UInt32}` and `{now:UInt32}` the window's bounds in unix seconds.
+ */
+export const ACTIVE_IN_WINDOW_SQL = `day > toDateTime({since:UInt32}) - ${USER_ACTIVITY.bucketSec} AND day <= toDateTime({now:UInt32})
+      AND last_seen > toDateTime({since:UInt32}) AND first_seen <= toDateTime({now:UInt32})`;
+
 const SUMMED = 'views, likes, comments, shares, unknown, bad, weight_x10, weight_x10_sec';
 
 function rollupTableDefinition(partitionBy: string): string {
@@ -194,6 +233,8 @@ export interface RollupSource extends Rollup {
   select: (where?: string, table?: TableName) => string;
   /** SQL summing the raw rows the rollup has counted (each raw row counted once). */
   countedSql: string;
+  /** The rollup counts good rows only (bad events never make a user active), not every raw row. */
+  countsGoodOnly?: boolean;
 }
 
 export const ROLLUP_SOURCES: readonly RollupSource[] = [
@@ -207,6 +248,12 @@ export const ROLLUP_SOURCES: readonly RollupSource[] = [
     select: (where?: string, table?: TableName) => momentRollupSelectSql(r, where, table),
     countedSql: 'sum(events)',
   })),
+  {
+    ...USER_ACTIVITY,
+    select: (where?: string, table?: TableName) => userActivitySelectSql(where, table),
+    countedSql: 'sum(events)',
+    countsGoodOnly: true,
+  },
 ];
 
 /**
@@ -290,6 +337,23 @@ export const MIGRATIONS: readonly Migration[] = [
     definition: rollupTableDefinition(`toYYYYMM(bucket, 'UTC')`),
   },
   {
+    kind: 'table',
+    name: USER_ACTIVITY.table,
+    // A user's day rows are made where the events are (each shard's view); the key only places rows
+    // inserted through the Distributed table. Readers take any row of a day (see USER_ACTIVITY).
+    shardingKey: 'cityHash64(user_id)',
+    definition: `(
+      day        DateTime,
+      user_id    UInt64,
+      first_seen SimpleAggregateFunction(min, DateTime),
+      last_seen  SimpleAggregateFunction(max, DateTime),
+      events     SimpleAggregateFunction(sum, UInt64)
+    )
+    ENGINE = AggregatingMergeTree
+    PARTITION BY toYYYYMM(day, 'UTC')
+    ORDER BY (day, user_id)`,
+  },
+  {
     kind: 'view',
     name: ROLLUPS.minute.view,
     to: ROLLUPS.minute.table,
@@ -306,6 +370,12 @@ export const MIGRATIONS: readonly Migration[] = [
     { kind: 'table', name: r.table, shardingKey: BY_POST, definition: momentRollupTableDefinition() },
     { kind: 'view', name: r.view, to: r.table, select: (table) => momentRollupSelectSql(r, '', table) },
   ]),
+  {
+    kind: 'view',
+    name: USER_ACTIVITY.view,
+    to: USER_ACTIVITY.table,
+    select: (table) => userActivitySelectSql('', table),
+  },
 ];
 
 /** Tables the seed and `--replace` empty, rollups included. */
@@ -318,6 +388,7 @@ export const DATA_TABLES = [
   MOMENT_ROLLUPS.hour.table,
   MOMENT_ROLLUPS.sixHours.table,
   MOMENT_ROLLUPS.day.table,
+  USER_ACTIVITY.table,
 ] as const;
 
 /**
@@ -376,6 +447,7 @@ export async function migrate(
   const counts = await client.query({
     query: `SELECT
       (SELECT count() FROM post_events) AS raw,
+      (SELECT sum(views + likes + comments + shares + unknown) - sum(bad) FROM ${ROLLUPS.minute.table}) AS good,
       ${ROLLUP_SOURCES.map((r, i) => `(SELECT ${r.countedSql} FROM ${r.table}) AS r${i}`).join(',\n      ')}`,
     format: 'JSONEachRow',
     ...opts,
@@ -383,7 +455,8 @@ export async function migrate(
   const [row] = await counts.json<Record<string, string>>();
   const backfillAdvised =
     updated.length > 0 ||
-    (row !== undefined && ROLLUP_SOURCES.some((_, i) => Number(row[`r${i}`]) < Number(row.raw)));
+    (row !== undefined &&
+      ROLLUP_SOURCES.some((r, i) => Number(row[`r${i}`]) < Number(r.countsGoodOnly ? row.good : row.raw)));
   return { created, existing, updated, backfillAdvised };
 }
 

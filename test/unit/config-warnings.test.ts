@@ -92,7 +92,6 @@ describe('configWarnings', () => {
       'JOB_MODULES',
       'SUGGESTED_USERS_MODE',
       'SUGGESTED_USERS_FULL_EVERY',
-      'SUGGESTED_USERS_PARALLELISM',
     ];
     expect(KNOWN_ELSEWHERE).toEqual(expect.arrayContaining(fromOtherFeatures));
     // Their values are not valid settings ('1' is no file); only the names matter to the warnings.

@@ -188,6 +188,14 @@ describe('parseConfig', () => {
     expect(parseConfig({ TRENDING_7D_DECAY: '1', FEED_WARMER_DECAY: '.5' }).feedWarmer.decay).toBe(0.5);
   });
 
+  it('reads SUGGESTED_USERS_PARALLELISM (default 2, 1 to 64) and reports a bad one', async () => {
+    expect(parseConfig({}).suggestedUsers).toMatchObject({ batchSize: 20_000, parallelism: 2 });
+    expect(parseConfig({ SUGGESTED_USERS_PARALLELISM: '4' }).suggestedUsers.parallelism).toBe(4);
+    const problems = await problemsOf({ SUGGESTED_USERS_PARALLELISM: '0' });
+    expect(problems).toHaveLength(1);
+    expect(problems[0]).toMatch(/^SUGGESTED_USERS_PARALLELISM: "0" -> /);
+  });
+
   it('treats empty values as unset', () => {
     expect(parseConfig({ REDIS_URL: '', KAFKA_BROKERS: ' ' }).redisUrl).toBe('redis://127.0.0.1:6379');
   });
