@@ -32,9 +32,7 @@ export const KNOWN_ELSEWHERE: readonly string[] = [
   'REDIS_SENTINELS',
   'REDIS_SENTINEL_NAME',
   'CLICKHOUSE_CLUSTER',
-  // suggested-users' incremental mode
-  'SUGGESTED_USERS_MODE',
-  'SUGGESTED_USERS_FULL_EVERY',
+  // suggested-users' parallel batches
   'SUGGESTED_USERS_PARALLELISM',
   // scripts/services.sh: the local servers' ports, often exported in the shell that runs the sidecar
   'REDIS_PORT',

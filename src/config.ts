@@ -58,6 +58,10 @@ export interface JobSettings {
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
 const LOG_LEVELS: readonly LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
 
+/** How suggested-users refreshes: every active user each run, or only those whose inputs changed. */
+export type SuggestedUsersMode = 'full' | 'incremental';
+const SUGGESTED_USERS_MODES: readonly SuggestedUsersMode[] = ['full', 'incremental'];
+
 export interface Config {
   redisUrl: string;
   clickhouse: { url: string; user: string; password: string; database: string };
@@ -75,7 +79,16 @@ export interface Config {
   /** JOBS_FILE: a YAML file of declarative jobs (CONTRACT §11), read at start-up; unset: none. */
   jobsFile: string | undefined;
   trending: { topK: number; decay: { '1h': number; '24h': number; '7d': number } };
-  suggestedUsers: { perUser: number; activeDays: number; maxFollowees: number; batchSize: number };
+  suggestedUsers: {
+    perUser: number;
+    activeDays: number;
+    maxFollowees: number;
+    batchSize: number;
+    /** `SUGGESTED_USERS_MODE`: `full` (default) or `incremental` (README "Incremental suggested-users"). */
+    mode: SuggestedUsersMode;
+    /** `SUGGESTED_USERS_FULL_EVERY` (default 12): in incremental mode, every n-th run is a full refresh. */
+    fullEvery: number;
+  };
   feedWarmer: { users: number; pageSize: number; activeDays: number; lookbackHours: number; decay: number };
   /** TLS and credentials of the three services, and every secret to keep out of outputs. */
   security: ConnectionSecurity;
@@ -493,6 +506,8 @@ export function readConfig(env: Env): { config: Config; problems: ConfigProblem[
       activeDays: r.int('SUGGESTED_USERS_ACTIVE_DAYS', 7, 1, 365),
       maxFollowees: r.int('SUGGESTED_USERS_MAX_FOLLOWEES', 1000, 1, 1_000_000),
       batchSize: r.int('SUGGESTED_USERS_BATCH_SIZE', 5000, 1, 1_000_000),
+      mode: r.oneOf('SUGGESTED_USERS_MODE', 'full', SUGGESTED_USERS_MODES),
+      fullEvery: r.int('SUGGESTED_USERS_FULL_EVERY', 12, 1, 1_000_000),
     },
     feedWarmer: {
       users: r.int('FEED_WARMER_USERS', 1000, 1, 10_000_000),

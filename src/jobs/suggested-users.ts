@@ -8,6 +8,7 @@ import { isTransientError } from '../runner/retry.js';
 import { JOB_DEFAULTS, type Config } from '../config.js';
 import { JobError, type RunFacts, type RunResult } from '../runner/job.js';
 import { defineJob, type RefreshJob } from './define.js';
+import { IncrementalSuggestedUsers } from './suggested-users-incremental.js';
 import { streamUserValues } from './user-values.js';
 
 /**
@@ -23,19 +24,15 @@ import { streamUserValues } from './user-values.js';
  */
 
 /**
- * One batch. "Latest row per pair wins" is ReplacingMergeTree's own rule, which `FINAL` applies, so
+ * One batch, for the users `batchUsersSql` selects (a SELECT of one UInt64 column `u`; its parameters
+ * join the query's). "Latest row per pair wins" is ReplacingMergeTree's own rule, which `FINAL` applies, so
  * the status filter sees only each pair's newest row. Ids are compared as UInt64 and rendered as
  * decimal strings. Users with no candidate still get a row (an empty list) through the LEFT JOIN.
  */
-export const SUGGESTIONS_BATCH_SQL = `
+export function suggestionsSql(batchUsersSql: string): string {
+  return `
 WITH
-  batch_users AS (
-    SELECT DISTINCT user_id AS u
-    FROM post_events
-    WHERE event_time > toDateTime({since:UInt32}) AND event_time <= toDateTime({now:UInt32})
-      AND ${GOOD_EVENT_SQL}
-      AND cityHash64(user_id) % {batches:UInt32} = {batch:UInt32}
-  ),
+  batch_users AS (${batchUsersSql}),
   follows_of_batch AS (
     SELECT follower_id AS u, followee_id AS f, updated_at AS ts
     FROM user_relationships FINAL
@@ -76,6 +73,23 @@ SELECT toString(b.u) AS user_id, concat('[', r.items, ']') AS value
 FROM batch_users AS b
 LEFT JOIN rendered AS r ON r.u = b.u
 SETTINGS join_use_nulls = 0`;
+}
+
+/** The full refresh's users: one hash slice of the active users. */
+export const ACTIVE_BATCH_USERS_SQL = `
+    SELECT DISTINCT user_id AS u
+    FROM post_events
+    WHERE event_time > toDateTime({since:UInt32}) AND event_time <= toDateTime({now:UInt32})
+      AND ${GOOD_EVENT_SQL}
+      AND cityHash64(user_id) % {batches:UInt32} = {batch:UInt32}`;
+
+/**
+ * An explicit list of users (query parameter `users`: decimal strings, so 64-bit ids stay exact), for
+ * refreshing a chosen subset.
+ */
+export const LISTED_USERS_SQL = 'SELECT DISTINCT toUInt64(arrayJoin({users:Array(String)})) AS u';
+
+export const SUGGESTIONS_BATCH_SQL = suggestionsSql(ACTIVE_BATCH_USERS_SQL);
 
 /**
  * The run's active users and its bad rows: events of the activity window, and relationship rows of the
@@ -221,27 +235,51 @@ export class SuggestedUsersJob {
     slice: { now: number; since: number; batch: number; batches: number },
     progress: { users: number; skipped: number },
   ): Promise<void> {
-    const result = await this.#o.clickhouse.query({
-      query: SUGGESTIONS_BATCH_SQL,
-      query_params: {
-        ...slice,
-        max_followees: this.#o.maxFollowees,
-        per_user: this.#o.perUser,
-      },
-      // Raw TSV: the value is already JSON rendered by ClickHouse (see streamUserValues).
-      format: 'TabSeparatedRaw',
-      abort_signal: ctx.signal,
-      query_id: `cache-refresher:${ctx.jobId}:${ctx.runId}:${ctx.attempt}:b${slice.batch}`,
-    });
-    const { written, skipped } = await streamUserValues(result, {
-      keyOf: (userId) => keys.suggestedUsers(this.#o.keyPrefix, userId),
-      cache: this.#o.cache,
-      ttlSec: this.#o.ttlSec,
-      signal: ctx.signal,
+    const { written, skipped } = await writeSuggestions(this.#o, ctx, {
+      batchUsersSql: ACTIVE_BATCH_USERS_SQL,
+      params: slice,
+      tag: `b${slice.batch}`,
     });
     progress.users += written;
     progress.skipped += skipped;
   }
+}
+
+/**
+ * Computes the suggestions of the users `subset.batchUsersSql` selects (see `suggestionsSql`) in one
+ * query and streams them into Redis. Resolves to the keys written and the bad rows skipped.
+ */
+export async function writeSuggestions(
+  o: SuggestedUsersOptions,
+  ctx: RunFacts,
+  subset: { batchUsersSql: string; params: Record<string, unknown>; tag: string },
+): Promise<{ written: number; skipped: number }> {
+  const result = await o.clickhouse.query({
+    query: suggestionsSql(subset.batchUsersSql),
+    query_params: { ...subset.params, max_followees: o.maxFollowees, per_user: o.perUser },
+    // Raw TSV: the value is already JSON rendered by ClickHouse (see streamUserValues).
+    format: 'TabSeparatedRaw',
+    abort_signal: ctx.signal,
+    query_id: `cache-refresher:${ctx.jobId}:${ctx.runId}:${ctx.attempt}:${subset.tag}`,
+  });
+  return streamUserValues(result, {
+    keyOf: (userId) => keys.suggestedUsers(o.keyPrefix, userId),
+    cache: o.cache,
+    ttlSec: o.ttlSec,
+    signal: ctx.signal,
+  });
+}
+
+/** suggested-users in incremental mode (suggested-users-incremental.ts) over this module's queries. */
+export function incrementalSuggestedUsers(
+  opts: SuggestedUsersOptions & { fullEvery: number; replica?: string },
+): IncrementalSuggestedUsers {
+  return new IncrementalSuggestedUsers({
+    ...opts,
+    runFull: (facts) => new SuggestedUsersJob(opts).run(facts),
+    writeUsers: (facts, users, tag) =>
+      writeSuggestions(opts, facts, { batchUsersSql: LISTED_USERS_SQL, params: { users }, tag }),
+  });
 }
 
 /** The built-in `suggested-users` job, made with the public `defineJob` like any job. */
@@ -252,13 +290,16 @@ export function suggestedUsersJob(config: Pick<Config, 'suggestedUsers'>): Refre
     schedule: { intervalSec },
     priority,
     readsTables: ['post_events', 'user_relationships'],
-    run: (ctx) =>
-      new SuggestedUsersJob({
+    run: (ctx) => {
+      const opts: SuggestedUsersOptions = {
         clickhouse: ctx.clickhouse,
         cache: ctx.cache,
         keyPrefix: ctx.keyPrefix,
         ...config.suggestedUsers,
         ttlSec: ctx.settings.ttlSec,
-      }).run(ctx),
+      };
+      if (config.suggestedUsers.mode === 'full') return new SuggestedUsersJob(opts).run(ctx);
+      return incrementalSuggestedUsers({ ...opts, fullEvery: config.suggestedUsers.fullEvery }).run(ctx);
+    },
   });
 }
