@@ -199,3 +199,229 @@ describe(`suggested-users incremental mode equals a full refresh (seed ${SEED})`
     expect(recomputedTotal, `seed ${SEED}`).toBeGreaterThan(0);
   }, 60_000);
 });
+
+describe('suggested-users incremental mode: run context counts and full-refresh fallbacks', () => {
+  let db: ScratchDatabase;
+  let ch: ClickHouseClient;
+  let redis: Redis;
+  const prefix = `test-incr-ctx-${randomUUID()}`;
+  const NOW = Math.floor(Date.now() / 1000) - 600;
+  let clock = NOW;
+  let fence: Fence;
+
+  beforeAll(async () => {
+    db = await scratchDatabase('test_incr_ctx');
+    ch = db.client;
+    redis = new Redis(servicesEnv().redisUrl);
+    await redis.set(`${prefix}:leader`, 'token', 'EX', 600);
+    fence = { key: `${prefix}:leader`, token: () => 'token', lost: () => undefined };
+    // 2→1, 3→1, 4→2, 5→6; users 1..6 active.
+    await ch.insert({
+      table: 'user_relationships',
+      values: [
+        [2, 1],
+        [3, 1],
+        [4, 2],
+        [5, 6],
+      ].map(([f, e]) => ({ follower_id: f, followee_id: e, status: 'active', updated_at: NOW - 86_400 })),
+      format: 'JSONEachRow',
+    });
+    await activate([1, 2, 3, 4, 5, 6]);
+  });
+
+  afterAll(async () => {
+    const stale = await redis.keys(`${prefix}*`);
+    if (stale.length > 0) await redis.del(...stale);
+    redis.disconnect();
+    await db.drop();
+  });
+
+  async function activate(users: number[]): Promise<void> {
+    await ch.insert({
+      table: 'post_events',
+      values: users.map((u) => ({
+        event_time: NOW - 60,
+        post_id: 1,
+        author_id: 1,
+        user_id: u,
+        event_type: 'post_view',
+      })),
+      format: 'JSONEachRow',
+    });
+  }
+
+  function job(cache = new RedisCacheWriter(redis, fence), fullEvery = 1000) {
+    return incrementalSuggestedUsers({
+      clickhouse: ch,
+      cache,
+      keyPrefix: prefix,
+      ...SETTINGS,
+      fullEvery,
+      replica: 'test',
+    });
+  }
+
+  async function run(j = job()): Promise<Record<string, unknown>> {
+    clock += 60;
+    const result = await j.run(facts(new Date(clock * 1000)));
+    return { items: result.items, ...result.context };
+  }
+
+  const counts = (c: Record<string, unknown>) => ({
+    mode: c.mode,
+    full_reason: c.full_reason,
+    users_recomputed: c.users_recomputed,
+    users_extended: c.users_extended,
+    users_key_missing: c.users_key_missing,
+    items: c.items,
+  });
+
+  it('reports users recomputed and extended, and falls back to a full refresh when in doubt', async () => {
+    const step = async (expected: Record<string, unknown>, j?: ReturnType<typeof job>): Promise<void> => {
+      expect(counts(await run(j))).toEqual(expected);
+    };
+    const inc = { mode: 'incremental', full_reason: undefined };
+    // No state yet.
+    await step({
+      mode: 'full',
+      full_reason: 'no_state',
+      users_recomputed: 6,
+      users_extended: 0,
+      users_key_missing: undefined,
+      items: 6,
+    });
+    // Nothing changed: every key only extended.
+    await step({ ...inc, users_recomputed: 0, users_extended: 6, users_key_missing: 0, items: 6 });
+    // User 1 follows 5: user 1 and its followers 2 and 3 change; 4, 5, 6 do not.
+    await ch.insert({
+      table: 'user_relationships',
+      values: [{ follower_id: 1, followee_id: 5, status: 'active', updated_at: NOW - 30 }],
+      format: 'JSONEachRow',
+    });
+    await step({ ...inc, users_recomputed: 3, users_extended: 3, users_key_missing: 0, items: 6 });
+    // User 7 becomes active.
+    await activate([7]);
+    await step({ ...inc, users_recomputed: 1, users_extended: 6, users_key_missing: 0, items: 7 });
+    // A key vanished from Redis: it cannot be extended, so it is computed.
+    await redis.del(keys.suggestedUsers(prefix, '4'));
+    await step({ ...inc, users_recomputed: 1, users_extended: 6, users_key_missing: 1, items: 7 });
+    expect(await redis.get(keys.suggestedUsers(prefix, '4'))).toBe(
+      '[{"user_id":"1","mutual_count":1,"reason":"1 mutual connection"}]',
+    );
+    // Redis no longer holds the last run's marker (data loss, a lagging replica promoted): full.
+    await redis.del(`${prefix}:job:suggested-users:generation`);
+    await step({
+      mode: 'full',
+      full_reason: 'cache_generation_mismatch',
+      users_recomputed: 7,
+      users_extended: 0,
+      users_key_missing: undefined,
+      items: 7,
+    });
+    // A run that fails half-way leaves its start recorded: the next run is full.
+    const failing = new RedisCacheWriter(redis, fence);
+    failing.extendTtl = () => Promise.reject(new Error('injected'));
+    await expect(run(job(failing))).rejects.toThrow('injected');
+    await step({
+      mode: 'full',
+      full_reason: 'previous_run_unfinished',
+      users_recomputed: 7,
+      users_extended: 0,
+      users_key_missing: undefined,
+      items: 7,
+    });
+    // Another process's state (a leader change or a restart): full.
+    const other = incrementalSuggestedUsers({
+      clickhouse: ch,
+      cache: new RedisCacheWriter(redis, fence),
+      keyPrefix: prefix,
+      ...SETTINGS,
+      fullEvery: 1000,
+      replica: 'another',
+    });
+    await step(
+      {
+        mode: 'full',
+        full_reason: 'replica_changed',
+        users_recomputed: 7,
+        users_extended: 0,
+        users_key_missing: undefined,
+        items: 7,
+      },
+      other,
+    );
+    await step({
+      mode: 'full',
+      full_reason: 'replica_changed',
+      users_recomputed: 7,
+      users_extended: 0,
+      users_key_missing: undefined,
+      items: 7,
+    });
+    // Other settings: full.
+    const perUser3 = incrementalSuggestedUsers({
+      clickhouse: ch,
+      cache: new RedisCacheWriter(redis, fence),
+      keyPrefix: prefix,
+      ...SETTINGS,
+      perUser: 3,
+      fullEvery: 1000,
+      replica: 'test',
+    });
+    await step(
+      {
+        mode: 'full',
+        full_reason: 'config_changed',
+        users_recomputed: 7,
+        users_extended: 0,
+        users_key_missing: undefined,
+        items: 7,
+      },
+      perUser3,
+    );
+    // FULL_EVERY 3: full, incremental, incremental, full.
+    await step(
+      {
+        mode: 'full',
+        full_reason: 'config_changed',
+        users_recomputed: 7,
+        users_extended: 0,
+        users_key_missing: undefined,
+        items: 7,
+      },
+      job(undefined, 3),
+    );
+    await step(
+      { ...inc, users_recomputed: 0, users_extended: 7, users_key_missing: 0, items: 7 },
+      job(undefined, 3),
+    );
+    await step(
+      { ...inc, users_recomputed: 0, users_extended: 7, users_key_missing: 0, items: 7 },
+      job(undefined, 3),
+    );
+    await step(
+      {
+        mode: 'full',
+        full_reason: 'scheduled',
+        users_recomputed: 7,
+        users_extended: 0,
+        users_key_missing: undefined,
+        items: 7,
+      },
+      job(undefined, 3),
+    );
+    // The change log emptied (block numbers no longer cover the state's watermark): full.
+    await ch.command({ query: 'TRUNCATE TABLE user_relationship_changes' });
+    await step({
+      mode: 'full',
+      full_reason: 'watermark_ahead',
+      users_recomputed: 7,
+      users_extended: 0,
+      users_key_missing: undefined,
+      items: 7,
+    });
+    // The extended keys got the run's TTL again.
+    const ttl = await redis.ttl(keys.suggestedUsers(prefix, '6'));
+    expect(ttl).toBeGreaterThan(SETTINGS.ttlSec - 60);
+  }, 60_000);
+});

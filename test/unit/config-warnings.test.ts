@@ -94,8 +94,6 @@ describe('configWarnings', () => {
       'REDIS_SENTINELS',
       'REDIS_SENTINEL_NAME',
       'CLICKHOUSE_CLUSTER',
-      'SUGGESTED_USERS_MODE',
-      'SUGGESTED_USERS_FULL_EVERY',
       'SUGGESTED_USERS_PARALLELISM',
     ];
     expect(KNOWN_ELSEWHERE).toEqual(expect.arrayContaining(fromOtherFeatures));
