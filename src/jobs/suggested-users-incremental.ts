@@ -11,7 +11,6 @@ import {
   MAX_STATE_AGE_SEC,
   readLatestRun,
   writeRun,
-  type FullReason,
   type RefreshDecision,
   type RunStateRow,
 } from './suggested-users-state.js';
@@ -143,6 +142,7 @@ export class IncrementalSuggestedUsers {
       ...fullContext,
       mode: decision.mode,
       ...(decision.mode === 'full' ? { full_reason: decision.reason } : {}),
+      active_users: counts.covered,
       users_recomputed: counts.recomputed,
       users_extended: counts.extended,
       ...(decision.mode === 'incremental' ? { users_key_missing: counts.missing } : {}),
@@ -215,5 +215,3 @@ export class IncrementalSuggestedUsers {
     return { recomputed, extended, missing, covered };
   }
 }
-
-export type { FullReason };
