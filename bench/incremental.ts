@@ -1,5 +1,6 @@
 import { randomBytes, randomUUID } from 'node:crypto';
-import { resolve } from 'node:path';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { createClient, type ClickHouseClient } from '@clickhouse/client';
@@ -373,6 +374,7 @@ async function standalone(): Promise<void> {
       events: { type: 'string' },
       reps: { type: 'string', default: '2' },
       churn: { type: 'string', default: '0.01' },
+      write: { type: 'boolean', default: false },
     },
   });
   const users = Number(values.users);
@@ -405,7 +407,23 @@ async function standalone(): Promise<void> {
       levels: values.churn.split(',').map((c) => ({ churn: Number(c), reps: Number(values.reps) })),
       note,
     });
-    process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
+    const report = incrementalReport(result);
+    process.stdout.write(`${report.rows.map((r) => r.join(' | ')).join('\n')}\n`);
+    for (const t of report.targets)
+      process.stdout.write(`${t.met ? 'met' : 'MISSED'}: ${t.figure}: ${t.value} (${t.target})\n`);
+    if (values.write) {
+      // Under its own key, with its own scale and date: the rest of the file is a full `npm run bench`.
+      const path = resolve(dirname(fileURLToPath(import.meta.url)), '../../bench/results.json');
+      const all = JSON.parse(readFileSync(path, 'utf8')) as Record<string, unknown>;
+      all.incremental = {
+        date: new Date().toISOString(),
+        scale: { users, events, days: 7, seed: 42, note: 'standalone bench/incremental.ts run' },
+        ...result,
+        targets: report.targets,
+      };
+      writeFileSync(path, `${JSON.stringify(all, null, 2)}\n`);
+      note(`wrote ${path} (key "incremental")`);
+    }
   } finally {
     await admin.command({
       query: 'DROP DATABASE IF EXISTS {db:Identifier} SYNC',
