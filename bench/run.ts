@@ -32,6 +32,7 @@ import {
 import { fmt, fmtSpread, percentile, round, spread, type Spread } from './stats.js';
 import { benchTrendingExact, trendingExactRows, trendingExactTargets } from './trending.js';
 import { benchMillion } from './suggestions.js';
+import { benchIncremental, incrementalLevels, incrementalReport } from './incremental.js';
 
 /**
  * `npm run bench [-- --quick | --users N --events N --reps N --keep --with-1m]`
@@ -1083,6 +1084,13 @@ async function main(): Promise<void> {
     const redisWrites = await benchRedisWrites(env, redisUrl, fence, suggestions.avgValueBytes);
     const lateness = await benchLateness(env, fence);
     const memory = await benchMemory(env, { admin, clickhouseUrl, redisUrl, mainDatabase: database });
+    // Last: it changes the follow graph of the bench database (bench/incremental.ts).
+    const incremental = await benchIncremental({
+      ...{ clickhouseUrl, database, redis, fence, now, note },
+      prefix: `${prefix}:incr`,
+      levels: incrementalLevels(scale.reps),
+    });
+    const incrementalFigures = incrementalReport(incremental);
 
     const at100k = memory.find((m) => m.users === 100_000);
     const targets: Target[] = [];
@@ -1157,6 +1165,7 @@ async function main(): Promise<void> {
       );
     }
 
+    targets.push(...incrementalFigures.targets);
     const rows: string[][] = [
       ['#', 'figure', 'cache-refresher', 'naive design / hardware limit', 'ratio', 'target', 'met'],
     ];
@@ -1309,6 +1318,7 @@ async function main(): Promise<void> {
       ]);
     }
 
+    rows.push(...incrementalFigures.rows);
     const durationSec = (Date.now() - startedAt) / 1000;
     const results = {
       schema: 'cache-refresher.bench.v1',
@@ -1342,6 +1352,7 @@ async function main(): Promise<void> {
       redisWrites,
       lateness,
       memory,
+      incremental,
       targets,
     };
     writeFileSync(RESULTS_PATH, `${JSON.stringify(results, null, 2)}\n`);

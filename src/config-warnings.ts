@@ -27,9 +27,6 @@ export const KNOWN_ELSEWHERE: readonly string[] = [
   // your own jobs (CONTRACT §11)
   'JOBS_FILE',
   'JOB_MODULES',
-  // suggested-users' incremental mode
-  'SUGGESTED_USERS_MODE',
-  'SUGGESTED_USERS_FULL_EVERY',
   // scripts/services.sh: the local servers' ports, often exported in the shell that runs the sidecar
   'REDIS_PORT',
   'CLICKHOUSE_HTTP_PORT',

@@ -68,6 +68,10 @@ export interface JobSettings {
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
 const LOG_LEVELS: readonly LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
 
+/** How suggested-users refreshes: every active user each run, or only those whose inputs changed. */
+export type SuggestedUsersMode = 'full' | 'incremental';
+const SUGGESTED_USERS_MODES: readonly SuggestedUsersMode[] = ['full', 'incremental'];
+
 export interface Config {
   redisUrl: string;
   /**
@@ -104,6 +108,10 @@ export interface Config {
     batchSize: number;
     /** Batch queries in flight at once. */
     parallelism: number;
+    /** `SUGGESTED_USERS_MODE`: `full` (default) or `incremental` (README "Incremental suggested-users"). */
+    mode: SuggestedUsersMode;
+    /** `SUGGESTED_USERS_FULL_EVERY` (default 12): in incremental mode, every n-th run is a full refresh. */
+    fullEvery: number;
   };
   feedWarmer: { users: number; pageSize: number; activeDays: number; lookbackHours: number; decay: number };
   /** TLS and credentials of the three services, and every secret to keep out of outputs. */
@@ -540,6 +548,8 @@ export function readConfig(env: Env): { config: Config; problems: ConfigProblem[
       maxFollowees: r.int('SUGGESTED_USERS_MAX_FOLLOWEES', 1000, 1, 1_000_000),
       batchSize: r.int('SUGGESTED_USERS_BATCH_SIZE', SUGGESTED_USERS_BATCH_DEFAULTS.batchSize, 1, 1_000_000),
       parallelism: r.int('SUGGESTED_USERS_PARALLELISM', SUGGESTED_USERS_BATCH_DEFAULTS.parallelism, 1, 64),
+      mode: r.oneOf('SUGGESTED_USERS_MODE', 'full', SUGGESTED_USERS_MODES),
+      fullEvery: r.int('SUGGESTED_USERS_FULL_EVERY', 12, 1, 1_000_000),
     },
     feedWarmer: {
       users: r.int('FEED_WARMER_USERS', 1000, 1, 10_000_000),

@@ -1,9 +1,11 @@
 import type { Redis } from 'ioredis';
 import { FencedError, requireToken, throwFirstError, type Fence } from './fence.js';
 import { replaceHashes, replaceSortedSet, type HashEntry, type ScoredMember } from './replace.js';
+import { extendTtls, type ExtendGuard } from './extend.js';
 
 export { FencedError, type Fence } from './fence.js';
 export type { HashEntry, ScoredMember } from './replace.js';
+export { GuardMismatchError, type ExtendGuard } from './extend.js';
 
 export interface CacheEntry {
   key: string;
@@ -32,6 +34,18 @@ export interface CacheWriter {
   ): Promise<number>;
   /** Replaces each hash whole, atomically for readers. Returns the number of hashes written. */
   replaceHashes(entries: readonly HashEntry[], ttlSec: number, signal: AbortSignal): Promise<number>;
+  /**
+   * Gives existing keys a new TTL without rewriting them (fenced, pipelined; see cache/extend.ts), only
+   * while `guard.key` holds `guard.value` (GuardMismatchError otherwise). Resolves to the positions in
+   * `keys` of the keys that do not exist (not created). Optional: a writer without it makes callers
+   * write values instead (suggested-users' incremental mode falls back to a full refresh).
+   */
+  extendTtl?(
+    keys: readonly string[],
+    ttlSec: number,
+    signal: AbortSignal,
+    guard?: ExtendGuard,
+  ): Promise<{ missing: number[] }>;
 }
 
 /**
@@ -86,6 +100,15 @@ export class RedisCacheWriter implements CacheWriter {
 
   replaceHashes(entries: readonly HashEntry[], ttlSec: number, signal: AbortSignal): Promise<number> {
     return replaceHashes(this.redis, this.fence, { entries, ttlSec, signal });
+  }
+
+  extendTtl(
+    keys: readonly string[],
+    ttlSec: number,
+    signal: AbortSignal,
+    guard?: ExtendGuard,
+  ): Promise<{ missing: number[] }> {
+    return extendTtls(this.redis, this.fence, { keys, ttlSec, signal, ...(guard ? { guard } : {}) });
   }
 
   async #plain(entries: readonly CacheEntry[], ttl: string): Promise<number> {

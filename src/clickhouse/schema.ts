@@ -214,6 +214,31 @@ export function momentRollupSelectSql(rollup: Rollup, where = '', table: TableNa
   GROUP BY bucket, post_id`;
 }
 
+/**
+ * suggested-users' incremental mode (jobs/suggested-users-incremental.ts): a change log of the follow
+ * graph and the job's own state.
+ *
+ * `user_relationship_changes` gets one row (the follower) per row inserted into `user_relationships`,
+ * through a materialized view, so it sees every insert whatever its `updated_at` (late rows included).
+ * Readers select new rows by the persisted `_block_number` (`enable_block_number_column`): in a plain
+ * MergeTree an insert's block number is taken from the table's counter and the part made visible in
+ * the same critical section, so a row not yet visible when a run reads the highest block number will
+ * get a higher one (see suggested-users-changes.ts). Rows are kept 2 days (TTL), longer than any state
+ * the job trusts.
+ */
+export const FOLLOW_CHANGES = {
+  table: 'user_relationship_changes',
+  view: 'user_relationship_changes_mv',
+  retentionDays: 2,
+} as const;
+
+/** The incremental mode's state: one row per run start and end, and the users each run covered. */
+export const SUGGESTED_USERS_STATE = {
+  runs: 'suggested_users_runs',
+  covered: 'suggested_users_covered',
+  retentionDays: 2,
+} as const;
+
 function momentRollupTableDefinition(): string {
   return `(
     bucket     DateTime,
@@ -376,6 +401,65 @@ export const MIGRATIONS: readonly Migration[] = [
     to: USER_ACTIVITY.table,
     select: (table) => userActivitySelectSql('', table),
   },
+  {
+    kind: 'table',
+    name: FOLLOW_CHANGES.table,
+    shardingKey: BY_FOLLOWER,
+    definition: `(
+      follower_id UInt64,
+      logged_at   DateTime
+    )
+    ENGINE = MergeTree
+    ORDER BY follower_id
+    TTL logged_at + INTERVAL ${FOLLOW_CHANGES.retentionDays} DAY
+    SETTINGS enable_block_number_column = 1`,
+  },
+  {
+    kind: 'view',
+    name: FOLLOW_CHANGES.view,
+    to: FOLLOW_CHANGES.table,
+    select: (table) => `SELECT follower_id, now() AS logged_at FROM ${table('user_relationships')}`,
+  },
+  {
+    kind: 'table',
+    name: SUGGESTED_USERS_STATE.runs,
+    shardingKey: 'cityHash64(key_prefix)',
+    // Tiny: two rows per run. \`seq\` orders them (runs in the same second, or a clock stepped back).
+    definition: `(
+      key_prefix       String,
+      seq              UInt64,
+      generation       String,
+      phase            LowCardinality(String),
+      mode             LowCardinality(String),
+      reason           String,
+      now              UInt32,
+      watermark        UInt64,
+      log_uuid         String,
+      fingerprint      String,
+      replica          String,
+      incremental_runs UInt32,
+      written_at       DateTime DEFAULT now()
+    )
+    ENGINE = MergeTree
+    ORDER BY (key_prefix, seq)
+    TTL written_at + INTERVAL 30 DAY`,
+  },
+  {
+    kind: 'table',
+    name: SUGGESTED_USERS_STATE.covered,
+    shardingKey: 'cityHash64(user_id)',
+    definition: `(
+      key_prefix String,
+      generation String,
+      user_id    UInt64,
+      written_at DateTime DEFAULT now()
+    )
+    ENGINE = MergeTree
+    PARTITION BY toYYYYMMDD(written_at)
+    ORDER BY (key_prefix, generation, user_id)
+    TTL written_at + INTERVAL ${SUGGESTED_USERS_STATE.retentionDays} DAY
+    SETTINGS ttl_only_drop_parts = 1`,
+  },
 ];
 
 /** Tables the seed and `--replace` empty, rollups included. */
@@ -389,6 +473,10 @@ export const DATA_TABLES = [
   MOMENT_ROLLUPS.sixHours.table,
   MOMENT_ROLLUPS.day.table,
   USER_ACTIVITY.table,
+  // Replacing the data makes the incremental state meaningless: emptied, the next run is a full one.
+  FOLLOW_CHANGES.table,
+  SUGGESTED_USERS_STATE.runs,
+  SUGGESTED_USERS_STATE.covered,
 ] as const;
 
 /**

@@ -13,6 +13,7 @@ import { isTransientError } from '../runner/retry.js';
 import { JOB_DEFAULTS, type Config } from '../config.js';
 import { JobError, type RunFacts, type RunResult } from '../runner/job.js';
 import { defineJob, type RefreshJob } from './define.js';
+import { IncrementalSuggestedUsers } from './suggested-users-incremental.js';
 import { streamUserValues } from './user-values.js';
 
 /**
@@ -107,6 +108,12 @@ export const ACTIVE_RANGE_USERS_SQL = `SELECT DISTINCT user_id AS u FROM ${USER_
 
 /** One batch of a full refresh. */
 export const SUGGESTIONS_BATCH_SQL = suggestionsSql(ACTIVE_RANGE_USERS_SQL);
+
+/**
+ * An explicit list of users (query parameter `users`: decimal strings, so 64-bit ids stay exact), for
+ * refreshing a chosen subset (the incremental mode's changed users).
+ */
+export const LISTED_USERS_SQL = 'SELECT DISTINCT toUInt64(arrayJoin({users:Array(String)})) AS u';
 
 /**
  * The run's plan: how many users are active and the first id of every batch of `batch_size` of them
@@ -385,6 +392,26 @@ export class SuggestedUsersJob {
   }
 }
 
+/** suggested-users in incremental mode (suggested-users-incremental.ts) over this module's queries. */
+export function incrementalSuggestedUsers(
+  opts: SuggestedUsersOptions & { fullEvery: number; replica?: string },
+): IncrementalSuggestedUsers {
+  const job = new SuggestedUsersJob(opts);
+  return new IncrementalSuggestedUsers({
+    ...opts,
+    runFull: (facts) => job.fullRefresh(facts),
+    writeUsers: (facts, users, tag) => {
+      const now = Math.floor(facts.startedAt.getTime() / 1000);
+      return writeSuggestions(
+        opts,
+        facts,
+        { now, since: now - opts.activeDays * 86_400 },
+        { sql: LISTED_USERS_SQL, params: { users }, label: tag },
+      );
+    },
+  });
+}
+
 /** The built-in `suggested-users` job, made with the public `defineJob` like any job. */
 export function suggestedUsersJob(config: Pick<Config, 'suggestedUsers'>): RefreshJob {
   const { intervalSec, priority } = JOB_DEFAULTS['suggested-users'];
@@ -393,13 +420,16 @@ export function suggestedUsersJob(config: Pick<Config, 'suggestedUsers'>): Refre
     schedule: { intervalSec },
     priority,
     readsTables: ['post_events', 'user_relationships', USER_ACTIVITY.table],
-    run: (ctx) =>
-      new SuggestedUsersJob({
+    run: (ctx) => {
+      const opts: SuggestedUsersOptions = {
         clickhouse: ctx.clickhouse,
         cache: ctx.cache,
         keyPrefix: ctx.keyPrefix,
         ...config.suggestedUsers,
         ttlSec: ctx.settings.ttlSec,
-      }).run(ctx),
+      };
+      if (config.suggestedUsers.mode === 'full') return new SuggestedUsersJob(opts).run(ctx);
+      return incrementalSuggestedUsers({ ...opts, fullEvery: config.suggestedUsers.fullEvery }).run(ctx);
+    },
   });
 }

@@ -13,6 +13,8 @@ export interface RunRecord {
   outcome: Outcome;
   items: number | null;
   error: string | null;
+  /** What a successful run reported beyond its items (`RunResult.context`), e.g. users recomputed. */
+  context: Record<string, unknown> | null;
 }
 
 /** One run from the tick that launched it until its permit is back. */

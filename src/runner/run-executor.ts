@@ -267,6 +267,7 @@ export class RunExecutor {
       outcome,
       items: result?.items ?? null,
       error: error?.message ?? null,
+      context: result?.context ?? null,
     });
 
     const ended: RunEnded = {

@@ -85,14 +85,7 @@ describe('configWarnings', () => {
   });
 
   it('already knows the variables other features read outside parseConfig', () => {
-    const fromOtherFeatures = [
-      'SECURE_REDIS_PORT',
-      'SECURE_KAFKA_PORT',
-      'JOBS_FILE',
-      'JOB_MODULES',
-      'SUGGESTED_USERS_MODE',
-      'SUGGESTED_USERS_FULL_EVERY',
-    ];
+    const fromOtherFeatures = ['SECURE_REDIS_PORT', 'SECURE_KAFKA_PORT', 'JOBS_FILE', 'JOB_MODULES'];
     expect(KNOWN_ELSEWHERE).toEqual(expect.arrayContaining(fromOtherFeatures));
     // Their values are not valid settings ('1' is no file); only the names matter to the warnings.
     const env = Object.fromEntries(fromOtherFeatures.map((n) => [n, '1']));

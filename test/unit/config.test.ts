@@ -196,6 +196,17 @@ describe('parseConfig', () => {
     expect(problems[0]).toMatch(/^SUGGESTED_USERS_PARALLELISM: "0" -> /);
   });
 
+  it('reads SUGGESTED_USERS_MODE and SUGGESTED_USERS_FULL_EVERY, and names both when bad', async () => {
+    expect(parseConfig({}).suggestedUsers).toMatchObject({ mode: 'full', fullEvery: 12 });
+    expect(
+      parseConfig({ SUGGESTED_USERS_MODE: 'Incremental', SUGGESTED_USERS_FULL_EVERY: '1' }).suggestedUsers,
+    ).toMatchObject({ mode: 'incremental', fullEvery: 1 });
+    const problems = await problemsOf({ SUGGESTED_USERS_MODE: 'delta', SUGGESTED_USERS_FULL_EVERY: '0' });
+    expect(problems).toHaveLength(2);
+    expect(problems[0]).toMatch(/^SUGGESTED_USERS_MODE: "delta" -> .*full.*incremental/);
+    expect(problems[1]).toBe('SUGGESTED_USERS_FULL_EVERY: "0" -> an integer from 1 to 1000000');
+  });
+
   it('treats empty values as unset', () => {
     expect(parseConfig({ REDIS_URL: '', KAFKA_BROKERS: ' ' }).redisUrl).toBe('redis://127.0.0.1:6379');
   });

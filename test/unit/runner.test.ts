@@ -377,6 +377,28 @@ describe('Runner: catch-up on gaining leadership', () => {
   });
 });
 
+describe('Runner: recent runs', () => {
+  it("keeps each successful run's context (e.g. suggested-users' users recomputed and extended)", async () => {
+    const clock = new FakeClock();
+    const context = { mode: 'incremental', users_recomputed: 3, users_extended: 97 };
+    const h = harness(
+      [{ job: job('j', () => Promise.resolve({ items: 100, context })), settings: settings() }],
+      {
+        clock,
+      },
+    );
+    h.runner.start();
+    expect(h.runner.trigger('j')).toBe('started');
+    await clock.advance(0);
+    expect(h.runner.detail('j')!.recent_runs.at(-1)).toMatchObject({
+      outcome: 'success',
+      items: 100,
+      context,
+    });
+    await h.runner.stop(0);
+  });
+});
+
 describe('Runner: a follower follows freshness records', () => {
   it('refreshFreshness picks up successes another replica recorded', async () => {
     const clock = new FakeClock();

@@ -1,0 +1,119 @@
+import type { ClickHouseClient } from '@clickhouse/client';
+import { readJsonEachRow } from '../clickhouse/result-stream.js';
+import {
+  BAD_RELATIONSHIP_SQL,
+  FOLLOW_CHANGES,
+  GOOD_EVENT_SQL,
+  SUGGESTED_USERS_STATE,
+} from '../clickhouse/schema.js';
+
+/**
+ * Change detection for suggested-users' incremental mode: which active users' inputs changed since
+ * the last successful run.
+ *
+ * A user u's value is a function of the follow rows whose follower is u (F(u), hence E(u)) and of the
+ * rows whose follower is in E(u) (their F), nothing else (CONTRACT §4; `now` only decides who is
+ * active). So u must be recomputed iff some row was inserted into `user_relationships` since the last
+ * run with follower u or with a follower f that u follows. Every insert lands in
+ * `user_relationship_changes` through a materialized view (schema.ts), whatever its `updated_at`: a late
+ * row with an old timestamp is a change like any other, and a row that loses to a newer one costs only
+ * a needless recompute.
+ *
+ * Why the block number is an exact watermark: in a plain (non-replicated) MergeTree each INSERT's part
+ * takes its block number from the table's counter and becomes visible under the same parts lock, so
+ * block numbers are handed out in visibility order. A run reads W = the highest block number visible,
+ * before it reads any input; a row it could not see then gets a number > W, and the next run, reading
+ * blocks in (W, W'], sees it. `enable_block_number_column` keeps each row's own block number through
+ * merges, so a merged part never hides old rows behind a new number or new rows behind an old one.
+ * This holds only for a plain MergeTree: a replicated table allocates block numbers before the insert
+ * commits, so the mode refuses (full refresh) when the change log has any other engine.
+ *
+ * Changes the view cannot see (ALTER … DELETE / UPDATE, TRUNCATE of `user_relationships`) are caught
+ * only by the periodic full refresh (`SUGGESTED_USERS_FULL_EVERY`); see README.
+ */
+
+/** Where the change log stands now: its highest visible block number and its identity. */
+export interface ChangeLogPosition {
+  /** Highest block number of an active part (UInt64 as a decimal string), '0' when empty. */
+  watermark: string;
+  /** The log table's UUID ('' when missing): a recreated table restarts its block numbers. */
+  uuid: string;
+  /** The log table's engine ('' when missing); only 'MergeTree' gives exact block-number order. */
+  engine: string;
+  /** Whether the materialized view feeding the log exists. */
+  viewExists: boolean;
+}
+
+const POSITION_SQL = `
+SELECT
+  toString((SELECT max(max_block_number) FROM system.parts
+    WHERE database = currentDatabase() AND table = {log:String} AND active)) AS watermark,
+  (SELECT toString(any(uuid)) FROM system.tables WHERE database = currentDatabase() AND name = {log:String}) AS uuid,
+  (SELECT any(engine) FROM system.tables WHERE database = currentDatabase() AND name = {log:String}) AS engine,
+  (SELECT count() FROM system.tables WHERE database = currentDatabase() AND name = {view:String}) AS views`;
+
+/** Reads the change log's position. Read it before any input of the run. */
+export async function readChangeLogPosition(
+  client: ClickHouseClient,
+  signal: AbortSignal,
+): Promise<ChangeLogPosition> {
+  const result = await client.query({
+    query: POSITION_SQL,
+    query_params: { log: FOLLOW_CHANGES.table, view: FOLLOW_CHANGES.view },
+    format: 'JSONEachRow',
+    abort_signal: signal,
+  });
+  const [row] = await readJsonEachRow<{
+    watermark: string | null;
+    uuid: string;
+    engine: string;
+    views: string;
+  }>(result);
+  return {
+    watermark: row?.watermark ?? '0',
+    uuid: row?.uuid ?? '',
+    engine: row?.engine ?? '',
+    viewExists: Number(row?.views ?? 0) > 0,
+  };
+}
+
+/** Records the active users of the window as this run's covered set (before anything is written). */
+export const INSERT_COVERED_SQL = `
+INSERT INTO ${SUGGESTED_USERS_STATE.covered} (key_prefix, generation, user_id)
+SELECT DISTINCT {prefix:String}, {generation:String}, user_id
+FROM post_events
+WHERE event_time > toDateTime({since:UInt32}) AND event_time <= toDateTime({now:UInt32}) AND ${GOOD_EVENT_SQL}`;
+
+/**
+ * Followers with a change-log row in blocks (from, to]. The `_part` condition (the part's highest block
+ * is its name's third field) lets ClickHouse skip old parts without reading them; `_block_number`
+ * then selects rows exactly.
+ */
+export const CHANGED_FOLLOWERS_SQL = `
+SELECT DISTINCT follower_id AS f
+FROM ${FOLLOW_CHANGES.table}
+WHERE toUInt64OrZero(splitByChar('_', _part)[3]) > {from:UInt64}
+  AND _block_number > {from:UInt64} AND _block_number <= {to:UInt64}`;
+
+/**
+ * Every user of this run's covered set, with whether it must be recomputed: its own follows changed,
+ * a followee's follows changed (any row u→f, active or not: a superset of E(u), which is safe), or the
+ * previous run did not cover it (newly active). The others only need their TTL extended.
+ * Output: `user_id<TAB>0|1` lines.
+ */
+export const REFRESH_PLAN_SQL = `
+WITH
+  changed AS (${CHANGED_FOLLOWERS_SQL}),
+  affected AS (
+    SELECT f AS u FROM changed
+    UNION DISTINCT
+    SELECT follower_id AS u FROM user_relationships
+    WHERE followee_id IN (SELECT f FROM changed) AND NOT ${BAD_RELATIONSHIP_SQL}
+  )
+SELECT toString(user_id) AS user_id,
+  (user_id IN (SELECT u FROM affected)
+    OR user_id NOT IN (
+      SELECT user_id FROM ${SUGGESTED_USERS_STATE.covered}
+      WHERE key_prefix = {prefix:String} AND generation = {previous:String})) AS recompute
+FROM ${SUGGESTED_USERS_STATE.covered}
+WHERE key_prefix = {prefix:String} AND generation = {generation:String}`;

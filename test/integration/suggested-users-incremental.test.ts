@@ -1,0 +1,427 @@
+import { randomUUID } from 'node:crypto';
+import type { ClickHouseClient } from '@clickhouse/client';
+import { Redis } from 'ioredis';
+import { pino } from 'pino';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { keys } from '../../src/cache/keys.js';
+import { RedisCacheWriter, type Fence } from '../../src/cache/writer.js';
+import { incrementalSuggestedUsers, SuggestedUsersJob } from '../../src/jobs/suggested-users.js';
+import type { RunFacts } from '../../src/runner/job.js';
+import { servicesEnv } from './env.js';
+import { scratchDatabase, type ScratchDatabase } from './scratch-database.js';
+
+/**
+ * Property: after any sequence of incremental runs, every active user's cached value equals what a
+ * full refresh computes at the same `now`, key by key. Random follow churn (adds, removals, re-adds,
+ * rows arriving late with old `updated_at`, ties), users becoming active and inactive as `now` moves,
+ * several incremental runs in a row. Small settings (MAX_FOLLOWEES 4, PER_USER 5) so the followee cap
+ * and the top-k cut both matter. Seeded: set INCREMENTAL_SEED to replay a failure (the seed is in
+ * every failure message).
+ */
+
+const SEED = Number(process.env.INCREMENTAL_SEED ?? Math.floor(Math.random() * 2 ** 31));
+const USERS = 150;
+const RUNS = 7;
+const STEP_SEC = 7 * 3600; // `now` moves 7 h a run: with ACTIVE_DAYS 1, users drop out and come back
+const SETTINGS = { perUser: 5, activeDays: 1, maxFollowees: 4, batchSize: 40, ttlSec: 3600 };
+
+function mulberry32(seed: number): () => number {
+  let a = seed;
+  return () => {
+    a = (a + 0x6d2b79f5) | 0;
+    let t = Math.imul(a ^ (a >>> 15), 1 | a);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+function facts(now: Date): RunFacts {
+  return {
+    jobId: 'suggested-users',
+    runId: randomUUID(),
+    scheduledAt: now,
+    startedAt: now,
+    signal: new AbortController().signal,
+    log: pino({ level: 'silent' }),
+    attempt: 1,
+  };
+}
+
+describe(`suggested-users incremental mode equals a full refresh (seed ${SEED})`, () => {
+  let db: ScratchDatabase;
+  let ch: ClickHouseClient;
+  let redis: Redis;
+  const prefix = `test-incr-${randomUUID()}`;
+  const fullPrefix = `${prefix}-full`;
+  const rnd = mulberry32(SEED);
+  const pick = (n: number): number => 1 + Math.floor(n * rnd() ** 2); // low ids followed most
+  let fence: Fence;
+
+  beforeAll(async () => {
+    db = await scratchDatabase('test_incr');
+    ch = db.client;
+    redis = new Redis(servicesEnv().redisUrl);
+    await redis.set(`${prefix}:leader`, 'token', 'EX', 600);
+    fence = { key: `${prefix}:leader`, token: () => 'token', lost: () => undefined };
+  });
+
+  afterAll(async () => {
+    const stale = await redis.keys(`${prefix}*`);
+    if (stale.length > 0) await redis.del(...stale);
+    redis.disconnect();
+    await db.drop();
+  });
+
+  it('stays key-by-key equal through churn, late rows and activity changes', async () => {
+    const t0 = Math.floor(Date.now() / 1000) - 30 * 86_400;
+    const follows = new Map<string, { active: boolean; at: number }>();
+    const relRows: string[] = [];
+    const eventRows: string[] = [];
+    const follow = (f: number, e: number, active: boolean, at: number): void => {
+      if (f === e) return;
+      relRows.push(
+        JSON.stringify({
+          follower_id: f,
+          followee_id: e,
+          status: active ? 'active' : 'removed',
+          updated_at: at,
+        }),
+      );
+      const k = `${f}:${e}`;
+      const cur = follows.get(k);
+      if (!cur || cur.at <= at) follows.set(k, { active, at });
+    };
+    const act = (u: number, at: number): void => {
+      eventRows.push(
+        JSON.stringify({
+          event_time: at,
+          post_id: 1 + u,
+          author_id: 1 + ((u * 7) % USERS),
+          user_id: u,
+          event_type: 'post_like',
+        }),
+      );
+    };
+    const flush = async (): Promise<void> => {
+      // Several inserts: each is its own block (and part) of the change log.
+      while (relRows.length > 0) {
+        const part = relRows.splice(0, 1 + Math.floor(rnd() * 40));
+        await ch.insert({
+          table: 'user_relationships',
+          values: part.map((r) => JSON.parse(r) as object),
+          format: 'JSONEachRow',
+        });
+      }
+      if (eventRows.length > 0) {
+        await ch.insert({
+          table: 'post_events',
+          values: eventRows.map((r) => JSON.parse(r) as object),
+          format: 'JSONEachRow',
+        });
+        eventRows.length = 0;
+      }
+    };
+
+    // The starting graph and activity.
+    let now = t0;
+    for (let u = 1; u <= USERS; u++) {
+      const n = Math.floor(rnd() * 8);
+      for (let i = 0; i < n; i++) follow(u, pick(USERS), true, now - Math.floor(rnd() * 90) * 86_400 - 1);
+      if (rnd() < 0.6) act(u, now - Math.floor(rnd() * 86_000));
+    }
+    await flush();
+
+    const writer = new RedisCacheWriter(redis, fence);
+    const incremental = incrementalSuggestedUsers({
+      clickhouse: ch,
+      cache: writer,
+      keyPrefix: prefix,
+      ...SETTINGS,
+      fullEvery: 1000,
+      replica: 'test',
+    });
+    const full = new SuggestedUsersJob({ clickhouse: ch, cache: writer, keyPrefix: fullPrefix, ...SETTINGS });
+    const modes: string[] = [];
+    let extendedTotal = 0;
+    let recomputedTotal = 0;
+
+    for (let run = 0; run <= RUNS; run++) {
+      if (run > 0) {
+        now += STEP_SEC;
+        const pairs = [...follows.entries()];
+        const churn = 3 + Math.floor(rnd() * 12);
+        for (let i = 0; i < churn; i++) {
+          const r = rnd();
+          const [key, state] = pairs[Math.floor(rnd() * pairs.length)] ?? ['1:2', { active: false, at: 0 }];
+          const [f, e] = key.split(':').map(Number) as [number, number];
+          if (r < 0.35) follow(pick(USERS), pick(USERS), true, now - Math.floor(rnd() * 3600));
+          else if (r < 0.55) follow(f, e, false, Math.max(state.at, now - 7200) + 1 + Math.floor(rnd() * 60));
+          else if (r < 0.7)
+            follow(f, e, true, state.at + 1 + Math.floor(rnd() * 600)); // re-add (or refresh)
+          else if (r < 0.85)
+            follow(f, e, !state.active, state.at - 1 - Math.floor(rnd() * 86_400)); // late: loses
+          else follow(pick(USERS), pick(USERS), rnd() < 0.8, now - 200 * 86_400 - Math.floor(rnd() * 1000)); // late, old
+        }
+        // Some users act (newly active, or staying active); others fall out of the 1-day window.
+        const actors = 2 + Math.floor(rnd() * 15);
+        for (let i = 0; i < actors; i++)
+          act(1 + Math.floor(rnd() * USERS), now - Math.floor(rnd() * STEP_SEC));
+        await flush();
+      }
+      const at = new Date(now * 1000);
+      const result = await incremental.run(facts(at));
+      const ctx = result.context ?? {};
+      modes.push(String(ctx.mode));
+      extendedTotal += Number(ctx.users_extended);
+      recomputedTotal += Number(ctx.users_recomputed);
+      const reference = await full.run(facts(at));
+
+      // Every active user's key in the full refresh's prefix, compared with the incremental prefix.
+      const active = await ch.query({
+        query: `SELECT DISTINCT toString(user_id) AS u FROM post_events
+          WHERE event_time > toDateTime({since:UInt32}) AND event_time <= toDateTime({now:UInt32})`,
+        query_params: { since: now - 86_400, now },
+        format: 'JSONEachRow',
+      });
+      const users = (await active.json<{ u: string }>()).map((r) => r.u);
+      expect(users.length, `seed ${SEED} run ${run}`).toBe(reference.items);
+      expect(result.items, `seed ${SEED} run ${run}: items = recomputed + extended`).toBe(users.length);
+      const want = await redis.mget(users.map((u) => keys.suggestedUsers(fullPrefix, u)));
+      const got = await redis.mget(users.map((u) => keys.suggestedUsers(prefix, u)));
+      const diff = users.map((u, i) => ({ u, want: want[i], got: got[i] })).filter((d) => d.want !== d.got);
+      expect(diff, `seed ${SEED} run ${run} (${String(ctx.mode)}): users whose cached value differs`).toEqual(
+        [],
+      );
+    }
+    expect(modes[0], `seed ${SEED}`).toBe('full');
+    expect(modes.slice(1), `seed ${SEED}`).toEqual(Array(RUNS).fill('incremental'));
+    expect(extendedTotal, `seed ${SEED}: some users only extended`).toBeGreaterThan(0);
+    expect(recomputedTotal, `seed ${SEED}`).toBeGreaterThan(0);
+  }, 60_000);
+});
+
+describe('suggested-users incremental mode: run context counts and full-refresh fallbacks', () => {
+  let db: ScratchDatabase;
+  let ch: ClickHouseClient;
+  let redis: Redis;
+  const prefix = `test-incr-ctx-${randomUUID()}`;
+  const NOW = Math.floor(Date.now() / 1000) - 600;
+  let clock = NOW;
+  let fence: Fence;
+
+  beforeAll(async () => {
+    db = await scratchDatabase('test_incr_ctx');
+    ch = db.client;
+    redis = new Redis(servicesEnv().redisUrl);
+    await redis.set(`${prefix}:leader`, 'token', 'EX', 600);
+    fence = { key: `${prefix}:leader`, token: () => 'token', lost: () => undefined };
+    // 2→1, 3→1, 4→2, 5→6; users 1..6 active.
+    await ch.insert({
+      table: 'user_relationships',
+      values: [
+        [2, 1],
+        [3, 1],
+        [4, 2],
+        [5, 6],
+      ].map(([f, e]) => ({ follower_id: f, followee_id: e, status: 'active', updated_at: NOW - 86_400 })),
+      format: 'JSONEachRow',
+    });
+    await activate([1, 2, 3, 4, 5, 6]);
+  });
+
+  afterAll(async () => {
+    const stale = await redis.keys(`${prefix}*`);
+    if (stale.length > 0) await redis.del(...stale);
+    redis.disconnect();
+    await db.drop();
+  });
+
+  async function activate(users: number[]): Promise<void> {
+    await ch.insert({
+      table: 'post_events',
+      values: users.map((u) => ({
+        event_time: NOW - 60,
+        post_id: 1,
+        author_id: 1,
+        user_id: u,
+        event_type: 'post_view',
+      })),
+      format: 'JSONEachRow',
+    });
+  }
+
+  function job(cache = new RedisCacheWriter(redis, fence), fullEvery = 1000) {
+    return incrementalSuggestedUsers({
+      clickhouse: ch,
+      cache,
+      keyPrefix: prefix,
+      ...SETTINGS,
+      fullEvery,
+      replica: 'test',
+    });
+  }
+
+  async function run(j = job()): Promise<Record<string, unknown>> {
+    clock += 60;
+    const result = await j.run(facts(new Date(clock * 1000)));
+    return { items: result.items, ...result.context };
+  }
+
+  const counts = (c: Record<string, unknown>) => ({
+    mode: c.mode,
+    full_reason: c.full_reason,
+    users_recomputed: c.users_recomputed,
+    users_extended: c.users_extended,
+    users_key_missing: c.users_key_missing,
+    items: c.items,
+  });
+
+  it('reports users recomputed and extended, and falls back to a full refresh when in doubt', async () => {
+    const step = async (expected: Record<string, unknown>, j?: ReturnType<typeof job>): Promise<void> => {
+      expect(counts(await run(j))).toEqual(expected);
+    };
+    const inc = { mode: 'incremental', full_reason: undefined };
+    // No state yet.
+    await step({
+      mode: 'full',
+      full_reason: 'no_state',
+      users_recomputed: 6,
+      users_extended: 0,
+      users_key_missing: undefined,
+      items: 6,
+    });
+    // Nothing changed: every key only extended.
+    await step({ ...inc, users_recomputed: 0, users_extended: 6, users_key_missing: 0, items: 6 });
+    // User 1 follows 5: user 1 and its followers 2 and 3 change; 4, 5, 6 do not.
+    await ch.insert({
+      table: 'user_relationships',
+      values: [{ follower_id: 1, followee_id: 5, status: 'active', updated_at: NOW - 30 }],
+      format: 'JSONEachRow',
+    });
+    await step({ ...inc, users_recomputed: 3, users_extended: 3, users_key_missing: 0, items: 6 });
+    // User 7 becomes active.
+    await activate([7]);
+    await step({ ...inc, users_recomputed: 1, users_extended: 6, users_key_missing: 0, items: 7 });
+    // A key vanished from Redis: it cannot be extended, so it is computed.
+    await redis.del(keys.suggestedUsers(prefix, '4'));
+    await step({ ...inc, users_recomputed: 1, users_extended: 6, users_key_missing: 1, items: 7 });
+    expect(await redis.get(keys.suggestedUsers(prefix, '4'))).toBe(
+      '[{"user_id":"1","mutual_count":1,"reason":"1 mutual connection"}]',
+    );
+    // Redis no longer holds the last run's marker (data loss, a lagging replica promoted): full.
+    await redis.del(`${prefix}:job:suggested-users:generation`);
+    await step({
+      mode: 'full',
+      full_reason: 'cache_generation_mismatch',
+      users_recomputed: 7,
+      users_extended: 0,
+      users_key_missing: undefined,
+      items: 7,
+    });
+    // A run that fails half-way leaves its start recorded: the next run is full.
+    const failing = new RedisCacheWriter(redis, fence);
+    failing.extendTtl = () => Promise.reject(new Error('injected'));
+    await expect(run(job(failing))).rejects.toThrow('injected');
+    await step({
+      mode: 'full',
+      full_reason: 'previous_run_unfinished',
+      users_recomputed: 7,
+      users_extended: 0,
+      users_key_missing: undefined,
+      items: 7,
+    });
+    // Another process's state (a leader change or a restart): full.
+    const other = incrementalSuggestedUsers({
+      clickhouse: ch,
+      cache: new RedisCacheWriter(redis, fence),
+      keyPrefix: prefix,
+      ...SETTINGS,
+      fullEvery: 1000,
+      replica: 'another',
+    });
+    await step(
+      {
+        mode: 'full',
+        full_reason: 'replica_changed',
+        users_recomputed: 7,
+        users_extended: 0,
+        users_key_missing: undefined,
+        items: 7,
+      },
+      other,
+    );
+    await step({
+      mode: 'full',
+      full_reason: 'replica_changed',
+      users_recomputed: 7,
+      users_extended: 0,
+      users_key_missing: undefined,
+      items: 7,
+    });
+    // Other settings: full.
+    const perUser3 = incrementalSuggestedUsers({
+      clickhouse: ch,
+      cache: new RedisCacheWriter(redis, fence),
+      keyPrefix: prefix,
+      ...SETTINGS,
+      perUser: 3,
+      fullEvery: 1000,
+      replica: 'test',
+    });
+    await step(
+      {
+        mode: 'full',
+        full_reason: 'config_changed',
+        users_recomputed: 7,
+        users_extended: 0,
+        users_key_missing: undefined,
+        items: 7,
+      },
+      perUser3,
+    );
+    // FULL_EVERY 3: full, incremental, incremental, full.
+    await step(
+      {
+        mode: 'full',
+        full_reason: 'config_changed',
+        users_recomputed: 7,
+        users_extended: 0,
+        users_key_missing: undefined,
+        items: 7,
+      },
+      job(undefined, 3),
+    );
+    await step(
+      { ...inc, users_recomputed: 0, users_extended: 7, users_key_missing: 0, items: 7 },
+      job(undefined, 3),
+    );
+    await step(
+      { ...inc, users_recomputed: 0, users_extended: 7, users_key_missing: 0, items: 7 },
+      job(undefined, 3),
+    );
+    await step(
+      {
+        mode: 'full',
+        full_reason: 'scheduled',
+        users_recomputed: 7,
+        users_extended: 0,
+        users_key_missing: undefined,
+        items: 7,
+      },
+      job(undefined, 3),
+    );
+    // The change log emptied (block numbers no longer cover the state's watermark): full.
+    await ch.command({ query: 'TRUNCATE TABLE user_relationship_changes' });
+    await step({
+      mode: 'full',
+      full_reason: 'watermark_ahead',
+      users_recomputed: 7,
+      users_extended: 0,
+      users_key_missing: undefined,
+      items: 7,
+    });
+    // The extended keys got the run's TTL again.
+    const ttl = await redis.ttl(keys.suggestedUsers(prefix, '6'));
+    expect(ttl).toBeGreaterThan(SETTINGS.ttlSec - 60);
+  }, 60_000);
+});
