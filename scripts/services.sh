@@ -6,17 +6,22 @@
 #                                          answers, write .services/env (idempotent)
 #   scripts/services.sh up --secure        the same three with TLS and authentication, on their own ports
 #                                          (see scripts/services/secure.sh); writes .services/secure/env
+#   scripts/services.sh up --redis-cluster six redis-server nodes forming a Redis Cluster (3 masters, 1
+#                                          replica each; see scripts/services/redis-cluster.sh); writes
+#                                          .services/redis-cluster/env (REDIS_CLUSTER_NODES)
 #   scripts/services.sh down               stop every server of both sets
 #   scripts/services.sh status             one line per server: name, running/stopped, pid, port
 #   scripts/services.sh stop  <name>       stop one (SIGTERM, then SIGKILL after a grace period)
 #   scripts/services.sh start <name>       start one and wait until it answers
 #                                          (name: redis | clickhouse | kafka | secure_redis |
-#                                          secure_clickhouse | secure_clickhouse_tls | secure_kafka)
+#                                          secure_clickhouse | secure_clickhouse_tls | secure_kafka |
+#                                          redis_cluster_1 … redis_cluster_6)
 #
 # Ports (environment overrides): REDIS_PORT=16379, CLICKHOUSE_HTTP_PORT=18123, CLICKHOUSE_TCP_PORT=19000,
 # KAFKA_PORT=19092, KAFKA_CONTROLLER_PORT=19093; secure set: SECURE_REDIS_PORT=27579,
 # SECURE_CLICKHOUSE_HTTPS_PORT=27543, SECURE_CLICKHOUSE_HTTP_PORT=27544 (loopback, behind the TLS
-# terminator), SECURE_KAFKA_PORT=27592, SECURE_KAFKA_CONTROLLER_PORT=27593.
+# terminator), SECURE_KAFKA_PORT=27592, SECURE_KAFKA_CONTROLLER_PORT=27593; cluster: REDIS_CLUSTER_PORT_BASE=17001
+# (nodes on 17001-17006, cluster bus on port + 10000).
 # State (data, logs, pid files): <repo>/.services/<name>/ and .services/<name>.pid (the server's own pid).
 # Downloads and builds are cached per machine in
 # ${CACHE_REFRESHER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/cache-refresher}, in versioned directories that
@@ -59,6 +64,8 @@ TMP_DIRS=()
 
 # shellcheck source=services/secure.sh
 source "$HELPERS/secure.sh"
+# shellcheck source=services/redis-cluster.sh
+source "$HELPERS/redis-cluster.sh"
 
 log() { printf 'services: %s\n' "$*"; }
 die() {
@@ -78,8 +85,9 @@ trap 'exit 143' TERM
 
 usage() {
   cat >&2 <<'EOF'
-usage: scripts/services.sh up [--secure] | down | status | stop <name> | start <name>
+usage: scripts/services.sh up [--secure | --redis-cluster] | down | status | stop <name> | start <name>
        name: redis | clickhouse | kafka | secure_redis | secure_clickhouse | secure_clickhouse_tls | secure_kafka
+             | redis_cluster_1 … redis_cluster_6
 EOF
   exit 2
 }
@@ -248,6 +256,7 @@ signature() {
     secure_clickhouse) printf -- '--path=%s/clickhouse/data' "$SECURE" ;;
     secure_clickhouse_tls) printf 'cert=%s/server.pem' "$TLS_DIR" ;;
     secure_kafka) printf '%s/kafka/server.properties' "$SECURE" ;;
+    redis_cluster_*) printf 'redis-server 127.0.0.1:%s' "$(redis_cluster_port "$1")" ;;
   esac
 }
 
@@ -260,6 +269,7 @@ ports_of() {
     secure_clickhouse) printf '%s' "$SECURE_CLICKHOUSE_HTTP_PORT" ;;
     secure_clickhouse_tls) printf '%s' "$SECURE_CLICKHOUSE_HTTPS_PORT" ;;
     secure_kafka) printf '%s,%s' "$SECURE_KAFKA_PORT" "$SECURE_KAFKA_CONTROLLER_PORT" ;;
+    redis_cluster_*) redis_cluster_port "$1" ;;
   esac
 }
 
@@ -323,7 +333,7 @@ wait_gone() { # pid seconds
 stop_pid() { # name pid
   local name=$1 pid=$2 grace
   case $name in
-    redis | secure_redis | secure_clickhouse_tls) grace=$STOP_GRACE_REDIS ;;
+    redis | secure_redis | secure_clickhouse_tls | redis_cluster_*) grace=$STOP_GRACE_REDIS ;;
     clickhouse | secure_clickhouse) grace=$STOP_GRACE_CLICKHOUSE ;;
     kafka | secure_kafka) grace=$STOP_GRACE_KAFKA ;;
   esac
@@ -346,6 +356,7 @@ log_files() {
     secure_clickhouse) printf '%s\n' "$SECURE/clickhouse/clickhouse.log" "$SECURE/clickhouse/clickhouse.out" ;;
     secure_clickhouse_tls) printf '%s\n' "$SECURE/clickhouse-tls/socat.out" ;;
     secure_kafka) printf '%s\n' "$SECURE/kafka/server.log" "$SECURE/kafka/kafka.out" ;;
+    redis_cluster_*) printf '%s\n' "$STATE/$1/redis.log" "$STATE/$1/redis.out" ;;
   esac
 }
 
@@ -483,6 +494,7 @@ install_for() {
       need_cmd curl curl
       ;;
     secure_kafka) install_kafka ;;
+    redis_cluster_*) ensure_redis_installed ;;
   esac
 }
 
@@ -502,7 +514,7 @@ begin_service() {
   else
     rm -f -- "$(pid_file "$name")"
     rotate_logs "$name"
-    "launch_$name"
+    if [[ $name == redis_cluster_* ]]; then launch_redis_cluster_node "$name"; else "launch_$name"; fi
     pid=$LAUNCHED_PID
     printf '%s\n' "$(ports_of "$name")" >"$(state_dir "$name")/ports"
     printf -v "BEGIN_$name" started
@@ -516,13 +528,14 @@ finish_service() {
   local name=$1 pid_var=PID_$1 begin_var=BEGIN_$1 t0_var=T0_$1 timeout probe deadline
   local pid=${!pid_var} begin=${!begin_var} t0=${!t0_var}
   case $name in
-    redis | secure_redis | secure_clickhouse_tls) timeout=$READY_TIMEOUT_REDIS ;;
+    redis | secure_redis | secure_clickhouse_tls | redis_cluster_*) timeout=$READY_TIMEOUT_REDIS ;;
     clickhouse | secure_clickhouse) timeout=$READY_TIMEOUT_CLICKHOUSE ;;
     kafka | secure_kafka) timeout=$READY_TIMEOUT_KAFKA ;;
   esac
   probe=probe_$name
+  [[ $name != redis_cluster_* ]] || probe="probe_redis_cluster_node $name"
   deadline=$((SECONDS + timeout))
-  until "$probe"; do
+  until $probe; do
     alive "$pid" || start_failed "$name" "exited during start-up (pid $pid)"
     if ((SECONDS >= deadline)); then
       stop_pid "$name" "$pid"
@@ -604,6 +617,7 @@ take_lock() {
 valid_name() {
   case ${1:-} in
     redis | clickhouse | kafka | secure_redis | secure_clickhouse | secure_clickhouse_tls | secure_kafka) return 0 ;;
+    redis_cluster_[1-6]) return 0 ;;
     *) usage ;;
   esac
 }
@@ -637,6 +651,10 @@ main() {
         up_secure
         return
       fi
+      if [[ $# -eq 2 && $2 == --redis-cluster ]]; then
+        up_redis_cluster
+        return
+      fi
       [[ $# -eq 1 ]] || usage
       take_lock
       start=$(now)
@@ -656,13 +674,14 @@ main() {
     down)
       [[ $# -eq 1 ]] || usage
       take_lock
-      for name in secure_kafka secure_clickhouse_tls secure_clickhouse secure_redis kafka clickhouse redis; do
+      for name in "${REDIS_CLUSTER_SERVICES[@]}" secure_kafka secure_clickhouse_tls secure_clickhouse secure_redis \
+        kafka clickhouse redis; do
         stop_service "$name"
       done
       ;;
     status)
       [[ $# -eq 1 ]] || usage
-      for name in "${SERVICES[@]}" "${SECURE_SERVICES[@]}"; do
+      for name in "${SERVICES[@]}" "${SECURE_SERVICES[@]}" "${REDIS_CLUSTER_SERVICES[@]}"; do
         status_line "$name"
       done
       ;;
@@ -681,7 +700,11 @@ main() {
       begin_service "$2"
       finish_service "$2"
       [[ $2 != secure_kafka ]] || grant_secure_kafka_acls
-      if [[ $2 == secure_* ]]; then write_secure_env; else write_env; fi
+      if [[ $2 == secure_* ]]; then
+        write_secure_env
+      elif [[ $2 != redis_cluster_* ]]; then
+        write_env
+      fi
       ;;
     *) usage ;;
   esac
