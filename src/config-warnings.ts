@@ -27,10 +27,7 @@ export const KNOWN_ELSEWHERE: readonly string[] = [
   // your own jobs (CONTRACT §11)
   'JOBS_FILE',
   'JOB_MODULES',
-  // Redis and ClickHouse topologies (CONTRACT §12)
-  'REDIS_CLUSTER_NODES',
-  'REDIS_SENTINELS',
-  'REDIS_SENTINEL_NAME',
+  // ClickHouse topology (CONTRACT §12; the Redis topology variables are read by parseConfig)
   'CLICKHOUSE_CLUSTER',
   // suggested-users' incremental mode
   'SUGGESTED_USERS_MODE',

@@ -7,6 +7,7 @@ import {
   type ConnectionSecurity,
   type ReadTextFile,
 } from './config-security.js';
+import { readRedisTopology, type RedisTopology } from './config-topology.js';
 
 /**
  * Configuration is read from the environment once, by the entry point, and handed to everything else
@@ -60,6 +61,11 @@ const LOG_LEVELS: readonly LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debu
 
 export interface Config {
   redisUrl: string;
+  /**
+   * Standalone, Cluster or Sentinel (`REDIS_CLUSTER_NODES`, `REDIS_SENTINELS`, `REDIS_SENTINEL_NAME`;
+   * CONTRACT §12). Outside standalone, `redisUrl` still gives the scheme (TLS) and credentials, not the host.
+   */
+  redisTopology: RedisTopology;
   clickhouse: { url: string; user: string; password: string; database: string };
   kafka: { brokers: string[] | undefined; clientId: string; dlqTopic: string; spoolDir: string };
   /** Bounds of the dead-letter path, in bytes: the spool file and one serialized record. */
@@ -431,9 +437,12 @@ export function readConfig(env: Env): { config: Config; problems: ConfigProblem[
   // KAFKA_SASL_MECHANISM, KAFKA_SASL_USERNAME, KAFKA_SASL_PASSWORD(_FILE).
   const secure = readConnectionSecurity(env, readTextFile);
   r.problems.push(...secure.problems);
+  const topology = readRedisTopology(env);
+  r.problems.push(...topology.problems);
 
   const config: Config = {
     redisUrl: r.url('REDIS_URL', 'redis://127.0.0.1:6379', ['redis:', 'rediss:']),
+    redisTopology: topology.topology,
     clickhouse: {
       url: r.url('CLICKHOUSE_URL', 'http://127.0.0.1:8123', ['http:', 'https:']),
       user: r.string('CLICKHOUSE_USER', 'default'),

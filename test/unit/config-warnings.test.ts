@@ -90,9 +90,6 @@ describe('configWarnings', () => {
       'SECURE_KAFKA_PORT',
       'JOBS_FILE',
       'JOB_MODULES',
-      'REDIS_CLUSTER_NODES',
-      'REDIS_SENTINELS',
-      'REDIS_SENTINEL_NAME',
       'CLICKHOUSE_CLUSTER',
       'SUGGESTED_USERS_MODE',
       'SUGGESTED_USERS_FULL_EVERY',
@@ -109,6 +106,10 @@ describe('configWarnings', () => {
     for (const name of [
       'REDIS_URL',
       'CLICKHOUSE_PASSWORD',
+      // the Redis topology (CONTRACT §12), read whether set or not
+      'REDIS_CLUSTER_NODES',
+      'REDIS_SENTINELS',
+      'REDIS_SENTINEL_NAME',
       // the DLQ spool's bounds and the TLS/SASL variables, read by parseConfig whether set or not
       'DLQ_SPOOL_MAX_BYTES',
       'DLQ_MAX_RECORD_BYTES',
