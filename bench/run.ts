@@ -12,7 +12,7 @@ import type { Redis } from 'ioredis';
 import { pino } from 'pino';
 import { keys } from '../src/cache/keys.js';
 import { RedisCacheWriter, yieldToLoop, type CacheEntry, type Fence } from '../src/cache/writer.js';
-import { createClickHouse, createRedis } from '../src/clients.js';
+import { createClickHouse, createStandaloneRedis } from '../src/clients.js';
 import { migrate } from '../src/clickhouse/schema.js';
 import { seedDatabase } from '../src/clickhouse/seed.js';
 import type { JobSettings } from '../src/config.js';
@@ -987,11 +987,11 @@ async function main(): Promise<void> {
   const admin = createClickHouse({
     clickhouse: { url: clickhouseUrl, user: 'default', password: '', database: 'default' },
   });
-  const redis = createRedis({ redisUrl }, silent);
+  const redis = createStandaloneRedis({ redisUrl }, silent);
   await redis.connect();
   // The production write path is fenced (LEADER_ELECTION=true): hold a lease of our own for the run.
   const leaseKey = `${prefix}:leader`;
-  const token = `bench:${runId}`;
+  const token = `1:bench-${runId}`;
   await redis.set(leaseKey, token, 'EX', 3 * 3600);
   const fence: Fence = {
     key: leaseKey,

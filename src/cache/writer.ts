@@ -1,8 +1,10 @@
-import type { Redis } from 'ioredis';
-import { FencedError, requireToken, throwFirstError, type Fence } from './fence.js';
+import type { Fence } from './fence.js';
+import type { RedisClient } from './redis-client.js';
 import { replaceHashes, replaceSortedSet, type HashEntry, type ScoredMember } from './replace.js';
+import { runSlotScripts, slotCalls, slotScript } from './slot-scripts.js';
 
 export { FencedError, type Fence } from './fence.js';
+export type { RedisClient } from './redis-client.js';
 export type { HashEntry, ScoredMember } from './replace.js';
 
 export interface CacheEntry {
@@ -35,42 +37,47 @@ export interface CacheWriter {
 }
 
 /**
- * Sets every key only if `KEYS[1]` (the leader lease) still holds this replica's token, checked and
- * written atomically inside Redis: a paused former leader that wakes up cannot overwrite a newer
- * leader's values, whatever its local clock believes.
+ * Sets each key with its TTL. Behind the fence prologue (fence.ts) this lands only if no newer leader
+ * has written to the keys' hash slot (and, on one server, only while the lease holds our token).
+ * KEYS: [fence…], k1..kn. ARGV: [epoch, token], ttl seconds, v1..vn.
  */
-const FENCED_SET = `
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then
-  return redis.error_reply('FENCED lease lost')
+const SET_SCRIPT = slotScript(`
+local ttl = ARGV[a0 + 1]
+local n = #KEYS - k0
+for i = 1, n do
+  redis.call('SET', KEYS[k0 + i], ARGV[a0 + 1 + i], 'EX', ttl)
 end
-local ttl = ARGV[2]
-for i = 2, #KEYS do
-  redis.call('SET', KEYS[i], ARGV[i + 1], 'EX', ttl)
-end
-return #KEYS - 1
-`;
+return n
+`);
 
-/** Keys per Lua call or per plain pipeline chunk: large enough to amortise round trips, small enough
- * that one script never blocks Redis for long. */
+/** Keys per Lua call: large enough to amortise round trips, small enough that one script never blocks
+ * Redis for long. On a cluster a call holds one slot's keys, so most calls hold far fewer. */
 const KEYS_PER_CALL = 500;
-/** Calls per pipeline flush. */
-const CALLS_PER_PIPELINE = 8;
+/** Entries per pipeline flush. */
+const ENTRIES_PER_FLUSH = KEYS_PER_CALL * 8;
 
 export class RedisCacheWriter implements CacheWriter {
   constructor(
-    private readonly redis: Redis,
+    private readonly redis: RedisClient,
     private readonly fence?: Fence,
   ) {}
 
   async write(entries: readonly CacheEntry[], ttlSec: number, signal: AbortSignal): Promise<number> {
     const ttl = String(Math.max(1, Math.round(ttlSec)));
-    const perFlush = KEYS_PER_CALL * CALLS_PER_PIPELINE;
     let written = 0;
-    for (let start = 0; start < entries.length; start += perFlush) {
+    for (let start = 0; start < entries.length; start += ENTRIES_PER_FLUSH) {
       signal.throwIfAborted();
-      const slice = entries.slice(start, start + perFlush);
-      written += this.fence ? await this.#fenced(slice, ttl, this.fence) : await this.#plain(slice, ttl);
-      if (start + perFlush < entries.length) await yieldToLoop();
+      const slice = entries.slice(start, start + ENTRIES_PER_FLUSH);
+      const calls = slotCalls(
+        this.redis,
+        slice,
+        (e) => e.key,
+        KEYS_PER_CALL,
+        (chunk) => [ttl, ...chunk.map((e) => e.value)],
+      );
+      await runSlotScripts(this.redis, this.fence, SET_SCRIPT, calls, 'cache write');
+      written += slice.length;
+      if (start + ENTRIES_PER_FLUSH < entries.length) await yieldToLoop();
     }
     return written;
   }
@@ -86,37 +93,6 @@ export class RedisCacheWriter implements CacheWriter {
 
   replaceHashes(entries: readonly HashEntry[], ttlSec: number, signal: AbortSignal): Promise<number> {
     return replaceHashes(this.redis, this.fence, { entries, ttlSec, signal });
-  }
-
-  async #plain(entries: readonly CacheEntry[], ttl: string): Promise<number> {
-    const pipeline = this.redis.pipeline();
-    for (const e of entries) pipeline.set(e.key, e.value, 'EX', ttl);
-    throwFirstError(await pipeline.exec());
-    return entries.length;
-  }
-
-  async #fenced(entries: readonly CacheEntry[], ttl: string, fence: Fence): Promise<number> {
-    const token = requireToken(fence, 'cache write');
-    const pipeline = this.redis.pipeline();
-    for (let i = 0; i < entries.length; i += KEYS_PER_CALL) {
-      const chunk = entries.slice(i, i + KEYS_PER_CALL);
-      pipeline.eval(
-        FENCED_SET,
-        chunk.length + 1,
-        fence.key,
-        ...chunk.map((e) => e.key),
-        token,
-        ttl,
-        ...chunk.map((e) => e.value),
-      );
-    }
-    try {
-      throwFirstError(await pipeline.exec());
-    } catch (err) {
-      if (err instanceof FencedError) fence.lost();
-      throw err;
-    }
-    return entries.length;
   }
 }
 
