@@ -120,9 +120,15 @@ async function pipelined(
   add: (p: Pipeline, call: SlotCall) => void,
 ): Promise<Reply[]> {
   const byNode = new Map<string, number[]>();
-  const slots = redis.isCluster ? (redis as Cluster).slots : undefined;
+  let slots: Cluster['slots'] | undefined;
+  if (redis.isCluster) {
+    // The slot map arrives with the connection: a client not yet connected gets it first.
+    if (redis.status !== 'ready') await redis.ping();
+    slots = (redis as Cluster).slots;
+  }
   calls.forEach((call, i) => {
-    const node = slots?.[call.slot]?.[0] ?? '';
+    // A slot without a known master (mid-failover) gets a pipeline of its own: always a valid one.
+    const node = slots === undefined ? '' : (slots[call.slot]?.[0] ?? `slot ${call.slot}`);
     const list = byNode.get(node);
     if (list) list.push(i);
     else byNode.set(node, [i]);
