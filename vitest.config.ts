@@ -20,6 +20,7 @@ const SERIAL_INTEGRATION = [
   'test/integration/leader-lease.test.ts',
   'test/integration/shutdown.test.ts',
   'test/integration/secure.test.ts',
+  'test/integration/redis-cluster-faults.test.ts',
 ];
 
 const integration = {
