@@ -76,9 +76,12 @@ export function requireToken(fence: Fence, what: string): string {
 
 /**
  * Redis Cluster replies that mean "not here, not now": the slot moved (a resharding), is being
- * migrated, or has no master for a moment (a failover), or the node was demoted. Worth retrying.
+ * migrated, or has no master for a moment (a failover), or the node was demoted; and the cluster
+ * client's own errors for the same situations (redirected to a master that is gone, slot map not
+ * refreshable yet). Worth retrying.
  */
-const CLUSTER_TRANSIENT = /^(MOVED|ASK|TRYAGAIN|CLUSTERDOWN|READONLY|LOADING|MASTERDOWN)\b/;
+const CLUSTER_TRANSIENT =
+  /^(MOVED|ASK|TRYAGAIN|CLUSTERDOWN|READONLY|LOADING|MASTERDOWN)\b|^Too many Cluster redirections|^Failed to refresh slots cache|^Cluster isn't ready|^None of startup nodes is available/;
 
 /** True for a cluster redirection or unavailability reply (see `CLUSTER_TRANSIENT`). */
 export function isClusterTransient(err: Error): boolean {

@@ -74,12 +74,7 @@ describe('atomic sorted-set and hash replacement', () => {
 
   it('a replica whose token is stale changes nothing and steps down', async () => {
     const key = `${prefix}:fenced`;
-    await new RedisCacheWriter(redis, fence('1:test')).replaceSortedSet(
-      key,
-      members(3, 'good'),
-      300,
-      signal,
-    );
+    await new RedisCacheWriter(redis, fence('1:test')).replaceSortedSet(key, members(3, 'good'), 300, signal);
     await new RedisCacheWriter(redis, fence('1:test')).replaceHashes(
       [{ key: `${key}:h`, fields: [['v', 'good']] }],
       300,

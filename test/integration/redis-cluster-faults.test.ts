@@ -85,7 +85,9 @@ describe('sidecars on a Redis Cluster under faults', () => {
   afterAll(async () => {
     // Every node back (a killed master rejoins as a replica of the one promoted in its place).
     await run('bash', [s.servicesScript, 'up', '--redis-cluster'], { timeout: 120_000 });
-    await expect.poll(clusterOk, { timeout: 30_000 }).toBe(true);
+    for (const deadline = Date.now() + 30_000; !(await clusterOk()) && Date.now() < deadline;) {
+      await new Promise((r) => setTimeout(r, 250));
+    }
     for (const prefix of prefixes) await deleteMatching(admin, `${prefix}*`);
     await admin.quit();
     await dlq.close();
@@ -117,9 +119,10 @@ describe('sidecars on a Redis Cluster under faults', () => {
 
     // A master serving data keys but not the lease.
     const leaseMaster = await masterOf(`${prefix}:leader`);
-    let victim = await masterOf(keys[0]!);
+    let victimKey = keys[0]!;
+    let victim = await masterOf(victimKey);
     for (const key of keys) {
-      victim = await masterOf(key);
+      [victimKey, victim] = [key, await masterOf(key)];
       if (victim.port !== leaseMaster.port) break;
     }
     expect(victim.port).not.toBe(leaseMaster.port);
@@ -135,7 +138,14 @@ describe('sidecars on a Redis Cluster under faults', () => {
     const runId = JSON.stringify(started.run_id);
 
     // The replica is promoted within the node timeout plus a few seconds.
-    await expect.poll(clusterOk, { timeout: 30_000, interval: 250 }).toBe(true);
+    const promoted = async (): Promise<boolean> => {
+      try {
+        return (await masterOf(victimKey)).port !== victim.port && (await clusterOk());
+      } catch {
+        return false;
+      }
+    };
+    await expect.poll(promoted, { timeout: 30_000, interval: 250 }).toBe(true);
     console.info(`cluster ok again ${Date.now() - killedAt} ms after kill -9 of ${victim.name}`);
 
     // The run that was in flight ends one way or the other; then a whole run succeeds after it.
@@ -151,7 +161,7 @@ describe('sidecars on a Redis Cluster under faults', () => {
       60_000,
     );
     console.info(
-      `run in flight at the kill: ${String(ended.outcome)} after ${String(ended.attempts)} attempt(s) (run ${runId})`,
+      `run in flight at the kill: ${String(ended.outcome)} after ${String(ended.attempts)} attempt(s) (run ${runId}): ${JSON.stringify(ended.err ?? null).slice(0, 600)}`,
     );
     const failures = a.logs((l) => l.job === 'spread' && l.outcome !== undefined && l.outcome !== 'success');
     expect(failures.length).toBeLessThanOrEqual(1);
