@@ -76,7 +76,12 @@ export async function runSlotScripts(
 
   const replies: Reply[] = await pipelined(redis, calls, (p, call) => p.evalsha(sha, ...argv(call)));
   const again = (err: Error | null): boolean =>
-    err !== null && (err.message.startsWith('NOSCRIPT') || isClusterTransient(err) || isConnectionError(err));
+    err !== null &&
+    (err.message.startsWith('NOSCRIPT') ||
+      isClusterTransient(err) ||
+      isConnectionError(err) ||
+      // The slot map changed between grouping and sending (a redirection updated it).
+      err.message.startsWith('All keys in the pipeline should belong'));
   let retry = pending(calls, replies, again);
   if (retry.length > 0) {
     const second = await pipelined(
@@ -127,8 +132,10 @@ async function pipelined(
     slots = (redis as Cluster).slots;
   }
   calls.forEach((call, i) => {
-    // A slot without a known master (mid-failover) gets a pipeline of its own: always a valid one.
-    const node = slots === undefined ? '' : (slots[call.slot]?.[0] ?? `slot ${call.slot}`);
+    // ioredis accepts a pipeline whose slots share one node list (master and replicas, as its slot map
+    // says): after a MOVED it knows only the new master of that slot, so that slot goes apart. A slot
+    // without a known master (mid-failover) gets a pipeline of its own: always a valid one.
+    const node = slots === undefined ? '' : (slots[call.slot]?.join(';') ?? `slot ${call.slot}`);
     const list = byNode.get(node);
     if (list) list.push(i);
     else byNode.set(node, [i]);

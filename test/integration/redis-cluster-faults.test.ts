@@ -11,6 +11,8 @@ import { pino } from 'pino';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { LeaderLease } from '../../src/cache/leader-lease.js';
 import { FencedError, RedisCacheWriter } from '../../src/cache/writer.js';
+import { slotOf } from '../../src/cache/slots.js';
+import { isTransientError } from '../../src/runner/retry.js';
 import { createSystemClock } from '../../src/runner/clock.js';
 import { RunnerProcess, type FixtureJob } from '../fixtures/child.js';
 import { servicesEnv } from './env.js';
@@ -285,4 +287,77 @@ describe('sidecars on a Redis Cluster under faults', () => {
       for (const c of clients) c.disconnect();
     }
   });
+
+  it('a resharding under a running writer (slots migrating with their fence keys): every write lands or fails transiently and is retried; no value is wrong', async () => {
+    await expect.poll(clusterOk, { timeout: 30_000 }).toBe(true);
+    const prefix = `test-cluster-reshard-${randomUUID()}`;
+    prefixes.push(prefix);
+    const keys = Array.from({ length: 2000 }, (_, i) => `${prefix}:r:${i}`);
+    const masters = admin.nodes('master');
+    const portOf = (n: (typeof masters)[number]): number => Number(n.options.port);
+    const source = masters.find((n) => portOf(n) === keysPort(keys[0]!))!;
+    function keysPort(key: string): number {
+      return Number(admin.slots[slotOf(key)]?.[0]?.split(':')[1]);
+    }
+    const target = masters.find((n) => n !== source)!;
+    const [sourceId, targetId] = [await source.cluster('MYID'), await target.cluster('MYID')];
+    // The slots of the first keys that live on the source: these move while the writer runs.
+    const moving = [...new Set(keys.filter((k) => keysPort(k) === portOf(source)).map(slotOf))].slice(0, 12);
+    expect(moving.length).toBeGreaterThan(5);
+
+    const writer = new RedisCacheWriter(admin, {
+      key: `${prefix}:leader`,
+      token: () => '7:test',
+      lost: () => undefined,
+    });
+    const signal = new AbortController().signal;
+    let round = 0;
+    let transientFailures = 0;
+    const state = { done: false };
+    const writes = (async () => {
+      while (!state.done || round < 3) {
+        round++;
+        const entries = keys.map((key, i) => ({ key, value: `${round}:${i}` }));
+        for (;;) {
+          try {
+            await writer.write(entries, 120, signal);
+            break;
+          } catch (err) {
+            // The runner retries a transient error; anything else would be a defect.
+            if (!isTransientError(err)) throw err;
+            transientFailures++;
+            await new Promise((r) => setTimeout(r, 100));
+          }
+        }
+        const values = await getMany(admin, keys);
+        expect(values).toEqual(entries.map((e) => e.value));
+      }
+    })();
+    for (const slot of moving) {
+      await target.cluster('SETSLOT', slot, 'IMPORTING', sourceId);
+      await source.cluster('SETSLOT', slot, 'MIGRATING', targetId);
+      for (;;) {
+        const inSlot = await source.cluster('GETKEYSINSLOT', slot, 50);
+        if (inSlot.length === 0) break;
+        await source.migrate('127.0.0.1', portOf(target), '', 0, 5000, 'REPLACE', 'KEYS', ...inSlot);
+        await new Promise((r) => setTimeout(r, 20)); // writes interleave with a half-moved slot
+      }
+      for (const node of masters) await node.cluster('SETSLOT', slot, 'NODE', targetId);
+    }
+    state.done = true;
+    await writes;
+    console.info(
+      `resharding: ${moving.length} slots moved under ${round} write rounds, ${transientFailures} transient failures retried`,
+    );
+    // The fence keys moved with their slots: a lower epoch is still refused there.
+    const stale = new RedisCacheWriter(admin, {
+      key: `${prefix}:leader`,
+      token: () => '6:old',
+      lost: () => undefined,
+    });
+    await expect(stale.write([{ key: keys[0]!, value: 'stale' }], 60, signal)).rejects.toBeInstanceOf(
+      FencedError,
+    );
+    expect(await admin.get(keys[0]!)).toBe(`${round}:0`);
+  }, 120_000);
 });
