@@ -40,7 +40,7 @@ export function slotScript(body: string): SlotScript {
   return { fenced: text(FENCE_PROLOGUE_LUA + body), unfenced: text(UNFENCED_PROLOGUE_LUA + body) };
 }
 
-type Reply = [Error | null, unknown];
+export type Reply = [Error | null, unknown];
 
 /**
  * Runs `calls` and resolves to their replies in order. On one server, one pipeline; on a cluster, one
@@ -116,14 +116,31 @@ export async function runSlotScripts(
   return replies.map(([, reply]) => reply);
 }
 
-type Pipeline = ReturnType<RedisClient['pipeline']>;
+export type Pipeline = ReturnType<RedisClient['pipeline']>;
 
-/** One pipeline per node (one in all on a single server); results in the order of `calls`. */
+/** One pipeline per node (one in all on a single server); one reply per call, in the order of `calls`. */
 async function pipelined(
   redis: RedisClient,
   calls: readonly SlotCall[],
   add: (p: Pipeline, call: SlotCall) => void,
 ): Promise<Reply[]> {
+  const groups = await pipelinedGroups(redis, calls, (p, call) => {
+    add(p, call);
+    return 1;
+  });
+  return groups.map((g) => g[0] ?? [new Error('redis pipeline lost a reply'), null]);
+}
+
+/**
+ * One pipeline per node (one in all on a single server); `add` queues a call's commands and says how
+ * many it queued. Resolves to each call's replies, in the order of `calls`. A pipeline that fails whole
+ * (a node gone mid-failover, a slot map that changed) fails each of its calls' commands the same way.
+ */
+export async function pipelinedGroups(
+  redis: RedisClient,
+  calls: readonly SlotCall[],
+  add: (p: Pipeline, call: SlotCall) => number,
+): Promise<Reply[][]> {
   const byNode = new Map<string, number[]>();
   let slots: Cluster['slots'] | undefined;
   if (redis.isCluster) {
@@ -140,24 +157,29 @@ async function pipelined(
     if (list) list.push(i);
     else byNode.set(node, [i]);
   });
-  const out = new Array<Reply>(calls.length);
+  const out = new Array<Reply[]>(calls.length);
   await Promise.all(
     [...byNode.values()].map(async (indexes) => {
       const p = redis.pipeline();
+      const counts: number[] = [];
       for (const i of indexes) {
         const call = calls[i];
-        if (call) add(p, call);
+        counts.push(call ? add(p, call) : 0);
       }
       let results: Reply[] | null;
       try {
         results = await p.exec();
       } catch (err) {
-        // A pipeline that failed whole (a node gone mid-failover) fails each of its calls the same way.
         const e = err instanceof Error ? err : new Error(String(err));
-        results = indexes.map(() => [e, null]);
+        results = counts.flatMap((n) => Array.from({ length: n }, (): Reply => [e, null]));
       }
       if (results === null) throw new Error('redis pipeline was discarded');
-      indexes.forEach((i, j) => (out[i] = results[j] ?? [new Error('redis pipeline lost a reply'), null]));
+      let at = 0;
+      indexes.forEach((i, j) => {
+        const n = counts[j] ?? 0;
+        out[i] = results.slice(at, at + n);
+        at += n;
+      });
     }),
   );
   return out;

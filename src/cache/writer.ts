@@ -1,7 +1,8 @@
 import type { Fence } from './fence.js';
 import type { RedisClient } from './redis-client.js';
 import { replaceHashes, replaceSortedSet, type HashEntry, type ScoredMember } from './replace.js';
-import { runSlotScripts, slotCalls, slotScript } from './slot-scripts.js';
+import { setFenced } from './fenced-sets.js';
+import { slotCalls } from './slot-scripts.js';
 
 export { FencedError, type Fence } from './fence.js';
 export type { RedisClient } from './redis-client.js';
@@ -36,22 +37,8 @@ export interface CacheWriter {
   replaceHashes(entries: readonly HashEntry[], ttlSec: number, signal: AbortSignal): Promise<number>;
 }
 
-/**
- * Sets each key with its TTL. Behind the fence prologue (fence.ts) this lands only if no newer leader
- * has written to the keys' hash slot (and, on one server, only while the lease holds our token).
- * KEYS: [fence…], k1..kn. ARGV: [epoch, token], ttl seconds, v1..vn.
- */
-const SET_SCRIPT = slotScript(`
-local ttl = ARGV[a0 + 1]
-local n = #KEYS - k0
-for i = 1, n do
-  redis.call('SET', KEYS[k0 + i], ARGV[a0 + 1 + i], 'EX', ttl)
-end
-return n
-`);
-
-/** Keys per Lua call: large enough to amortise round trips, small enough that one script never blocks
- * Redis for long. On a cluster a call holds one slot's keys, so most calls hold far fewer. */
+/** Keys per transaction (or script): large enough to amortise round trips, small enough that one never
+ * blocks Redis for long. On a cluster a call holds one slot's keys, so most calls hold far fewer. */
 const KEYS_PER_CALL = 500;
 /** Entries per pipeline flush. */
 const ENTRIES_PER_FLUSH = KEYS_PER_CALL * 8;
@@ -73,9 +60,9 @@ export class RedisCacheWriter implements CacheWriter {
         slice,
         (e) => e.key,
         KEYS_PER_CALL,
-        (chunk) => [ttl, ...chunk.map((e) => e.value)],
+        (chunk) => chunk.map((e) => e.value),
       );
-      await runSlotScripts(this.redis, this.fence, SET_SCRIPT, calls, 'cache write');
+      await setFenced(this.redis, this.fence, calls, ttl);
       written += slice.length;
       if (start + ENTRIES_PER_FLUSH < entries.length) await yieldToLoop();
     }
