@@ -30,6 +30,7 @@ import {
   type BaselineRun,
 } from './baselines.js';
 import { fmt, fmtSpread, percentile, round, spread, type Spread } from './stats.js';
+import { benchFencedWrites } from './writes.js';
 
 /**
  * `npm run bench [-- --quick | --users N --events N --reps N --keep --with-1m]`
@@ -1027,6 +1028,15 @@ async function main(): Promise<void> {
     const feed = await benchFeed(env);
     const trending = await benchTrending(env);
     const redisWrites = await benchRedisWrites(env, redisUrl, fence, suggestions.avgValueBytes);
+    // bench/writes.ts: fenced path vs redis-benchmark -P 64, and the cluster against one node.
+    const fencedWrites = await benchFencedWrites({
+      redisUrl,
+      clusterNodes: process.env.REDIS_CLUSTER_NODES,
+      valueBytes: suggestions.avgValueBytes,
+      keys: scale.redisWriteKeys / 2,
+      reps: scale.reps,
+      note,
+    });
     const lateness = await benchLateness(env, fence);
     const memory = await benchMemory(env, { admin, clickhouseUrl, redisUrl, mainDatabase: database });
 
@@ -1268,6 +1278,7 @@ async function main(): Promise<void> {
       feed,
       trending,
       redisWrites,
+      fencedWrites,
       lateness,
       memory,
       targets,
