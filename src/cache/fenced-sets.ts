@@ -1,20 +1,23 @@
-import { FencedError, classified, epochOf, requireToken, type Fence } from './fence.js';
+import { FencedError, epochOf, requireToken, type Fence } from './fence.js';
 import type { RedisClient } from './redis-client.js';
 import { pipelinedGroups, runSlotScripts, slotScript, type Reply, type SlotCall } from './slot-scripts.js';
 import { fenceKeyForSlot } from './slots.js';
 
 /**
- * The hot path of every job: many `SET key value EX ttl` behind the fence. A SET inside a Lua script
- * costs Redis several times a plain SET (measured in bench/writes.ts: the values are copied into
- * interned Lua strings and back), so the SETs go as plain commands in a transaction that the fence
- * guards with WATCH, per call (one hash slot):
+ * The hot path of every job: many `SET key value EX ttl` behind the fence. Values handed to a Lua
+ * script cost Redis several times a plain SET (bench/writes.ts measures it: they are copied into Lua
+ * strings and back), and one client command per key costs the client as much again; so each call (one
+ * hash slot, up to a few hundred keys) is six commands, a transaction that the fence guards with WATCH:
  *
  *   WATCH fence [lease]                 the transaction fails if either changes before EXEC
  *   EVAL check fence [lease] epoch [token]
  *                                       FENCED if a newer epoch wrote this slot (or, on one server, the
  *                                       lease is not ours); it then touches the fence key, which makes
  *                                       this connection's own EXEC fail
- *   MULTI, EVAL raise fence epoch, SET … EX ttl × n, EXEC
+ *   MULTI
+ *   MSET k1 v1 … kn vn                  the values, as plain command arguments
+ *   EVAL raise-and-expire fence k1..kn  raises the fence to the epoch, sets each key's TTL (keys only)
+ *   EXEC                                all of it at once: no reader sees a value without its TTL
  *
  * The guarantee is the script path's: no SET lands in a slot after a newer epoch's write there. A
  * transaction that fails for any other reason (a concurrent writer touched the fence, a redirection, a
@@ -36,17 +39,27 @@ end
 return 1
 `;
 
-/** KEYS: fence. ARGV: epoch. Raises the fence to the epoch (never lowers it). */
-const RAISE_LUA = `
-if tonumber(ARGV[1]) > tonumber(redis.call('GET', KEYS[1]) or '0') then
-  redis.call('SET', KEYS[1], ARGV[1])
+/**
+ * KEYS: [fence,] k1..kn. ARGV: epoch ('' without a fence), ttl. Raises the fence to the epoch (never
+ * lowers it), then gives each key its TTL.
+ */
+const RAISE_AND_EXPIRE_LUA = `
+local first = 1
+if ARGV[1] ~= '' then
+  first = 2
+  if tonumber(ARGV[1]) > tonumber(redis.call('GET', KEYS[1]) or '0') then
+    redis.call('SET', KEYS[1], ARGV[1])
+  end
 end
-return 1
+for i = first, #KEYS do
+  redis.call('EXPIRE', KEYS[i], ARGV[2])
+end
+return #KEYS - first + 1
 `;
 
 /**
  * Sets each key with its TTL. KEYS: [fence…], k1..kn. ARGV: [epoch, token], ttl seconds, v1..vn. The
- * script form of the same write, for retries and unfenced writes on a cluster.
+ * script form of the same write, for retries (it follows redirections call by call).
  */
 export const SET_SCRIPT = slotScript(`
 local ttl = ARGV[a0 + 1]
@@ -61,8 +74,8 @@ return n
 export type SetCall = SlotCall;
 
 /**
- * Writes each call's keys (`keys[i]` = `args[i]`) with `ttl`. Without a fence on one server: plain
- * pipelined SETs. Otherwise one guarded transaction per call, pipelined per node.
+ * Writes each call's keys (`keys[i]` = `args[i]`) with `ttl`: one transaction per call (guarded by the
+ * fence when there is one), pipelined per node.
  *
  * @throws FencedError (after `fence.lost()`) when the fence refused any call; otherwise the first
  *   error that survived the script retry.
@@ -73,41 +86,36 @@ export async function setFenced(
   calls: readonly SetCall[],
   ttl: string,
 ): Promise<void> {
-  if (!fence) {
-    if (redis.isCluster) {
-      // Unfenced SETs of many slots: the script path groups and redirects them.
-      await runSlotScripts(redis, undefined, SET_SCRIPT, withTtl(calls, ttl), 'cache write');
-      return;
-    }
-    const replies = await pipelinedGroups(redis, calls, (p, call) => {
-      call.keys.forEach((key, i) => p.set(key, call.args[i] ?? '', 'EX', ttl));
-      return call.keys.length;
-    });
-    const failed = replies.flat().find(([err]) => err !== null)?.[0];
-    if (failed) throw classified(failed);
-    return;
-  }
-  const token = requireToken(fence, 'cache write');
-  const epoch = epochOf(token);
+  const token = fence ? requireToken(fence, 'cache write') : undefined;
+  const epoch = token === undefined ? '' : epochOf(token);
   const cluster = redis.isCluster;
   const replies = await pipelinedGroups(redis, calls, (p, call) => {
+    const pairs: string[] = [];
+    call.keys.forEach((key, i) => pairs.push(key, call.args[i] ?? ''));
+    if (!fence || token === undefined) {
+      p.call('MULTI');
+      p.call('MSET', ...pairs);
+      p.eval(RAISE_AND_EXPIRE_LUA, call.keys.length, ...call.keys, '', ttl);
+      p.call('EXEC');
+      return 4;
+    }
     const fenceKey = fenceKeyForSlot(fence.key, call.slot);
     const guard = cluster ? [fenceKey] : [fenceKey, fence.key];
     p.watch(...guard);
     p.eval(CHECK_LUA, guard.length, ...guard, epoch, cluster ? '' : token);
-    p.call('MULTI');
-    p.eval(RAISE_LUA, 1, fenceKey, epoch);
-    call.keys.forEach((key, i) => p.set(key, call.args[i] ?? '', 'EX', ttl));
     // MULTI and EXEC as plain commands: the pipeline itself is sent by pipelinedGroups.
+    p.call('MULTI');
+    p.call('MSET', ...pairs);
+    p.eval(RAISE_AND_EXPIRE_LUA, call.keys.length + 1, fenceKey, ...call.keys, epoch, ttl);
     p.call('EXEC');
-    return call.keys.length + 5;
+    return 6;
   });
   const retry: SetCall[] = [];
   for (const [i, call] of calls.entries()) {
-    const outcome = transactionOutcome(replies[i] ?? []);
+    const outcome = transactionOutcome(replies[i] ?? [], fence !== undefined);
     if (outcome === 'ok') continue;
     if (outcome instanceof FencedError) {
-      fence.lost();
+      fence?.lost();
       throw outcome;
     }
     retry.push(call);
@@ -121,11 +129,11 @@ function withTtl(calls: readonly SetCall[], ttl: string): SlotCall[] {
 }
 
 /**
- * What one guarded transaction's replies mean: `ok` when EXEC applied every command; a FencedError when
- * the check refused; otherwise the reason to send it again (EXEC aborted, a redirection, a lost reply).
+ * What one transaction's replies mean: `ok` when EXEC applied every command; a FencedError when the
+ * check refused; otherwise the reason to send it again (EXEC aborted, a redirection, a lost reply).
  */
-function transactionOutcome(replies: readonly Reply[]): 'ok' | FencedError | 'retry' {
-  const check = replies[1]?.[0];
+function transactionOutcome(replies: readonly Reply[], fenced: boolean): 'ok' | FencedError | 'retry' {
+  const check = fenced ? replies[1]?.[0] : undefined;
   if (check?.message.includes('FENCED')) {
     return new FencedError('cache write rejected by the leader fence', { cause: check });
   }
