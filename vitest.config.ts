@@ -21,6 +21,7 @@ const SERIAL_INTEGRATION = [
   'test/integration/shutdown.test.ts',
   'test/integration/secure.test.ts',
   'test/integration/redis-cluster-faults.test.ts',
+  'test/integration/sentinel-failover.test.ts',
 ];
 
 const integration = {

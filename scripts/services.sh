@@ -9,19 +9,23 @@
 #   scripts/services.sh up --redis-cluster six redis-server nodes forming a Redis Cluster (3 masters, 1
 #                                          replica each; see scripts/services/redis-cluster.sh); writes
 #                                          .services/redis-cluster/env (REDIS_CLUSTER_NODES)
-#   scripts/services.sh down               stop every server of both sets
+#   scripts/services.sh up --sentinel      a Redis master, a replica and three sentinels (see
+#                                          scripts/services/sentinel.sh); writes .services/sentinel/env
+#   scripts/services.sh down               stop every server of every set
 #   scripts/services.sh status             one line per server: name, running/stopped, pid, port
 #   scripts/services.sh stop  <name>       stop one (SIGTERM, then SIGKILL after a grace period)
 #   scripts/services.sh start <name>       start one and wait until it answers
 #                                          (name: redis | clickhouse | kafka | secure_redis |
 #                                          secure_clickhouse | secure_clickhouse_tls | secure_kafka |
-#                                          redis_cluster_1 … redis_cluster_6)
+#                                          sentinel_master | sentinel_replica | sentinel_1..3 |
+#                                          redis_cluster_1 … redis_cluster_6; `-` for `_`)
 #
 # Ports (environment overrides): REDIS_PORT=16379, CLICKHOUSE_HTTP_PORT=18123, CLICKHOUSE_TCP_PORT=19000,
 # KAFKA_PORT=19092, KAFKA_CONTROLLER_PORT=19093; secure set: SECURE_REDIS_PORT=27579,
 # SECURE_CLICKHOUSE_HTTPS_PORT=27543, SECURE_CLICKHOUSE_HTTP_PORT=27544 (loopback, behind the TLS
-# terminator), SECURE_KAFKA_PORT=27592, SECURE_KAFKA_CONTROLLER_PORT=27593; cluster: REDIS_CLUSTER_PORT_BASE=17001
-# (nodes on 17001-17006, cluster bus on port + 10000).
+# terminator), SECURE_KAFKA_PORT=27592, SECURE_KAFKA_CONTROLLER_PORT=27593; sentinel set:
+# SENTINEL_MASTER_PORT=17601, SENTINEL_REPLICA_PORT=17602, SENTINEL_PORTS=17611,17612,17613; cluster:
+# REDIS_CLUSTER_PORT_BASE=17001 (nodes on 17001-17006, cluster bus on port + 10000).
 # State (data, logs, pid files): <repo>/.services/<name>/ and .services/<name>.pid (the server's own pid).
 # Downloads and builds are cached per machine in
 # ${CACHE_REFRESHER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/cache-refresher}, in versioned directories that
@@ -64,6 +68,8 @@ TMP_DIRS=()
 
 # shellcheck source=services/secure.sh
 source "$HELPERS/secure.sh"
+# shellcheck source=services/sentinel.sh
+source "$HELPERS/sentinel.sh"
 # shellcheck source=services/redis-cluster.sh
 source "$HELPERS/redis-cluster.sh"
 
@@ -85,8 +91,9 @@ trap 'exit 143' TERM
 
 usage() {
   cat >&2 <<'EOF'
-usage: scripts/services.sh up [--secure | --redis-cluster] | down | status | stop <name> | start <name>
+usage: scripts/services.sh up [--secure | --sentinel | --redis-cluster] | down | status | stop <name> | start <name>
        name: redis | clickhouse | kafka | secure_redis | secure_clickhouse | secure_clickhouse_tls | secure_kafka
+             | sentinel_master | sentinel_replica | sentinel_1 | sentinel_2 | sentinel_3
              | redis_cluster_1 … redis_cluster_6
 EOF
   exit 2
@@ -240,6 +247,7 @@ pid_file() { printf '%s/%s.pid' "$STATE" "$1"; }
 
 state_dir() { # name -> its data/log directory
   case $1 in
+    sentinel_*) printf '%s/%s' "$SENTINEL_STATE" "${1#sentinel_}" ;;
     secure_clickhouse_tls) printf '%s/clickhouse-tls' "$SECURE" ;;
     secure_*) printf '%s/%s' "$SECURE" "${1#secure_}" ;;
     *) printf '%s/%s' "$STATE" "$1" ;;
@@ -249,6 +257,7 @@ state_dir() { # name -> its data/log directory
 # What the server's command line must contain, so a reused pid is never taken for our server.
 signature() {
   case $1 in
+    sentinel_*) sentinel_signature "$1" ;;
     redis) printf 'redis-server' ;;
     clickhouse) printf -- '--path=%s/clickhouse/data' "$STATE" ;;
     kafka) printf '%s/kafka/server.properties' "$STATE" ;;
@@ -262,6 +271,7 @@ signature() {
 
 ports_of() {
   case $1 in
+    sentinel_*) sentinel_port_of "$1" ;;
     redis) printf '%s' "$REDIS_PORT" ;;
     clickhouse) printf '%s,%s' "$CLICKHOUSE_HTTP_PORT" "$CLICKHOUSE_TCP_PORT" ;;
     kafka) printf '%s,%s' "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT" ;;
@@ -333,6 +343,7 @@ wait_gone() { # pid seconds
 stop_pid() { # name pid
   local name=$1 pid=$2 grace
   case $name in
+    sentinel_*) grace=$STOP_GRACE_REDIS ;;
     redis | secure_redis | secure_clickhouse_tls | redis_cluster_*) grace=$STOP_GRACE_REDIS ;;
     clickhouse | secure_clickhouse) grace=$STOP_GRACE_CLICKHOUSE ;;
     kafka | secure_kafka) grace=$STOP_GRACE_KAFKA ;;
@@ -349,6 +360,7 @@ stop_pid() { # name pid
 
 log_files() {
   case $1 in
+    sentinel_*) sentinel_log_files "$1" ;;
     redis) printf '%s\n' "$STATE/redis/redis.log" "$STATE/redis/redis.out" ;;
     clickhouse) printf '%s\n' "$STATE/clickhouse/clickhouse.log" "$STATE/clickhouse/clickhouse.out" ;;
     kafka) printf '%s\n' "$STATE/kafka/server.log" "$STATE/kafka/kafka.out" ;;
@@ -476,6 +488,7 @@ launch_kafka() {
 
 install_for() {
   case $1 in
+    sentinel_*) ensure_sentinel_installed ;;
     redis) ensure_redis_installed ;;
     clickhouse)
       need_cmd curl curl
@@ -528,6 +541,7 @@ finish_service() {
   local name=$1 pid_var=PID_$1 begin_var=BEGIN_$1 t0_var=T0_$1 timeout probe deadline
   local pid=${!pid_var} begin=${!begin_var} t0=${!t0_var}
   case $name in
+    sentinel_*) timeout=$READY_TIMEOUT_REDIS ;;
     redis | secure_redis | secure_clickhouse_tls | redis_cluster_*) timeout=$READY_TIMEOUT_REDIS ;;
     clickhouse | secure_clickhouse) timeout=$READY_TIMEOUT_CLICKHOUSE ;;
     kafka | secure_kafka) timeout=$READY_TIMEOUT_KAFKA ;;
@@ -616,6 +630,7 @@ take_lock() {
 
 valid_name() {
   case ${1:-} in
+    sentinel_master | sentinel_replica | sentinel_1 | sentinel_2 | sentinel_3) return 0 ;;
     redis | clickhouse | kafka | secure_redis | secure_clickhouse | secure_clickhouse_tls | secure_kafka) return 0 ;;
     redis_cluster_[1-6]) return 0 ;;
     *) usage ;;
@@ -651,6 +666,10 @@ main() {
         up_secure
         return
       fi
+      if [[ $# -eq 2 && $2 == --sentinel ]]; then
+        up_sentinel
+        return
+      fi
       if [[ $# -eq 2 && $2 == --redis-cluster ]]; then
         up_redis_cluster
         return
@@ -674,25 +693,29 @@ main() {
     down)
       [[ $# -eq 1 ]] || usage
       take_lock
-      for name in "${REDIS_CLUSTER_SERVICES[@]}" secure_kafka secure_clickhouse_tls secure_clickhouse secure_redis \
-        kafka clickhouse redis; do
+      for name in "${SENTINEL_WATCHERS[@]}" "${SENTINEL_NODES[@]}"; do
+        stop_service "$name"
+      done
+      for name in "${REDIS_CLUSTER_SERVICES[@]}" secure_kafka secure_clickhouse_tls secure_clickhouse secure_redis kafka clickhouse redis; do
         stop_service "$name"
       done
       ;;
     status)
       [[ $# -eq 1 ]] || usage
-      for name in "${SERVICES[@]}" "${SECURE_SERVICES[@]}" "${REDIS_CLUSTER_SERVICES[@]}"; do
+      for name in "${SERVICES[@]}" "${SECURE_SERVICES[@]}" "${SENTINEL_SERVICES[@]}" "${REDIS_CLUSTER_SERVICES[@]}"; do
         status_line "$name"
       done
       ;;
     stop)
       [[ $# -eq 2 ]] || usage
+      set -- "$1" "${2//-/_}" # sentinel-master is sentinel_master
       valid_name "$2"
       take_lock
       stop_service "$2"
       ;;
     start)
       [[ $# -eq 2 ]] || usage
+      set -- "$1" "${2//-/_}"
       valid_name "$2"
       take_lock
       install_for "$2"
@@ -700,11 +723,12 @@ main() {
       begin_service "$2"
       finish_service "$2"
       [[ $2 != secure_kafka ]] || grant_secure_kafka_acls
-      if [[ $2 == secure_* ]]; then
-        write_secure_env
-      elif [[ $2 != redis_cluster_* ]]; then
-        write_env
-      fi
+      case $2 in
+        sentinel_*) write_sentinel_env ;;
+        redis_cluster_*) ;;
+        secure_*) write_secure_env ;;
+        *) write_env ;;
+      esac
       ;;
     *) usage ;;
   esac

@@ -18,6 +18,7 @@ import {
   clickhouseTlsOptions,
   kafkaSecurityOptions,
   redisSecurityOptions,
+  redisSentinelOptions,
   redisStandaloneOptions,
 } from './connection-options.js';
 
@@ -51,8 +52,9 @@ const REDIS_CONNECTION = {
 } as const;
 
 /**
- * The Redis client of `config.redisTopology` (CONTRACT §12): a cluster client for `REDIS_CLUSTER_NODES`,
- * else one server from `REDIS_URL`. Without a topology (scripts that build a config by hand), standalone.
+ * The Redis client of `config.redisTopology` (CONTRACT §12; standalone when absent): a cluster client for
+ * `REDIS_CLUSTER_NODES`, else the server `REDIS_URL` names or the master the sentinels name (following it
+ * across failovers, see `redisSentinelOptions`).
  */
 export function createRedis(
   config: Pick<Config, 'redisUrl'> & Partial<Pick<Config, 'redisTopology'>> & Secured<'redis'>,
@@ -63,19 +65,28 @@ export function createRedis(
   return createStandaloneRedis(config, log);
 }
 
-/** One server from `REDIS_URL`: host, port, database, credentials and TLS. */
+/**
+ * One server: the one `REDIS_URL` names (host, port, database, credentials, TLS), or with a sentinel
+ * topology the master the sentinels name.
+ */
 export function createStandaloneRedis(
-  config: Pick<Config, 'redisUrl'> & Secured<'redis'>,
+  config: Pick<Config, 'redisUrl'> & Partial<Pick<Config, 'redisTopology'>> & Secured<'redis'>,
   log: Logger,
 ): Redis {
+  const topology = config.redisTopology;
+  const sentinel = topology?.kind === 'sentinel' ? topology : undefined;
   const redis = new Redis({
-    ...redisStandaloneOptions(config.redisUrl, config.security?.redis),
     ...REDIS_CONNECTION,
     lazyConnect: true,
     retryStrategy: (times) => Math.min(times * 200, 2_000),
     enableAutoPipelining: false,
+    // Last: a topology's own reconnection policy replaces the defaults above.
+    ...(sentinel
+      ? redisSentinelOptions(config.redisUrl, sentinel, config.security?.redis)
+      : redisStandaloneOptions(config.redisUrl, config.security?.redis)),
   });
   logRedisErrors(redis, config.redisUrl, log);
+  if (sentinel) followSentinelMaster(redis, sentinel.name, log);
   return redis;
 }
 
@@ -123,16 +134,39 @@ function logRedisErrors(redis: RedisClient, redisUrl: string, log: Logger): void
   // Registered first, so every later listener (and log line) sees the error without credentials.
   redis.on('error', hideAuthArguments);
   redis.on('error', (err: Error) => {
-    // ioredis emits the same error on every reconnect attempt; log each distinct message once.
-    if (err.message !== lastError) {
+    // ioredis emits the same error on every reconnect attempt; log each distinct message once. (With
+    // sentinels the message carries the growing retry delay: "Retrying from scratch after 300ms".)
+    const message = err.message.replace(/after \d+ms/, 'after a delay');
+    if (message !== lastError) {
       const cause = explainConnectionError('redis', err, { tls: redisUrl.startsWith('rediss:') });
       log.warn({ err, cause }, `redis connection error: ${cause}`);
     }
-    lastError = err.message;
+    lastError = message;
   });
   redis.on('ready', () => {
     if (lastError !== '') log.info('redis connection restored');
     lastError = '';
+  });
+}
+
+/**
+ * Logs which master the sentinels named each time the client connects, so a failover shows in the log as
+ * the address changing; a sentinel that could not be asked is a debug line (ioredis asks the next one,
+ * and emits `error` itself once all of them failed).
+ */
+function followSentinelMaster(redis: Redis, name: string, log: Logger): void {
+  let master: string | undefined;
+  redis.on('sentinelError', (err: Error) => {
+    log.debug({ err }, `redis sentinel not usable: ${err.message}`);
+  });
+  redis.on('ready', () => {
+    const address = `${redis.stream.remoteAddress ?? '?'}:${redis.stream.remotePort ?? '?'}`;
+    if (address === master) return;
+    if (master === undefined)
+      log.info({ master: address, sentinel_name: name }, 'redis master from sentinels');
+    else
+      log.warn({ master: address, previous: master, sentinel_name: name }, 'redis master changed (failover)');
+    master = address;
   });
 }
 

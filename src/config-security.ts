@@ -35,7 +35,17 @@ export interface ConnectionSecurity {
    * and, for a `rediss://` URL, the TLS trust (`REDIS_TLS_CA_FILE`). Shared by every Redis client the
    * sidecar makes (standalone today; cluster and sentinel clients take the same options).
    */
-  redis: { username: string | undefined; password: string | undefined; tls: TlsTrust | undefined };
+  redis: {
+    username: string | undefined;
+    password: string | undefined;
+    tls: TlsTrust | undefined;
+    /**
+     * The sentinels' own ACL user and password (`REDIS_SENTINEL_USERNAME`, `REDIS_SENTINEL_PASSWORD` or
+     * `REDIS_SENTINEL_PASSWORD_FILE`), when they differ from the data nodes' (sentinels protected with
+     * `requirepass` or ACLs); absent or undefined fields: the sentinels are asked without AUTH.
+     */
+    sentinel?: { username: string | undefined; password: string | undefined };
+  };
   /** For an `https://` `CLICKHOUSE_URL`: the TLS trust (`CLICKHOUSE_TLS_CA_FILE`). */
   clickhouse: { tls: TlsTrust | undefined };
   /** `KAFKA_SSL` with `KAFKA_SSL_CA_FILE`, and SASL (`KAFKA_SASL_*`); undefined when off. */
@@ -192,10 +202,26 @@ function readRedis(r: SecurityReader): ConnectionSecurity['redis'] {
       `a CA only with a rediss:// REDIS_URL (REDIS_URL is ${parsed.protocol}//)`,
     );
   }
+  const sentinelUser = r.raw('REDIS_SENTINEL_USERNAME');
+  const sentinelPassword = r.secret('REDIS_SENTINEL_PASSWORD');
+  if (
+    (sentinelUser !== undefined || sentinelPassword !== undefined) &&
+    r.raw('REDIS_SENTINELS') === undefined
+  ) {
+    const name = sentinelUser !== undefined ? 'REDIS_SENTINEL_USERNAME' : 'REDIS_SENTINEL_PASSWORD';
+    r.problem(
+      name,
+      sentinelUser ?? describeSecret(sentinelPassword ?? ''),
+      'unset unless REDIS_SENTINELS is set (it is how the sidecar logs in to the sentinels)',
+    );
+  }
   return {
     username: urlUser,
     password: password ?? urlPassword,
     tls: tls ? (trust ?? { caFile: undefined, ca: undefined }) : undefined,
+    ...(sentinelUser !== undefined || sentinelPassword !== undefined
+      ? { sentinel: { username: sentinelUser, password: sentinelPassword } }
+      : {}),
   };
 }
 

@@ -45,6 +45,11 @@ export const KNOWN_ELSEWHERE: readonly string[] = [
   'SECURE_CLICKHOUSE_HTTP_PORT',
   'SECURE_KAFKA_PORT',
   'SECURE_KAFKA_CONTROLLER_PORT',
+  // ... and its sentinel set (`up --sentinel`; .services/sentinel/env exports the first two)
+  'SENTINEL_MASTER_PORT',
+  'SENTINEL_REPLICA_PORT',
+  'SENTINEL_PORTS',
+  'SENTINEL_MASTER_NAME',
   'CACHE_REFRESHER_CACHE',
 ];
 

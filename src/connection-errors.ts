@@ -111,6 +111,12 @@ export function connectionCause(
     return `TLS failed: the server does not speak TLS on this port (use ${s.tlsOff}, or the server's TLS port)`;
   if (opts.tls && /disconnected before secure TLS connection|ETIMEDOUT|Connection timeout/i.test(message))
     return `TLS failed: no TLS handshake with the server: it may not speak TLS on this port (use ${s.tlsOff}, or the server's TLS port), or it is unreachable`;
+  // ioredis's Sentinel client, after asking every sentinel in turn (its "Last error" alone would point
+  // at the data nodes' settings).
+  if (service === 'redis' && /All sentinels are unreachable/.test(message))
+    return /WRONGPASS|NOAUTH/.test(message)
+      ? 'the sentinels refused the login (check REDIS_SENTINEL_USERNAME and REDIS_SENTINEL_PASSWORD)'
+      : 'no sentinel of REDIS_SENTINELS answered (check the addresses, and REDIS_SENTINEL_PASSWORD if they require AUTH)';
   if (
     /WRONGPASS|NOAUTH|AUTHENTICATION_FAILED|Authentication failed|authentication failed|SASL.*(failed|Authentication)|invalid username-password/i.test(
       message,

@@ -7,6 +7,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { RunnerProcess } from '../fixtures/child.js';
+import { servicesEnv } from './env.js';
 
 const CLI = fileURLToPath(new URL('../../dist/cli.js', import.meta.url));
 
@@ -82,5 +84,39 @@ describe('invalid Redis topology exits 2 before connecting', () => {
     // Give a late connection attempt a moment to show up before asserting there was none.
     await new Promise((resolve) => setTimeout(resolve, 200));
     expect(connections).toBe(0);
+  });
+});
+
+describe('sentinels that do not answer', () => {
+  it('are one warning per outage naming REDIS_SENTINELS, not one per retry, and no crash', async () => {
+    // A port nothing listens on: bound, then released.
+    const probe = createServer();
+    await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve));
+    const port = (probe.address() as AddressInfo).port;
+    await new Promise((resolve) => probe.close(resolve));
+    const runner = new RunnerProcess(
+      {
+        REDIS_SENTINELS: `127.0.0.1:${port}`,
+        REDIS_SENTINEL_NAME: 'mymaster',
+        CLICKHOUSE_URL: servicesEnv().clickhouseUrl,
+        CACHE_KEY_PREFIX: `test-sentinel-down-${randomUUID()}`,
+        HTTP_PORT: '0',
+        DLQ_SPOOL_DIR: path.join(os.tmpdir(), `cache-refresher-test-${randomUUID()}`),
+      },
+      [],
+    );
+    try {
+      await runner.httpPort();
+      // Several rounds of "All sentinels are unreachable. Retrying from scratch after N ms".
+      await new Promise((resolve) => setTimeout(resolve, 3_000));
+      const warnings = runner.logs((l) => String(l.msg).startsWith('redis connection error'));
+      expect(warnings.map((w) => w.msg)).toEqual([
+        expect.stringMatching(/^redis connection error: no sentinel of REDIS_SENTINELS answered/),
+      ]);
+      expect((await runner.request('GET', '/readyz')).status).toBe(503);
+    } finally {
+      runner.kill('SIGKILL');
+      await runner.exited;
+    }
   });
 });

@@ -1,6 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { ConfigError, parseConfig } from '../../src/config.js';
 import { formatNodeAddress, readRedisTopology } from '../../src/config-topology.js';
+import { connectionCause } from '../../src/connection-errors.js';
+import { isReadOnlyReplicaError, redisSentinelOptions } from '../../src/connection-options.js';
 
 /** The problems of an environment as `name: value -> expected`, via the whole of parseConfig. */
 function problemsOf(env: Record<string, string>): string[] {
@@ -143,5 +145,95 @@ describe('Redis topology (REDIS_CLUSTER_NODES, REDIS_SENTINELS, REDIS_SENTINEL_N
       'REDIS_SENTINELS',
       'REDIS_SENTINEL_NAME',
     ]);
+  });
+});
+
+describe('Sentinel client options', () => {
+  const topology = {
+    kind: 'sentinel',
+    name: 'mymaster',
+    sentinels: [
+      { host: 's1', port: 26379 },
+      { host: '::1', port: 26380 },
+    ],
+  } as const;
+
+  it("asks the sentinels for the master; REDIS_URL's credentials and database apply to the master, its host not at all", () => {
+    const o = redisSentinelOptions('redis://app:pw@ignored.example:1/2', topology);
+    expect(o).toMatchObject({
+      sentinels: [
+        { host: 's1', port: 26379 },
+        { host: '::1', port: 26380 },
+      ],
+      name: 'mymaster',
+      role: 'master',
+      db: 2,
+      username: 'app',
+      password: 'pw',
+      failoverDetector: true,
+    });
+    expect(o).not.toHaveProperty('host');
+    expect(o).not.toHaveProperty('port');
+    expect(o).not.toHaveProperty('tls');
+    expect(o).not.toHaveProperty('sentinelPassword');
+  });
+
+  it('rediss:// means TLS to the master and to the sentinels, with the same CA', () => {
+    const o = redisSentinelOptions('rediss://h:1', topology, {
+      username: undefined,
+      password: undefined,
+      tls: { caFile: '/ca.pem', ca: 'PEM' },
+    });
+    expect(o).toMatchObject({
+      tls: { ca: 'PEM' },
+      sentinelTLS: { ca: 'PEM' },
+      enableTLSForSentinelMode: true,
+    });
+  });
+
+  it('logs in to the sentinels with REDIS_SENTINEL_USERNAME/PASSWORD, only with sentinels', () => {
+    const c = parseConfig({
+      REDIS_SENTINELS: 's1:26379',
+      REDIS_SENTINEL_NAME: 'mymaster',
+      REDIS_SENTINEL_USERNAME: 'watcher',
+      REDIS_SENTINEL_PASSWORD: 's3cret',
+      REDIS_URL: 'redis://:datapw@x',
+    });
+    expect(c.security.secrets).toContain('s3cret');
+    if (c.redisTopology.kind !== 'sentinel') throw new Error('expected a sentinel topology');
+    expect(redisSentinelOptions(c.redisUrl, c.redisTopology, c.security.redis)).toMatchObject({
+      password: 'datapw',
+      sentinelUsername: 'watcher',
+      sentinelPassword: 's3cret',
+    });
+    expect(problemsOf({ REDIS_SENTINEL_PASSWORD: 's3cret' })).toEqual([
+      'REDIS_SENTINEL_PASSWORD: "<secret of 6 characters>" -> unset unless REDIS_SENTINELS is set (it is how the sidecar logs in to the sentinels)',
+    ]);
+  });
+
+  it('reconnects and resends on READONLY only (a demoted master), and retries reconnects within 0.5 s', () => {
+    const o = redisSentinelOptions('redis://h:1', topology);
+    const onError = o.reconnectOnError as (err: Error) => boolean | 1 | 2;
+    expect(onError(new Error("READONLY You can't write against a read only replica."))).toBe(2);
+    expect(onError(new Error('FENCED lease lost'))).toBe(false);
+    expect(onError(new Error('ERR unknown command'))).toBe(false);
+    expect(isReadOnlyReplicaError(new Error('READONLY x'))).toBe(true);
+    const retry = o.retryStrategy as (times: number) => number;
+    expect([1, 3, 5, 50].map(retry)).toEqual([100, 300, 500, 500]);
+  });
+});
+
+describe('Sentinel connection errors', () => {
+  it('point at the sentinel settings, not at the data nodes', () => {
+    const unreachable = new Error(
+      'All sentinels are unreachable. Retrying from scratch after 100ms. Last error: Connection is closed.',
+    );
+    expect(connectionCause('redis', unreachable, { tls: false })).toMatch(
+      /^no sentinel of REDIS_SENTINELS answered/,
+    );
+    const refused = new Error(
+      'All sentinels are unreachable. Retrying from scratch after 100ms. Last error: WRONGPASS invalid username-password pair',
+    );
+    expect(connectionCause('redis', refused, { tls: false })).toMatch(/REDIS_SENTINEL_PASSWORD\)$/);
   });
 });
