@@ -74,13 +74,36 @@ return n
 export type SetCall = SlotCall;
 
 /**
- * Writes each call's keys (`keys[i]` = `args[i]`) with `ttl`: one transaction per call (guarded by the
- * fence when there is one), pipelined per node.
+ * Below this many keys a call goes as the one fenced script (one command) rather than the six-command
+ * transaction: on a cluster most slots get one or two keys of a chunk.
+ */
+const MIN_KEYS_PER_TRANSACTION = 8;
+
+/**
+ * Writes each call's keys (`keys[i]` = `args[i]`) with `ttl`: one transaction per call of at least
+ * `MIN_KEYS_PER_TRANSACTION` keys, one script per smaller call (both guarded by the fence when there is
+ * one), pipelined per node.
  *
  * @throws FencedError (after `fence.lost()`) when the fence refused any call; otherwise the first
  *   error that survived the script retry.
  */
 export async function setFenced(
+  redis: RedisClient,
+  fence: Fence | undefined,
+  calls: readonly SetCall[],
+  ttl: string,
+): Promise<void> {
+  const small = calls.filter((c) => c.keys.length < MIN_KEYS_PER_TRANSACTION);
+  const large = small.length === 0 ? calls : calls.filter((c) => c.keys.length >= MIN_KEYS_PER_TRANSACTION);
+  await Promise.all([
+    small.length > 0
+      ? runSlotScripts(redis, fence, SET_SCRIPT, withTtl(small, ttl), 'cache write')
+      : undefined,
+    large.length > 0 ? setInTransactions(redis, fence, large, ttl) : undefined,
+  ]);
+}
+
+async function setInTransactions(
   redis: RedisClient,
   fence: Fence | undefined,
   calls: readonly SetCall[],
