@@ -1,4 +1,4 @@
-import { FencedError, epochOf, requireToken, type Fence } from './fence.js';
+import { FencedError, classified, epochOf, requireToken, type Fence } from './fence.js';
 import type { RedisClient } from './redis-client.js';
 import { pipelinedGroups, runSlotScripts, slotScript, type Reply, type SlotCall } from './slot-scripts.js';
 import { fenceKeyForSlot } from './slots.js';
@@ -141,6 +141,10 @@ async function setInTransactions(
       fence?.lost();
       throw outcome;
     }
+    // On one server an error reply (Redis gone, out of memory) would only fail again: the run's own
+    // retries deal with it. A cluster's (a redirection, a failover) is worth the script path.
+    const failed = (replies[i] ?? []).find(([err]) => err !== null)?.[0];
+    if (failed && !cluster) throw classified(failed);
     retry.push(call);
   }
   if (retry.length > 0) await runSlotScripts(redis, fence, SET_SCRIPT, withTtl(retry, ttl), 'cache write');

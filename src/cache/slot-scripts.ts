@@ -79,7 +79,9 @@ export async function runSlotScripts(
     err !== null &&
     (err.message.startsWith('NOSCRIPT') ||
       isClusterTransient(err) ||
-      isConnectionError(err) ||
+      // A connection lost on a cluster may be a failover the client follows; on one server, Redis is
+      // away and the run's own retries wait for it.
+      (cluster && isConnectionError(err)) ||
       // The slot map changed between grouping and sending (a redirection updated it).
       err.message.startsWith('All keys in the pipeline should belong'));
   let retry = pending(calls, replies, again);
