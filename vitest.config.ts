@@ -24,6 +24,7 @@ const SERIAL_INTEGRATION = [
   // the parallel run, declarative-jobs.test.ts (jobs every second, 1 s timeouts) failed twice here.
   'test/integration/clickhouse-cluster.test.ts',
   'test/integration/secure.test.ts',
+  'test/integration/redis-cluster-faults.test.ts',
   'test/integration/sentinel-failover.test.ts',
 ];
 

@@ -8,7 +8,7 @@ import type { Redis } from 'ioredis';
 import { pino } from 'pino';
 import { keys } from '../src/cache/keys.js';
 import { RedisCacheWriter, type Fence } from '../src/cache/writer.js';
-import { createRedis } from '../src/clients.js';
+import { createStandaloneRedis } from '../src/clients.js';
 import { migrate } from '../src/clickhouse/schema.js';
 import { seedDatabase } from '../src/clickhouse/seed.js';
 import { incrementalSuggestedUsers, SuggestedUsersJob } from '../src/jobs/suggested-users.js';
@@ -382,7 +382,10 @@ async function standalone(): Promise<void> {
   const note = (m: string): void =>
     void process.stderr.write(`[incremental ${new Date().toISOString().slice(11, 19)}] ${m}\n`);
   const clickhouseUrl = process.env.CLICKHOUSE_URL ?? 'http://127.0.0.1:8123';
-  const redis = createRedis({ redisUrl: process.env.REDIS_URL ?? 'redis://127.0.0.1:6379' }, silent);
+  const redis = createStandaloneRedis(
+    { redisUrl: process.env.REDIS_URL ?? 'redis://127.0.0.1:6379' },
+    silent,
+  );
   await redis.connect();
   const database = `bench_incr_${randomBytes(4).toString('hex')}`;
   const prefix = `bench-incr-${randomBytes(4).toString('hex')}`;

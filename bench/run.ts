@@ -12,7 +12,7 @@ import type { Redis } from 'ioredis';
 import { pino } from 'pino';
 import { keys } from '../src/cache/keys.js';
 import { RedisCacheWriter, yieldToLoop, type CacheEntry, type Fence } from '../src/cache/writer.js';
-import { createClickHouse, createRedis } from '../src/clients.js';
+import { createClickHouse, createStandaloneRedis } from '../src/clients.js';
 import { migrate } from '../src/clickhouse/schema.js';
 import { seedDatabase } from '../src/clickhouse/seed.js';
 import { SUGGESTED_USERS_BATCH_DEFAULTS, type JobSettings } from '../src/config.js';
@@ -33,6 +33,7 @@ import { fmt, fmtSpread, percentile, round, spread, type Spread } from './stats.
 import { benchTrendingExact, trendingExactRows, trendingExactTargets } from './trending.js';
 import { benchMillion } from './suggestions.js';
 import { benchIncremental, incrementalLevels, incrementalReport } from './incremental.js';
+import { benchFencedWrites } from './writes.js';
 
 /**
  * `npm run bench [-- --quick | --users N --events N --reps N --keep --with-1m]`
@@ -1037,11 +1038,11 @@ async function main(): Promise<void> {
   const admin = createClickHouse({
     clickhouse: { url: clickhouseUrl, user: 'default', password: '', database: 'default' },
   });
-  const redis = createRedis({ redisUrl }, silent);
+  const redis = createStandaloneRedis({ redisUrl }, silent);
   await redis.connect();
   // The production write path is fenced (LEADER_ELECTION=true): hold a lease of our own for the run.
   const leaseKey = `${prefix}:leader`;
-  const token = `bench:${runId}`;
+  const token = `1:bench-${runId}`;
   await redis.set(leaseKey, token, 'EX', 3 * 3600);
   const fence: Fence = {
     key: leaseKey,
@@ -1082,6 +1083,15 @@ async function main(): Promise<void> {
     const trending = await benchTrending(env);
     const trendingExact = await benchTrendingScales(env, { admin, clickhouseUrl, database });
     const redisWrites = await benchRedisWrites(env, redisUrl, fence, suggestions.avgValueBytes);
+    // bench/writes.ts: fenced path vs redis-benchmark -P 64, and the cluster against one node.
+    const fencedWrites = await benchFencedWrites({
+      redisUrl,
+      clusterNodes: process.env.REDIS_CLUSTER_NODES,
+      valueBytes: suggestions.avgValueBytes,
+      keys: scale.redisWriteKeys / 2,
+      reps: scale.reps,
+      note,
+    });
     const lateness = await benchLateness(env, fence);
     const memory = await benchMemory(env, { admin, clickhouseUrl, redisUrl, mainDatabase: database });
     // Last: it changes the follow graph of the bench database (bench/incremental.ts).
@@ -1350,6 +1360,7 @@ async function main(): Promise<void> {
       trending,
       trendingExact,
       redisWrites,
+      fencedWrites,
       lateness,
       memory,
       incremental,

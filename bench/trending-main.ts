@@ -7,7 +7,7 @@ import { parseArgs } from 'node:util';
 import type { ClickHouseClient } from '@clickhouse/client';
 import { pino } from 'pino';
 import { RedisCacheWriter } from '../src/cache/writer.js';
-import { createClickHouse, createRedis } from '../src/clients.js';
+import { createClickHouse, createStandaloneRedis } from '../src/clients.js';
 import { migrate } from '../src/clickhouse/schema.js';
 import { seedDatabase } from '../src/clickhouse/seed.js';
 import { benchTrendingExact, trendingExactTargets } from './trending.js';
@@ -80,7 +80,7 @@ async function main(): Promise<void> {
   const admin = createClickHouse({
     clickhouse: { url: clickhouseUrl, user: 'default', password: '', database: 'default' },
   });
-  const redis = createRedis({ redisUrl }, pino({ level: 'silent' }));
+  const redis = createStandaloneRedis({ redisUrl }, pino({ level: 'silent' }));
   await redis.connect();
   const clients: { db: string; client: ClickHouseClient }[] = [];
   try {

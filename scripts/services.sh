@@ -6,6 +6,9 @@
 #                                          answers, write .services/env (idempotent)
 #   scripts/services.sh up --secure        the same three with TLS and authentication, on their own ports
 #                                          (see scripts/services/secure.sh); writes .services/secure/env
+#   scripts/services.sh up --redis-cluster six redis-server nodes forming a Redis Cluster (3 masters, 1
+#                                          replica each; see scripts/services/redis-cluster.sh); writes
+#                                          .services/redis-cluster/env (REDIS_CLUSTER_NODES)
 #   scripts/services.sh up --sentinel      a Redis master, a replica and three sentinels (see
 #                                          scripts/services/sentinel.sh); writes .services/sentinel/env
 #   scripts/services.sh up --clickhouse-cluster  a two-shard ClickHouse cluster (two more local servers, see
@@ -18,13 +21,15 @@
 #                                          (name: redis | clickhouse | kafka | secure_redis |
 #                                          secure_clickhouse | secure_clickhouse_tls | secure_kafka |
 #                                          sentinel_master | sentinel_replica | sentinel_1..3 |
-#                                          clickhouse_node1 | clickhouse_node2; `-` for `_`)
+#                                          clickhouse_node1 | clickhouse_node2 | redis_cluster_1 … redis_cluster_6;
+#                                          `-` for `_`)
 #
 # Ports (environment overrides): REDIS_PORT=16379, CLICKHOUSE_HTTP_PORT=18123, CLICKHOUSE_TCP_PORT=19000,
 # KAFKA_PORT=19092, KAFKA_CONTROLLER_PORT=19093; secure set: SECURE_REDIS_PORT=27579,
 # SECURE_CLICKHOUSE_HTTPS_PORT=27543, SECURE_CLICKHOUSE_HTTP_PORT=27544 (loopback, behind the TLS
 # terminator), SECURE_KAFKA_PORT=27592, SECURE_KAFKA_CONTROLLER_PORT=27593; sentinel set:
-# SENTINEL_MASTER_PORT=17601, SENTINEL_REPLICA_PORT=17602, SENTINEL_PORTS=17611,17612,17613.
+# SENTINEL_MASTER_PORT=17601, SENTINEL_REPLICA_PORT=17602, SENTINEL_PORTS=17611,17612,17613; cluster:
+# REDIS_CLUSTER_PORT_BASE=17001 (nodes on 17001-17006, cluster bus on port + 10000).
 # State (data, logs, pid files): <repo>/.services/<name>/ and .services/<name>.pid (the server's own pid).
 # Downloads and builds are cached per machine in
 # ${CACHE_REFRESHER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/cache-refresher}, in versioned directories that
@@ -71,6 +76,8 @@ source "$HELPERS/secure.sh"
 source "$HELPERS/sentinel.sh"
 # shellcheck source=services/clickhouse-cluster.sh
 source "$HELPERS/clickhouse-cluster.sh"
+# shellcheck source=services/redis-cluster.sh
+source "$HELPERS/redis-cluster.sh"
 
 log() { printf 'services: %s\n' "$*"; }
 die() {
@@ -90,10 +97,11 @@ trap 'exit 143' TERM
 
 usage() {
   cat >&2 <<'EOF'
-usage: scripts/services.sh up [--secure | --sentinel | --clickhouse-cluster] | down | status | stop <name> | start <name>
+usage: scripts/services.sh up [--secure | --sentinel | --clickhouse-cluster | --redis-cluster] | down | status
+       | stop <name> | start <name>
        name: redis | clickhouse | kafka | secure_redis | secure_clickhouse | secure_clickhouse_tls | secure_kafka
              | sentinel_master | sentinel_replica | sentinel_1 | sentinel_2 | sentinel_3
-             | clickhouse_node1 | clickhouse_node2
+             | clickhouse_node1 | clickhouse_node2 | redis_cluster_1 … redis_cluster_6
 EOF
   exit 2
 }
@@ -266,6 +274,7 @@ signature() {
     secure_clickhouse_tls) printf 'cert=%s/server.pem' "$TLS_DIR" ;;
     secure_kafka) printf '%s/kafka/server.properties' "$SECURE" ;;
     clickhouse_node*) printf -- '--path=%s/data' "$(state_dir "$1")" ;;
+    redis_cluster_*) printf 'redis-server 127.0.0.1:%s' "$(redis_cluster_port "$1")" ;;
   esac
 }
 
@@ -280,6 +289,7 @@ ports_of() {
     secure_clickhouse_tls) printf '%s' "$SECURE_CLICKHOUSE_HTTPS_PORT" ;;
     secure_kafka) printf '%s,%s' "$SECURE_KAFKA_PORT" "$SECURE_KAFKA_CONTROLLER_PORT" ;;
     clickhouse_node*) printf '%s,%s' "$(ch_node_http_port "$1")" "$(ch_node_tcp_port "$1")" ;;
+    redis_cluster_*) redis_cluster_port "$1" ;;
   esac
 }
 
@@ -344,7 +354,7 @@ stop_pid() { # name pid
   local name=$1 pid=$2 grace
   case $name in
     sentinel_*) grace=$STOP_GRACE_REDIS ;;
-    redis | secure_redis | secure_clickhouse_tls) grace=$STOP_GRACE_REDIS ;;
+    redis | secure_redis | secure_clickhouse_tls | redis_cluster_*) grace=$STOP_GRACE_REDIS ;;
     clickhouse | secure_clickhouse | clickhouse_node*) grace=$STOP_GRACE_CLICKHOUSE ;;
     kafka | secure_kafka) grace=$STOP_GRACE_KAFKA ;;
   esac
@@ -369,6 +379,7 @@ log_files() {
     secure_clickhouse_tls) printf '%s\n' "$SECURE/clickhouse-tls/socat.out" ;;
     secure_kafka) printf '%s\n' "$SECURE/kafka/server.log" "$SECURE/kafka/kafka.out" ;;
     clickhouse_node*) printf '%s\n' "$(state_dir "$1")/clickhouse.log" "$(state_dir "$1")/clickhouse.out" ;;
+    redis_cluster_*) printf '%s\n' "$STATE/$1/redis.log" "$STATE/$1/redis.out" ;;
   esac
 }
 
@@ -508,6 +519,7 @@ install_for() {
       ;;
     secure_kafka) install_kafka ;;
     clickhouse_node*) install_for clickhouse ;;
+    redis_cluster_*) ensure_redis_installed ;;
   esac
 }
 
@@ -527,7 +539,7 @@ begin_service() {
   else
     rm -f -- "$(pid_file "$name")"
     rotate_logs "$name"
-    "launch_$name"
+    if [[ $name == redis_cluster_* ]]; then launch_redis_cluster_node "$name"; else "launch_$name"; fi
     pid=$LAUNCHED_PID
     printf '%s\n' "$(ports_of "$name")" >"$(state_dir "$name")/ports"
     printf -v "BEGIN_$name" started
@@ -542,13 +554,14 @@ finish_service() {
   local pid=${!pid_var} begin=${!begin_var} t0=${!t0_var}
   case $name in
     sentinel_*) timeout=$READY_TIMEOUT_REDIS ;;
-    redis | secure_redis | secure_clickhouse_tls) timeout=$READY_TIMEOUT_REDIS ;;
+    redis | secure_redis | secure_clickhouse_tls | redis_cluster_*) timeout=$READY_TIMEOUT_REDIS ;;
     clickhouse | secure_clickhouse | clickhouse_node*) timeout=$READY_TIMEOUT_CLICKHOUSE ;;
     kafka | secure_kafka) timeout=$READY_TIMEOUT_KAFKA ;;
   esac
   probe=probe_$name
+  [[ $name != redis_cluster_* ]] || probe="probe_redis_cluster_node $name"
   deadline=$((SECONDS + timeout))
-  until "$probe"; do
+  until $probe; do
     alive "$pid" || start_failed "$name" "exited during start-up (pid $pid)"
     if ((SECONDS >= deadline)); then
       stop_pid "$name" "$pid"
@@ -632,6 +645,7 @@ valid_name() {
     sentinel_master | sentinel_replica | sentinel_1 | sentinel_2 | sentinel_3) return 0 ;;
     redis | clickhouse | kafka | secure_redis | secure_clickhouse | secure_clickhouse_tls | secure_kafka) return 0 ;;
     clickhouse_node1 | clickhouse_node2) return 0 ;;
+    redis_cluster_[1-6]) return 0 ;;
     *) usage ;;
   esac
 }
@@ -673,6 +687,10 @@ main() {
         up_clickhouse_cluster
         return
       fi
+      if [[ $# -eq 2 && $2 == --redis-cluster ]]; then
+        up_redis_cluster
+        return
+      fi
       [[ $# -eq 1 ]] || usage
       take_lock
       start=$(now)
@@ -695,14 +713,15 @@ main() {
       for name in "${SENTINEL_WATCHERS[@]}" "${SENTINEL_NODES[@]}"; do
         stop_service "$name"
       done
-      for name in "${CH_CLUSTER_SERVICES[@]}" secure_kafka secure_clickhouse_tls secure_clickhouse secure_redis \
-        kafka clickhouse redis; do
+      for name in "${CH_CLUSTER_SERVICES[@]}" "${REDIS_CLUSTER_SERVICES[@]}" secure_kafka secure_clickhouse_tls \
+        secure_clickhouse secure_redis kafka clickhouse redis; do
         stop_service "$name"
       done
       ;;
     status)
       [[ $# -eq 1 ]] || usage
-      for name in "${SERVICES[@]}" "${SECURE_SERVICES[@]}" "${SENTINEL_SERVICES[@]}" "${CH_CLUSTER_SERVICES[@]}"; do
+      for name in "${SERVICES[@]}" "${SECURE_SERVICES[@]}" "${SENTINEL_SERVICES[@]}" "${CH_CLUSTER_SERVICES[@]}" \
+        "${REDIS_CLUSTER_SERVICES[@]}"; do
         status_line "$name"
       done
       ;;
@@ -725,6 +744,7 @@ main() {
       [[ $2 != secure_kafka ]] || grant_secure_kafka_acls
       case $2 in
         sentinel_*) write_sentinel_env ;;
+        redis_cluster_*) ;;
         secure_*) write_secure_env ;;
         clickhouse_node*) write_clickhouse_cluster_env ;;
         *) write_env ;;

@@ -1,5 +1,5 @@
 import type { ClickHouseClient } from '@clickhouse/client';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from './cache/redis-client.js';
 import type { Logger } from 'pino';
 import { RedisFreshnessStore } from './cache/freshness.js';
 import { keys } from './cache/keys.js';
@@ -44,7 +44,7 @@ type Closer = { name: string; close: () => Promise<unknown> };
  */
 export class App {
   readonly runner: Runner;
-  readonly redis: Redis;
+  readonly redis: RedisClient;
   readonly clickhouse: ClickHouseClient;
   readonly metrics: Metrics;
   /** The registered jobs, in registration order. */

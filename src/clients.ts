@@ -6,7 +6,8 @@ import {
   type Logger as ClickHouseLogger,
   type LogParams,
 } from '@clickhouse/client';
-import { Redis } from 'ioredis';
+import { Cluster, Redis } from 'ioredis';
+import type { RedisClient } from './cache/redis-client.js';
 import { Kafka, logLevel as kafkaLogLevel, type logCreator } from 'kafkajs';
 import type { Logger } from 'pino';
 import { withQueryCancellation } from './clickhouse/query-cancellation.js';
@@ -16,6 +17,7 @@ import { connectionCause, explainConnectionError } from './connection-errors.js'
 import {
   clickhouseTlsOptions,
   kafkaSecurityOptions,
+  redisSecurityOptions,
   redisSentinelOptions,
   redisStandaloneOptions,
 } from './connection-options.js';
@@ -40,23 +42,42 @@ export function hideAuthArguments(err: Error): void {
 /** What a client factory needs of the security settings; absent in scripts that build a config by hand. */
 type Secured<K extends keyof ConnectionSecurity> = { security?: Pick<ConnectionSecurity, K> };
 
+/** Per-connection options shared by every topology's client. */
+const REDIS_CONNECTION = {
+  // Fail a command after one reconnect attempt instead of queueing it forever: a run should fail
+  // (and be retried or dead-lettered) while Redis is down, not hang until its timeout.
+  maxRetriesPerRequest: 1,
+  connectTimeout: 5_000,
+  commandTimeout: 15_000,
+} as const;
+
 /**
- * The Redis client of `config.redisTopology` (standalone when absent): the server `REDIS_URL` names, or
- * the master the sentinels name (following it across failovers, see `redisSentinelOptions`).
+ * The Redis client of `config.redisTopology` (CONTRACT §12; standalone when absent): a cluster client for
+ * `REDIS_CLUSTER_NODES`, else the server `REDIS_URL` names or the master the sentinels name (following it
+ * across failovers, see `redisSentinelOptions`).
  */
 export function createRedis(
+  config: Pick<Config, 'redisUrl'> & Partial<Pick<Config, 'redisTopology'>> & Secured<'redis'>,
+  log: Logger,
+): RedisClient {
+  const topology = config.redisTopology;
+  if (topology?.kind === 'cluster') return createRedisCluster(topology.nodes, config, log);
+  return createStandaloneRedis(config, log);
+}
+
+/**
+ * One server: the one `REDIS_URL` names (host, port, database, credentials, TLS), or with a sentinel
+ * topology the master the sentinels name.
+ */
+export function createStandaloneRedis(
   config: Pick<Config, 'redisUrl'> & Partial<Pick<Config, 'redisTopology'>> & Secured<'redis'>,
   log: Logger,
 ): Redis {
   const topology = config.redisTopology;
   const sentinel = topology?.kind === 'sentinel' ? topology : undefined;
   const redis = new Redis({
+    ...REDIS_CONNECTION,
     lazyConnect: true,
-    // Fail a command after one reconnect attempt instead of queueing it forever: a run should fail
-    // (and be retried or dead-lettered) while Redis is down, not hang until its timeout.
-    maxRetriesPerRequest: 1,
-    connectTimeout: 5_000,
-    commandTimeout: 15_000,
     retryStrategy: (times) => Math.min(times * 200, 2_000),
     enableAutoPipelining: false,
     // Last: a topology's own reconnection policy replaces the defaults above.
@@ -64,6 +85,51 @@ export function createRedis(
       ? redisSentinelOptions(config.redisUrl, sentinel, config.security?.redis)
       : redisStandaloneOptions(config.redisUrl, config.security?.redis)),
   });
+  logRedisErrors(redis, config.redisUrl, log);
+  if (sentinel) followSentinelMaster(redis, sentinel.name, log);
+  return redis;
+}
+
+/** A Redis Cluster seed node. */
+export interface RedisClusterNode {
+  host: string;
+  port: number;
+}
+
+/**
+ * A Redis Cluster client (CONTRACT §12, `REDIS_CLUSTER_NODES`): `nodes` are seeds, the client learns the
+ * rest (and follows failovers and reshardings) from the cluster itself. User, password and TLS come
+ * from `REDIS_URL`, whose host is ignored. Writes and reads go to masters only.
+ */
+export function createRedisCluster(
+  nodes: readonly RedisClusterNode[],
+  config: Pick<Config, 'redisUrl'> & Secured<'redis'>,
+  log: Logger,
+): Cluster {
+  const cluster = new Cluster(
+    nodes.map((n) => ({ host: n.host, port: n.port })),
+    {
+      redisOptions: { ...redisSecurityOptions(config.redisUrl, config.security?.redis), ...REDIS_CONNECTION },
+      lazyConnect: true,
+      scaleReads: 'master',
+      enableAutoPipelining: false,
+      // A failover takes the node timeout plus a few seconds: keep asking, a little slower each time.
+      clusterRetryStrategy: (times) => Math.min(times * 200, 2_000),
+      // While a slot has no master (mid-failover) a command waits this long before CLUSTERDOWN fails it.
+      retryDelayOnClusterDown: 300,
+      retryDelayOnFailover: 200,
+      retryDelayOnTryAgain: 200,
+      slotsRefreshTimeout: 2_000,
+      // Pick up a failover or a resharding even when no command was redirected yet.
+      slotsRefreshInterval: 5_000,
+    },
+  );
+  logRedisErrors(cluster, config.redisUrl, log);
+  return cluster;
+}
+
+/** Logs each distinct connection error once (without credentials) and the recovery after it. */
+function logRedisErrors(redis: RedisClient, redisUrl: string, log: Logger): void {
   let lastError = '';
   // Registered first, so every later listener (and log line) sees the error without credentials.
   redis.on('error', hideAuthArguments);
@@ -72,7 +138,7 @@ export function createRedis(
     // sentinels the message carries the growing retry delay: "Retrying from scratch after 300ms".)
     const message = err.message.replace(/after \d+ms/, 'after a delay');
     if (message !== lastError) {
-      const cause = explainConnectionError('redis', err, { tls: config.redisUrl.startsWith('rediss:') });
+      const cause = explainConnectionError('redis', err, { tls: redisUrl.startsWith('rediss:') });
       log.warn({ err, cause }, `redis connection error: ${cause}`);
     }
     lastError = message;
@@ -81,8 +147,6 @@ export function createRedis(
     if (lastError !== '') log.info('redis connection restored');
     lastError = '';
   });
-  if (sentinel) followSentinelMaster(redis, sentinel.name, log);
-  return redis;
 }
 
 /**

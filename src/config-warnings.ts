@@ -49,6 +49,9 @@ export const KNOWN_ELSEWHERE: readonly string[] = [
   'SENTINEL_REPLICA_PORT',
   'SENTINEL_PORTS',
   'SENTINEL_MASTER_NAME',
+  // ... and its Redis Cluster (`up --redis-cluster`; .services/redis-cluster/env exports REDIS_CLUSTER_NODES)
+  'REDIS_CLUSTER_PORT_BASE',
+  'REDIS_CLUSTER_NODE_TIMEOUT_MS',
   'CACHE_REFRESHER_CACHE',
 ];
 

@@ -1,103 +1,109 @@
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
-import type { Redis } from 'ioredis';
-import { FENCE_CHECK_LUA, FencedError, requireToken, throwFirstError, type Fence } from './fence.js';
+import type { Fence } from './fence.js';
+import type { RedisClient } from './redis-client.js';
+import { runSlotScripts, slotCalls, slotScript } from './slot-scripts.js';
 
 /**
  * Fenced TTL extension: gives keys a new TTL without rewriting their values (suggested-users'
- * incremental mode extends every unchanged user's key this way), under the same leader fence as every
- * cache write, plus an optional guard key whose value must match, checked in the same script.
+ * incremental mode extends every unchanged user's key this way), under the same per-slot fence as every
+ * cache write (see slot-scripts.ts), plus an optional guard key whose value must match.
  */
 
-/** A key whose value must equal `value` for the extension to happen (checked inside Redis). */
+/** A key whose value must equal `value` for the extension to happen. */
 export interface ExtendGuard {
   key: string;
   value: string;
 }
 
-/** Thrown when the guard key does not hold the expected value: nothing in that call was extended. */
+/** Thrown when the guard key does not hold the expected value: nothing in that flush was extended. */
 export class GuardMismatchError extends Error {
   override readonly name = 'GuardMismatchError';
 }
 
 /**
- * KEYS: [lease], guard, k1..kn. ARGV: token (or ''), ttl ms, guard value (or '' for no guard).
- * Returns the 0-based positions (among k1..kn) of keys that do not exist: PEXPIRE cannot extend them.
+ * KEYS (after the fence's, see `k0`): [guard], k1..kn. ARGV (after `a0`): ttl ms, guard value, '1' when
+ * KEYS[k0 + 1] is the guard. Returns the 0-based positions (among k1..kn) of keys that do not exist:
+ * PEXPIRE cannot extend them.
  */
-const EXTEND_BODY = `
-local g = #KEYS - tonumber(ARGV[4])
-if ARGV[3] ~= '' and redis.call('GET', KEYS[g]) ~= ARGV[3] then
-  return redis.error_reply('GUARD mismatch')
+const EXTEND = slotScript(`
+local first = k0 + 1
+if ARGV[a0 + 3] == '1' then
+  if redis.call('GET', KEYS[first]) ~= ARGV[a0 + 2] then
+    return redis.error_reply('GUARD mismatch')
+  end
+  first = first + 1
 end
 local missing = {}
-for i = g + 1, #KEYS do
-  if redis.call('PEXPIRE', KEYS[i], ARGV[2]) == 0 then missing[#missing + 1] = i - g - 1 end
+for i = first, #KEYS do
+  if redis.call('PEXPIRE', KEYS[i], ARGV[a0 + 1]) == 0 then missing[#missing + 1] = i - first end
 end
 return missing
-`;
+`);
 
-/** Keys per script call and calls per pipeline flush, as for fenced SETs. */
+/** Keys per script call and per pipeline flush, as for fenced SETs. */
 const KEYS_PER_CALL = 500;
-const CALLS_PER_PIPELINE = 8;
+const KEYS_PER_FLUSH = KEYS_PER_CALL * 8;
 
 /**
- * Sets the TTL of every key in `keys` to `ttlSec` (PEXPIRE), pipelined in scripts of 500 keys, fenced
- * when `fence` is given. Keys that do not exist are not created; their positions in `keys` are returned
- * so the caller can write them instead.
+ * Sets the TTL of every key in `keys` to `ttlSec` (PEXPIRE), in scripts of at most 500 keys of one hash
+ * slot, pipelined per node, fenced when `fence` is given. Keys that do not exist are not created; their
+ * positions in `keys` are returned so the caller can write them instead.
  *
- * @throws FencedError (and reports `fence.lost()`) when the lease is not this replica's;
+ * The guard is checked inside each script on one server (every key shares the one "slot"); on a cluster
+ * the guard key lies in another slot than most keys, so it is read once before each flush of 4 000
+ * keys: a check between flushes, not an atomic one (the fence still refuses a replica that lost the lease).
+ *
+ * @throws FencedError (and reports `fence.lost()`) when the fence refused a write;
  *   GuardMismatchError when `guard.key` does not hold `guard.value`; the signal's reason on abort.
- *   Keys of calls already done stay extended.
+ *   Keys of flushes already done stay extended.
  */
 export async function extendTtls(
-  redis: Redis,
+  redis: RedisClient,
   fence: Fence | undefined,
   opts: { keys: readonly string[]; ttlSec: number; signal: AbortSignal; guard?: ExtendGuard },
 ): Promise<{ missing: number[] }> {
   const ttlMs = String(Math.max(1000, Math.round(opts.ttlSec * 1000)));
-  const guardKey = opts.guard?.key ?? opts.keys[0] ?? '';
-  const guardValue = opts.guard?.value ?? '';
-  const body = fence ? FENCE_CHECK_LUA + EXTEND_BODY : EXTEND_BODY;
+  const guard = opts.guard;
+  const inScript = guard !== undefined && !redis.isCluster;
   const missing: number[] = [];
-  const perFlush = KEYS_PER_CALL * CALLS_PER_PIPELINE;
-  for (let start = 0; start < opts.keys.length; start += perFlush) {
+  for (let start = 0; start < opts.keys.length; start += KEYS_PER_FLUSH) {
     opts.signal.throwIfAborted();
-    const token = fence ? requireToken(fence, 'cache TTL extension') : '';
-    const pipeline = redis.pipeline();
-    const offsets: number[] = [];
-    for (let i = start; i < Math.min(start + perFlush, opts.keys.length); i += KEYS_PER_CALL) {
-      const chunk = opts.keys.slice(i, Math.min(i + KEYS_PER_CALL, start + perFlush));
-      const lease = fence ? [fence.key] : [];
-      offsets.push(i);
-      pipeline.eval(
-        body,
-        lease.length + 1 + chunk.length,
-        ...lease,
-        guardKey,
-        ...chunk,
-        token,
-        ttlMs,
-        guardValue,
-        String(chunk.length),
-      );
+    if (guard && !inScript && (await redis.get(guard.key)) !== guard.value) {
+      throw new GuardMismatchError('cache guard key does not hold the expected value');
     }
-    const results = await pipeline.exec();
+    const positions = Array.from(
+      { length: Math.min(KEYS_PER_FLUSH, opts.keys.length - start) },
+      (_, i) => start + i,
+    );
+    const chunks: (readonly number[])[] = [];
+    const calls = slotCalls(
+      redis,
+      positions,
+      (i) => opts.keys[i] ?? '',
+      KEYS_PER_CALL,
+      (chunk) => {
+        chunks.push(chunk);
+        return [ttlMs, guard?.value ?? '', inScript ? '1' : '0'];
+      },
+    ).map((call) => (inScript ? { ...call, keys: [guard.key, ...call.keys] } : call));
+    let replies: unknown[];
     try {
-      throwGuardOrFirstError(results);
+      replies = await runSlotScripts(redis, fence, EXTEND, calls, 'cache TTL extension');
     } catch (err) {
-      if (err instanceof FencedError) fence?.lost();
+      if (err instanceof Error && err.message.includes('GUARD')) {
+        throw new GuardMismatchError('cache guard key does not hold the expected value', { cause: err });
+      }
       throw err;
     }
-    results?.forEach(([, positions], call) => {
-      for (const p of positions as number[]) missing.push((offsets[call] ?? 0) + p);
+    replies.forEach((reply, call) => {
+      const chunk = chunks[call] ?? [];
+      for (const p of reply as number[]) {
+        const position = chunk[p];
+        if (position !== undefined) missing.push(position);
+      }
     });
-    if (start + perFlush < opts.keys.length) await yieldToLoop();
+    if (start + KEYS_PER_FLUSH < opts.keys.length) await yieldToLoop();
   }
+  missing.sort((a, b) => a - b);
   return { missing };
-}
-
-function throwGuardOrFirstError(results: [Error | null, unknown][] | null): void {
-  const guard = results?.find(([err]) => err?.message.includes('GUARD'));
-  if (guard?.[0])
-    throw new GuardMismatchError('cache guard key does not hold the expected value', { cause: guard[0] });
-  throwFirstError(results);
 }

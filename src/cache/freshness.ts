@@ -1,15 +1,15 @@
-import type { Redis } from 'ioredis';
 import type { FreshnessStore } from '../runner/runner.js';
+import type { Fence } from './fence.js';
 import { keys } from './keys.js';
-import { FencedError, type Fence } from './writer.js';
+import type { RedisClient } from './redis-client.js';
+import { runSlotScripts, slotScript } from './slot-scripts.js';
+import { slotOf } from './slots.js';
 
-/** HSET only while the lease still holds our token: the freshness record is a cache write too. */
-const FENCED_HSET = `
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then
-  return redis.error_reply('FENCED lease lost')
-end
-return redis.call('HSET', KEYS[2], unpack(ARGV, 2))
-`;
+/** HSET behind the fence: the freshness record is a cache write too. KEYS: [fence…], key. ARGV: [epoch,
+ * token], field, value, …. */
+const FENCED_HSET = slotScript(`
+return redis.call('HSET', KEYS[k0 + 1], unpack(ARGV, a0 + 1))
+`);
 
 /**
  * Freshness records (`{p}:job:{job}`, a hash) tell readers and a restarted runner when each job last
@@ -17,7 +17,7 @@ return redis.call('HSET', KEYS[2], unpack(ARGV, 2))
  */
 export class RedisFreshnessStore implements FreshnessStore {
   constructor(
-    private readonly redis: Pick<Redis, 'hget' | 'hset' | 'eval'>,
+    private readonly redis: RedisClient,
     private readonly prefix: string,
     private readonly fence?: Fence,
   ) {}
@@ -50,19 +50,7 @@ export class RedisFreshnessStore implements FreshnessStore {
       await this.redis.hset(key, ...fields);
       return;
     }
-    const token = this.fence.token();
-    if (token === undefined) {
-      this.fence.lost();
-      throw new FencedError('not the leader: freshness write refused');
-    }
-    try {
-      await this.redis.eval(FENCED_HSET, 2, this.fence.key, key, token, ...fields);
-    } catch (err) {
-      if (err instanceof Error && err.message.includes('FENCED')) {
-        this.fence.lost();
-        throw new FencedError('freshness write rejected by the leader fence', { cause: err });
-      }
-      throw err;
-    }
+    const call = { slot: this.redis.isCluster ? slotOf(key) : 0, keys: [key], args: fields };
+    await runSlotScripts(this.redis, this.fence, FENCED_HSET, [call], 'freshness write');
   }
 }

@@ -1,13 +1,15 @@
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
-import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { Clock, TimerHandle } from '../runner/clock.js';
-import type { Fence } from './writer.js';
+import type { Fence } from './fence.js';
+import type { RedisClient } from './redis-client.js';
+import { sameSlotKey } from './slots.js';
 
 /**
  * Takes the lease only if nobody holds it, stamping it with a fresh fencing epoch (INCR never goes
- * back, so a newer leader's token always differs from any older one's). KEYS: lease, epoch counter.
+ * back, so a newer leader's token always differs from any older one's, and its epoch is higher). KEYS:
+ * lease, epoch counter (in the lease's hash slot, so this runs on a Redis Cluster too).
  * ARGV: replica id, lease ms. Returns the token taken, or false.
  *
  * A lease that already holds one of OUR tokens (`<epoch>:<our replica id>`) is ours: an earlier acquire
@@ -49,7 +51,7 @@ return 0
 const RETRY_AFTER_FAILURE_MS = 1000;
 
 export interface LeaderLeaseOptions {
-  redis: Pick<Redis, 'eval'>;
+  redis: Pick<RedisClient, 'eval'>;
   /** The lease key, `{p}:leader`. */
   key: string;
   leaseMs: number;
@@ -149,7 +151,7 @@ export class LeaderLease {
           ACQUIRE,
           2,
           this.#o.key,
-          `${this.#o.key}:epoch`,
+          epochKey(this.#o.key),
           this.replicaId,
           String(this.#o.leaseMs),
         );
@@ -207,4 +209,12 @@ export class LeaderLease {
     this.#o.log.warn({ reason: why }, 'no longer leader');
     this.#o.onChange(false);
   }
+}
+
+/**
+ * The epoch counter of the lease `leaseKey`: `{<lease>}:epoch`, in the lease's hash slot so that one
+ * script takes both on a cluster. Fencing tokens start with its value (see fence.ts).
+ */
+export function epochKey(leaseKey: string): string {
+  return sameSlotKey(leaseKey, 'epoch');
 }

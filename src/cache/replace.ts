@@ -1,7 +1,9 @@
 import { randomUUID } from 'node:crypto';
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
-import type { Redis } from 'ioredis';
-import { FENCE_CHECK_LUA, FencedError, requireToken, throwFirstError, type Fence } from './fence.js';
+import { throwFirstError, type Fence } from './fence.js';
+import type { RedisClient } from './redis-client.js';
+import { runSlotScripts, slotCalls, slotScript } from './slot-scripts.js';
+import { sameSlotKey, slotOf } from './slots.js';
 
 /**
  * Whole-value replacement of Redis sorted sets and hashes, atomic for readers and fenced like every
@@ -27,13 +29,13 @@ const CALLS_PER_PIPELINE = 8;
 
 /**
  * Renames the temporary set over the real key, but only if the temporary set holds every member sent
- * (ARGV[3]): if it expired or was cut short, the old value stays. Zero members means the result is
+ * (ARGV[a0 + 2]): if it expired or was cut short, the old value stays. Zero members means the result is
  * empty, and an empty sorted set does not exist in Redis: the key is removed.
- * KEYS: [lease], temporary, key. ARGV: token (or ''), ttl seconds, expected member count.
+ * KEYS: [fence…], temporary, key (one slot). ARGV: [epoch, token], ttl seconds, expected member count.
  */
-const SWAP_SORTED_SET_BODY = `
-local tmp, key = KEYS[#KEYS - 1], KEYS[#KEYS]
-local expected = tonumber(ARGV[3])
+const SWAP_SORTED_SET = slotScript(`
+local tmp, key = KEYS[k0 + 1], KEYS[k0 + 2]
+local expected = tonumber(ARGV[a0 + 2])
 if expected == 0 then
   redis.call('DEL', key)
   return 0
@@ -43,20 +45,19 @@ if redis.call('ZCARD', tmp) ~= expected then
   return redis.error_reply('INCOMPLETE temporary sorted set ' .. tmp)
 end
 redis.call('RENAME', tmp, key)
-redis.call('EXPIRE', key, ARGV[2])
+redis.call('EXPIRE', key, ARGV[a0 + 1])
 return expected
-`;
+`);
 
 /**
  * Replaces hashes whole. No temporary key is needed: a script runs atomically, so DEL + HSET + EXPIRE
  * of one key is never seen half-done, and a row's fields all arrive in the same call.
- * KEYS: [lease], k1..kn. ARGV: token (or ''), ttl, n, then per key: pair count, field, value, ….
+ * KEYS: [fence…], k1..kn (one slot). ARGV: [epoch, token], ttl, then per key: pair count, field, value, ….
  */
-const REPLACE_HASHES_BODY = `
-local ttl = ARGV[2]
-local n = tonumber(ARGV[3])
-local k0 = #KEYS - n
-local a = 4
+const REPLACE_HASHES = slotScript(`
+local ttl = ARGV[a0 + 1]
+local n = #KEYS - k0
+local a = a0 + 2
 for i = 1, n do
   local key = KEYS[k0 + i]
   local count = tonumber(ARGV[a])
@@ -69,24 +70,14 @@ for i = 1, n do
   a = a + 2 * count
 end
 return n
-`;
-
-function script(body: string, fence: Fence | undefined): string {
-  return fence ? FENCE_CHECK_LUA + body : body;
-}
+`);
 
 /**
  * The temporary key for building `key`'s next value, in the same Redis Cluster hash slot (RENAME
- * needs that): a key with a hash tag keeps it; a key without braces becomes the tag itself, since the
- * slot of `{k}…` is the slot of `k`. (A key with braces but an empty tag, like `a{}b`, cannot be
- * matched; on a cluster its RENAME fails, and the run with it, rather than writing anything wrong.)
+ * needs that): see `sameSlotKey`.
  */
 export function temporaryKey(key: string, id: string): string {
-  const open = key.indexOf('{');
-  const close = open >= 0 ? key.indexOf('}', open + 1) : -1;
-  const tagged = close > open + 1;
-  const braces = key.includes('{') || key.includes('}');
-  return tagged || braces ? `${key}:tmp:${id}` : `{${key}}:tmp:${id}`;
+  return sameSlotKey(key, `tmp:${id}`);
 }
 
 /** The seconds a value lives, as Redis wants them. */
@@ -99,7 +90,7 @@ function ttlArg(ttlSec: number): string {
  * leaves no garbage for long), then swaps it in with one fenced script.
  */
 export async function replaceSortedSet(
-  redis: Redis,
+  redis: RedisClient,
   fence: Fence | undefined,
   o: { key: string; members: readonly ScoredMember[]; ttlSec: number; signal: AbortSignal },
 ): Promise<number> {
@@ -126,9 +117,12 @@ export async function replaceSortedSet(
       if (end < o.members.length) await yieldToLoop();
     }
     o.signal.throwIfAborted();
-    const keys = fence ? [fence.key, tmp, o.key] : [tmp, o.key];
-    const token = fence ? requireToken(fence, 'sorted set replacement') : '';
-    await evalFenced(redis, fence, script(SWAP_SORTED_SET_BODY, fence), keys, [token, ttl, String(added)]);
+    const call = {
+      slot: redis.isCluster ? slotOf(o.key) : 0,
+      keys: [tmp, o.key],
+      args: [ttl, String(added)],
+    };
+    await runSlotScripts(redis, fence, SWAP_SORTED_SET, [call], 'sorted set replacement');
     return added;
   } catch (err) {
     // Best effort: the temporary key also expires with the TTL, so a failed DEL only delays cleanup.
@@ -139,61 +133,33 @@ export async function replaceSortedSet(
   }
 }
 
-/** Replaces each hash whole, a few hundred per fenced script, pipelined. */
+/** Replaces each hash whole, a few hundred per fenced script (one slot's hashes per script), pipelined. */
 export async function replaceHashes(
-  redis: Redis,
+  redis: RedisClient,
   fence: Fence | undefined,
   o: { entries: readonly HashEntry[]; ttlSec: number; signal: AbortSignal },
 ): Promise<number> {
   const ttl = ttlArg(o.ttlSec);
-  const lua = script(REPLACE_HASHES_BODY, fence);
   const perFlush = HASHES_PER_SCRIPT * CALLS_PER_PIPELINE;
   for (let start = 0; start < o.entries.length; start += perFlush) {
     o.signal.throwIfAborted();
-    const token = fence ? requireToken(fence, 'hash replacement') : '';
-    const pipeline = redis.pipeline();
     const end = Math.min(start + perFlush, o.entries.length);
-    for (let i = start; i < end; i += HASHES_PER_SCRIPT) {
-      const chunk = o.entries.slice(i, Math.min(i + HASHES_PER_SCRIPT, end));
-      const keys = chunk.map((e) => e.key);
-      const args = [token, ttl, String(chunk.length)];
-      for (const e of chunk) {
-        args.push(String(e.fields.length));
-        for (const [field, value] of e.fields) args.push(field, value);
-      }
-      const allKeys = fence ? [fence.key, ...keys] : keys;
-      pipeline.eval(lua, allKeys.length, ...allKeys, ...args);
-    }
-    await execFenced(fence, () => pipeline.exec());
+    const calls = slotCalls(
+      redis,
+      o.entries.slice(start, end),
+      (e) => e.key,
+      HASHES_PER_SCRIPT,
+      (chunk) => {
+        const args = [ttl];
+        for (const e of chunk) {
+          args.push(String(e.fields.length));
+          for (const [field, value] of e.fields) args.push(field, value);
+        }
+        return args;
+      },
+    );
+    await runSlotScripts(redis, fence, REPLACE_HASHES, calls, 'hash replacement');
     if (end < o.entries.length) await yieldToLoop();
   }
   return o.entries.length;
-}
-
-async function evalFenced(
-  redis: Redis,
-  fence: Fence | undefined,
-  lua: string,
-  keys: readonly string[],
-  args: readonly string[],
-): Promise<void> {
-  await execFenced(fence, () =>
-    redis
-      .pipeline()
-      .eval(lua, keys.length, ...keys, ...args)
-      .exec(),
-  );
-}
-
-/** Runs a pipeline; a fence rejection steps this replica down before it is rethrown. */
-async function execFenced(
-  fence: Fence | undefined,
-  exec: () => Promise<[Error | null, unknown][] | null>,
-): Promise<void> {
-  try {
-    throwFirstError(await exec());
-  } catch (err) {
-    if (err instanceof FencedError) fence?.lost();
-    throw err;
-  }
 }

@@ -1,9 +1,12 @@
-import type { Redis } from 'ioredis';
-import { FencedError, requireToken, throwFirstError, type Fence } from './fence.js';
+import type { Fence } from './fence.js';
+import type { RedisClient } from './redis-client.js';
 import { replaceHashes, replaceSortedSet, type HashEntry, type ScoredMember } from './replace.js';
 import { extendTtls, type ExtendGuard } from './extend.js';
+import { setFenced } from './fenced-sets.js';
+import { slotCalls } from './slot-scripts.js';
 
 export { FencedError, type Fence } from './fence.js';
+export type { RedisClient } from './redis-client.js';
 export type { HashEntry, ScoredMember } from './replace.js';
 export { GuardMismatchError, type ExtendGuard } from './extend.js';
 
@@ -48,43 +51,34 @@ export interface CacheWriter {
   ): Promise<{ missing: number[] }>;
 }
 
-/**
- * Sets every key only if `KEYS[1]` (the leader lease) still holds this replica's token, checked and
- * written atomically inside Redis: a paused former leader that wakes up cannot overwrite a newer
- * leader's values, whatever its local clock believes.
- */
-const FENCED_SET = `
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then
-  return redis.error_reply('FENCED lease lost')
-end
-local ttl = ARGV[2]
-for i = 2, #KEYS do
-  redis.call('SET', KEYS[i], ARGV[i + 1], 'EX', ttl)
-end
-return #KEYS - 1
-`;
-
-/** Keys per Lua call or per plain pipeline chunk: large enough to amortise round trips, small enough
- * that one script never blocks Redis for long. */
+/** Keys per transaction (or script): large enough to amortise round trips, small enough that one never
+ * blocks Redis for long. On a cluster a call holds one slot's keys, so most calls hold far fewer. */
 const KEYS_PER_CALL = 500;
-/** Calls per pipeline flush. */
-const CALLS_PER_PIPELINE = 8;
+/** Entries per pipeline flush. */
+const ENTRIES_PER_FLUSH = KEYS_PER_CALL * 8;
 
 export class RedisCacheWriter implements CacheWriter {
   constructor(
-    private readonly redis: Redis,
+    private readonly redis: RedisClient,
     private readonly fence?: Fence,
   ) {}
 
   async write(entries: readonly CacheEntry[], ttlSec: number, signal: AbortSignal): Promise<number> {
     const ttl = String(Math.max(1, Math.round(ttlSec)));
-    const perFlush = KEYS_PER_CALL * CALLS_PER_PIPELINE;
     let written = 0;
-    for (let start = 0; start < entries.length; start += perFlush) {
+    for (let start = 0; start < entries.length; start += ENTRIES_PER_FLUSH) {
       signal.throwIfAborted();
-      const slice = entries.slice(start, start + perFlush);
-      written += this.fence ? await this.#fenced(slice, ttl, this.fence) : await this.#plain(slice, ttl);
-      if (start + perFlush < entries.length) await yieldToLoop();
+      const slice = entries.slice(start, start + ENTRIES_PER_FLUSH);
+      const calls = slotCalls(
+        this.redis,
+        slice,
+        (e) => e.key,
+        KEYS_PER_CALL,
+        (chunk) => chunk.map((e) => e.value),
+      );
+      await setFenced(this.redis, this.fence, calls, ttl);
+      written += slice.length;
+      if (start + ENTRIES_PER_FLUSH < entries.length) await yieldToLoop();
     }
     return written;
   }
@@ -109,37 +103,6 @@ export class RedisCacheWriter implements CacheWriter {
     guard?: ExtendGuard,
   ): Promise<{ missing: number[] }> {
     return extendTtls(this.redis, this.fence, { keys, ttlSec, signal, ...(guard ? { guard } : {}) });
-  }
-
-  async #plain(entries: readonly CacheEntry[], ttl: string): Promise<number> {
-    const pipeline = this.redis.pipeline();
-    for (const e of entries) pipeline.set(e.key, e.value, 'EX', ttl);
-    throwFirstError(await pipeline.exec());
-    return entries.length;
-  }
-
-  async #fenced(entries: readonly CacheEntry[], ttl: string, fence: Fence): Promise<number> {
-    const token = requireToken(fence, 'cache write');
-    const pipeline = this.redis.pipeline();
-    for (let i = 0; i < entries.length; i += KEYS_PER_CALL) {
-      const chunk = entries.slice(i, i + KEYS_PER_CALL);
-      pipeline.eval(
-        FENCED_SET,
-        chunk.length + 1,
-        fence.key,
-        ...chunk.map((e) => e.key),
-        token,
-        ttl,
-        ...chunk.map((e) => e.value),
-      );
-    }
-    try {
-      throwFirstError(await pipeline.exec());
-    } catch (err) {
-      if (err instanceof FencedError) fence.lost();
-      throw err;
-    }
-    return entries.length;
   }
 }
 

@@ -32,7 +32,7 @@ describe('atomic sorted-set and hash replacement', () => {
   beforeAll(async () => {
     redis = new Redis(servicesEnv().redisUrl);
     reader = new Redis(servicesEnv().redisUrl);
-    await redis.set(lease, 'epoch-1');
+    await redis.set(lease, '1:test');
   });
   afterAll(async () => {
     const stale = await redis.keys(`*${prefix}*`);
@@ -42,7 +42,7 @@ describe('atomic sorted-set and hash replacement', () => {
 
   it('a reader polling during replacements only ever sees a whole old or a whole new set', async () => {
     const key = `${prefix}:zset`;
-    const writer = new RedisCacheWriter(redis, fence('epoch-1'));
+    const writer = new RedisCacheWriter(redis, fence('1:test'));
     const sizes = [20_000, 35_000];
     expect(await writer.replaceSortedSet(key, members(sizes[0]!, 'a'), 300, signal)).toBe(sizes[0]);
 
@@ -74,18 +74,13 @@ describe('atomic sorted-set and hash replacement', () => {
 
   it('a replica whose token is stale changes nothing and steps down', async () => {
     const key = `${prefix}:fenced`;
-    await new RedisCacheWriter(redis, fence('epoch-1')).replaceSortedSet(
-      key,
-      members(3, 'good'),
-      300,
-      signal,
-    );
-    await new RedisCacheWriter(redis, fence('epoch-1')).replaceHashes(
+    await new RedisCacheWriter(redis, fence('1:test')).replaceSortedSet(key, members(3, 'good'), 300, signal);
+    await new RedisCacheWriter(redis, fence('1:test')).replaceHashes(
       [{ key: `${key}:h`, fields: [['v', 'good']] }],
       300,
       signal,
     );
-    const stale = fence('epoch-0');
+    const stale = fence('0:test');
     const writer = new RedisCacheWriter(redis, stale);
     await expect(writer.replaceSortedSet(key, members(5, 'bad'), 300, signal)).rejects.toBeInstanceOf(
       FencedError,
@@ -100,7 +95,7 @@ describe('atomic sorted-set and hash replacement', () => {
   });
 
   it('replaces each hash whole, and an empty result removes the sorted set', async () => {
-    const writer = new RedisCacheWriter(redis, fence('epoch-1'));
+    const writer = new RedisCacheWriter(redis, fence('1:test'));
     const h = `${prefix}:post:1`;
     await redis.hset(h, 'views', '1', 'stale_field', 'x');
     expect(

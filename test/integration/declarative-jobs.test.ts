@@ -7,13 +7,14 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import type { Kafka } from 'kafkajs';
-import { Redis } from 'ioredis';
+import type { RedisClient } from '../../src/cache/redis-client.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { seedDatabase } from '../../src/clickhouse/seed.js';
 import { RunnerProcess } from '../fixtures/child.js';
 import { servicesEnv } from './env.js';
 import { createTopic, testKafka, TopicReader } from './kafka-helpers.js';
 import { scratchDatabase, type ScratchDatabase } from './scratch-database.js';
+import { deleteMatching, getMany, keysMatching, redisFor, TOPOLOGIES } from './topologies.js';
 
 const ADMIN_TOKEN = 'test-admin-token';
 const NOW = new Date(Math.floor(Date.now() / 1000) * 1000 - 60_000);
@@ -23,6 +24,8 @@ const SINCE = Math.floor(NOW.getTime() / 1000) - 86_400;
 const JOBS_YAML = `jobs:
   - id: top-followed
     interval_sec: 1
+    # A run over a busy machine (or a cluster's per-slot writes) may take more than its 1 s interval.
+    timeout_sec: 5
     query: |
       SELECT toString(followee_id) AS member, count() AS score
       FROM user_relationships FINAL
@@ -66,12 +69,14 @@ const JOBS_YAML = `jobs:
     output: { type: string, key: "{prefix}:fragile" }
 `;
 
-describe('JOBS_FILE under a real run', () => {
+// The same checks on each Redis topology (issue 15: every output type is unchanged on a cluster).
+describe.each(TOPOLOGIES)('JOBS_FILE under a real run (%s Redis)', (topology) => {
   const s = servicesEnv();
   const prefix = `test-decl-${randomUUID()}`;
   const topic = `test-decl-dlq-${randomUUID()}`;
   let db: ScratchDatabase;
-  let redis: Redis;
+  let redis: RedisClient;
+  let redisEnv: Record<string, string>;
   let kafka: Kafka;
   let reader: TopicReader;
   let dir: string;
@@ -86,7 +91,7 @@ describe('JOBS_FILE under a real run', () => {
     await db.client.command({
       query: "INSERT INTO fragile VALUES (18446744073709551615, 'max'), (1, 'one')",
     });
-    redis = new Redis(s.redisUrl);
+    ({ redis, env: redisEnv } = await redisFor(topology));
     kafka = testKafka(s.kafkaBrokers);
     await createTopic(kafka, topic);
     reader = await TopicReader.start(kafka, topic);
@@ -100,8 +105,7 @@ describe('JOBS_FILE under a real run', () => {
       await runner.exited;
     }
     await reader.stop();
-    const keys = await redis.keys(`${prefix}:*`);
-    if (keys.length > 0) await redis.del(...keys);
+    await deleteMatching(redis, `${prefix}:*`);
     await redis.quit();
     await db.drop();
     await rm(dir, { recursive: true, force: true });
@@ -113,7 +117,7 @@ describe('JOBS_FILE under a real run', () => {
   it('writes every output type, replaces the sorted set atomically, dead-letters a failing query once', async () => {
     runner = new RunnerProcess(
       {
-        REDIS_URL: s.redisUrl,
+        ...redisEnv,
         CLICKHOUSE_URL: s.clickhouseUrl,
         CLICKHOUSE_DATABASE: db.name,
         KAFKA_BROKERS: s.kafkaBrokers.join(','),
@@ -126,6 +130,7 @@ describe('JOBS_FILE under a real run', () => {
         JOBS_FILE: path.join(dir, 'jobs.yaml'),
         // The environment wins over the file (CONTRACT §11).
         EVENT_TYPES_INTERVAL_SEC: '1',
+        EVENT_TYPES_TIMEOUT_SEC: '5',
       },
       [],
     );
@@ -169,18 +174,19 @@ describe('JOBS_FILE under a real run', () => {
       WHERE e.event_time > toDateTime({since:UInt32}) AND e.post_id != 0
       GROUP BY e.post_id, p.author_id`);
     expect(posts.length).toBeGreaterThan(500);
-    const hashes = redis.pipeline();
-    for (const p of posts) hashes.hgetall(`${prefix}:post_stats:${p.post_id}`);
-    const got = (await hashes.exec())!.map(([, v]) => v);
+    const got = await Promise.all(posts.map((p) => redis.hgetall(`${prefix}:post_stats:${p.post_id}`)));
     expect(got).toEqual(posts.map(({ post_id: _id, ...fields }) => fields));
-    expect(await redis.keys(`${prefix}:post_stats:*`)).toHaveLength(posts.length);
+    expect(await keysMatching(redis, `${prefix}:post_stats:*`)).toHaveLength(posts.length);
 
     // per_row: the row without its key column, as JSON.
     const users = await query<{ u: string; events: string; posts: string }>(`
       SELECT toString(user_id) AS u, toString(count()) AS events, toString(count(DISTINCT post_id)) AS posts
       FROM post_events WHERE event_time > toDateTime({since:UInt32}) AND user_id != 0 GROUP BY user_id`);
     expect(users.length).toBeGreaterThan(500);
-    const values = await redis.mget(users.map((u) => `${prefix}:user_events:${u.u}`));
+    const values = await getMany(
+      redis,
+      users.map((u) => `${prefix}:user_events:${u.u}`),
+    );
     expect(values).toEqual(users.map((u) => JSON.stringify({ events: u.events, posts: u.posts })));
     expect(await redis.ttl(`${prefix}:user_events:${users[0]!.u}`)).toBeGreaterThan(0);
 

@@ -3,7 +3,7 @@ import type { Redis } from 'ioredis';
 import { pino } from 'pino';
 import { afterAll, describe, expect, it } from 'vitest';
 import { LeaderLease } from '../../src/cache/leader-lease.js';
-import { createRedis } from '../../src/clients.js';
+import { createStandaloneRedis } from '../../src/clients.js';
 import { createSystemClock } from '../../src/runner/clock.js';
 import { servicesEnv } from './env.js';
 
@@ -25,7 +25,7 @@ describe('leader lease across a frozen Redis (SIGSTOP 40 s)', () => {
 
   afterAll(async () => {
     for (const l of leases) await l.stop();
-    const admin = createRedis({ redisUrl: servicesEnv().redisUrl }, log);
+    const admin = createStandaloneRedis({ redisUrl: servicesEnv().redisUrl }, log);
     await admin.connect();
     const stale = await admin.keys(`${prefix}:*`);
     if (stale.length > 0) await admin.del(...stale);
@@ -36,7 +36,7 @@ describe('leader lease across a frozen Redis (SIGSTOP 40 s)', () => {
   it('a replica leads again within 5 s of Redis answering', { timeout: 120_000 }, async () => {
     const env = servicesEnv();
     const replica = (): LeaderLease => {
-      const redis = createRedis({ redisUrl: env.redisUrl }, log);
+      const redis = createStandaloneRedis({ redisUrl: env.redisUrl }, log);
       clients.push(redis);
       redis.connect().catch(() => undefined);
       const l = new LeaderLease({

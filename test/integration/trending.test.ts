@@ -3,7 +3,7 @@ import { createClient, type ClickHouseClient } from '@clickhouse/client';
 import { Redis } from 'ioredis';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { RedisCacheWriter } from '../../src/cache/writer.js';
+import { RedisCacheWriter, type RedisClient } from '../../src/cache/writer.js';
 import { ensureDatabase, migrate } from '../../src/clickhouse/schema.js';
 import { seedDatabase } from '../../src/clickhouse/seed.js';
 import { TrendingJob, type TrendingWindow } from '../../src/jobs/trending.js';
@@ -16,6 +16,7 @@ import {
   type TrendingEntry,
 } from './job-expectations.js';
 import { longRequests } from './scratch-database.js';
+import { deleteMatching, redisFor, TOPOLOGIES, type Topology } from './topologies.js';
 
 /**
  * CONTRACT §4 trending on a real ClickHouse and Redis. The reference ranking is written here, apart from
@@ -40,12 +41,14 @@ let seeded: ClickHouseClient;
 let small: ClickHouseClient;
 let redis: Redis;
 let writer: RedisCacheWriter;
+/** The exact-value checks run on each Redis topology (issue 15: unchanged on a cluster). */
+const targets = new Map<Topology, { redis: RedisClient; writer: RedisCacheWriter }>();
 
-function job(window: TrendingWindow, clickhouse: ClickHouseClient): TrendingJob {
+function job(window: TrendingWindow, clickhouse: ClickHouseClient, cache = writer): TrendingJob {
   return new TrendingJob({
     window,
     clickhouse,
-    cache: writer,
+    cache,
     keyPrefix: PREFIX,
     topK: 50,
     decay: DECAY[window],
@@ -67,8 +70,8 @@ function context(window: TrendingWindow, nowMs: number): RunFacts {
 
 type Entry = TrendingEntry;
 
-async function cached(window: TrendingWindow): Promise<Entry[] | null> {
-  const raw = await redis.get(`${PREFIX}:trending:${window}`);
+async function cached(window: TrendingWindow, client: RedisClient = redis): Promise<Entry[] | null> {
+  const raw = await client.get(`${PREFIX}:trending:${window}`);
   return raw === null ? null : (JSON.parse(raw) as Entry[]);
 }
 
@@ -101,6 +104,10 @@ beforeAll(async () => {
   await seedDatabase(seeded, { events: 1_000_000, seed: 5, now: new Date(SEED_END_SEC * 1000) });
   redis = new Redis(env.redisUrl, { maxRetriesPerRequest: 1 });
   writer = new RedisCacheWriter(redis);
+  for (const topology of TOPOLOGIES) {
+    const client = (await redisFor(topology)).redis;
+    targets.set(topology, { redis: client, writer: new RedisCacheWriter(client) });
+  }
 });
 
 afterAll(async () => {
@@ -110,36 +117,44 @@ afterAll(async () => {
   const stale = await redis.keys(`${PREFIX}:*`);
   if (stale.length > 0) await redis.del(...stale);
   await redis.quit();
+  for (const t of targets.values()) {
+    await deleteMatching(t.redis, `${PREFIX}:*`);
+    await t.redis.quit();
+  }
   await Promise.all([seeded.close(), small.close(), boot.close()]);
 });
 
-describe('trending on 1 M seeded events matches the exact formula', () => {
-  it.each(['1h', '24h', '7d'] as const)('%s: top 50 and scores', async (window) => {
-    const ctx = context(window, NOW_MS);
-    const result: RunResult = await job(window, seeded).run(ctx);
-    const got = await cached(window);
-    const want = await exactTrendingTop(seeded, window, NOW_MS, 50);
-    expect(want).toHaveLength(50);
-    expect(result.items).toBe(50);
-    expect(result.context).toMatchObject({ window, posts: 50, skipped_rows: 0 });
-    const { shared, maxError } = expectTrendingMatches(window, got, want);
+describe.each(TOPOLOGIES)(
+  'trending on 1 M seeded events matches the exact formula (%s Redis)',
+  (topology) => {
+    it.each(['1h', '24h', '7d'] as const)('%s: top 50 and scores', async (window) => {
+      const t = targets.get(topology)!;
+      const ctx = context(window, NOW_MS);
+      const result: RunResult = await job(window, seeded, t.writer).run(ctx);
+      const got = await cached(window, t.redis);
+      const want = await exactTrendingTop(seeded, window, NOW_MS, 50);
+      expect(want).toHaveLength(50);
+      expect(result.items).toBe(50);
+      expect(result.context).toMatchObject({ window, posts: 50, skipped_rows: 0 });
+      const { shared, maxError } = expectTrendingMatches(window, got, want);
 
-    const ttl = await redis.ttl(`${PREFIX}:trending:${window}`);
-    expect(ttl).toBeGreaterThan(0);
-    expect(ttl).toBeLessThanOrEqual(TTL_SEC);
+      const ttl = await t.redis.ttl(`${PREFIX}:trending:${window}`);
+      expect(ttl).toBeGreaterThan(0);
+      expect(ttl).toBeLessThanOrEqual(TTL_SEC);
 
-    // Rows read, from the server's own statistics (the job names its query after the run).
-    const readRows = await readRowsOf(seeded, `cache-refresher:trending-${window}:${ctx.runId}:1`);
-    const total = await rawRows(seeded);
-    console.log(
-      `trending-${window}: overlap ${shared}/50, max score error ${(maxError * 100).toFixed(5)} %, ` +
-        `read ${readRows} rows of ${total} raw (${(total / readRows).toFixed(1)}x fewer)`,
-    );
-    expect(result.context?.rows_read).toBe(readRows);
-    // The rollups make every window read a fraction of the raw table (1h: a tiny one).
-    expect(readRows * (window === '1h' ? 10 : 2)).toBeLessThan(total);
-  });
-});
+      // Rows read, from the server's own statistics (the job names its query after the run).
+      const readRows = await readRowsOf(seeded, `cache-refresher:trending-${window}:${ctx.runId}:1`);
+      const total = await rawRows(seeded);
+      console.log(
+        `trending-${window}: overlap ${shared}/50, max score error ${(maxError * 100).toFixed(5)} %, ` +
+          `read ${readRows} rows of ${total} raw (${(total / readRows).toFixed(1)}x fewer)`,
+      );
+      expect(result.context?.rows_read).toBe(readRows);
+      // The rollups make every window read a fraction of the raw table (1h: a tiny one).
+      expect(readRows * (window === '1h' ? 10 : 2)).toBeLessThan(total);
+    });
+  },
+);
 
 describe('edge cases on a small database', () => {
   // Not on a minute boundary, so both raw edges and whole minutes are exercised.
