@@ -398,8 +398,8 @@ async function standalone(): Promise<void> {
     note(`seeding ${users} users, ${events} events`);
     await seedDatabase(ch, { users, days: 7, events, seed: 42, now });
     await ch.close();
-    await redis.set(`${prefix}:leader`, 'bench', 'EX', 3 * 3600);
-    const fence: Fence = { key: `${prefix}:leader`, token: () => 'bench', lost: () => note('lease lost') };
+    await redis.set(`${prefix}:leader`, '1:bench', 'EX', 3 * 3600);
+    const fence: Fence = { key: `${prefix}:leader`, token: () => '1:bench', lost: () => note('lease lost') };
     const result = await benchIncremental({
       clickhouseUrl,
       database,

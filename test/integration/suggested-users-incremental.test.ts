@@ -61,8 +61,8 @@ describe(`suggested-users incremental mode equals a full refresh (seed ${SEED})`
     db = await scratchDatabase('test_incr');
     ch = db.client;
     redis = new Redis(servicesEnv().redisUrl);
-    await redis.set(`${prefix}:leader`, 'token', 'EX', 600);
-    fence = { key: `${prefix}:leader`, token: () => 'token', lost: () => undefined };
+    await redis.set(`${prefix}:leader`, '1:test', 'EX', 600);
+    fence = { key: `${prefix}:leader`, token: () => '1:test', lost: () => undefined };
   });
 
   afterAll(async () => {
@@ -213,8 +213,8 @@ describe('suggested-users incremental mode: run context counts and full-refresh 
     db = await scratchDatabase('test_incr_ctx');
     ch = db.client;
     redis = new Redis(servicesEnv().redisUrl);
-    await redis.set(`${prefix}:leader`, 'token', 'EX', 600);
-    fence = { key: `${prefix}:leader`, token: () => 'token', lost: () => undefined };
+    await redis.set(`${prefix}:leader`, '1:test', 'EX', 600);
+    fence = { key: `${prefix}:leader`, token: () => '1:test', lost: () => undefined };
     // 2→1, 3→1, 4→2, 5→6; users 1..6 active.
     await ch.insert({
       table: 'user_relationships',
