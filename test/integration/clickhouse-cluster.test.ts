@@ -180,6 +180,10 @@ describe('the cluster schema', () => {
       expect(report.tables.map((t) => t.table)).toEqual([
         'post_engagement_1m_local',
         'post_engagement_1h_local',
+        'post_moments_1h_local',
+        'post_moments_6h_local',
+        'post_moments_1d_local',
+        'user_activity_1d_local',
       ]);
       const local = await count(node, 'SELECT count() AS n FROM post_events_local');
       for (const rollup of ['post_engagement_1m_local', 'post_engagement_1h_local']) {
@@ -327,8 +331,8 @@ describe('what the cluster needs of the SQL', () => {
     const suggestions = {
       now: NOW_S,
       since: NOW_S - 7 * 86_400,
-      batch: 0,
-      batches: 1,
+      lo: '0',
+      hi: '18446744073709551615',
       max_followees: 1000,
       per_user: 20,
     };
@@ -356,8 +360,8 @@ describe('what the cluster needs of the SQL', () => {
       query_params: {
         now: NOW_S,
         since: NOW_S - 7 * 86_400,
-        batch: 0,
-        batches: 1,
+        lo: '0',
+        hi: '18446744073709551615',
         max_followees: 1000,
         per_user: 20,
       },
