@@ -1,4 +1,4 @@
-import { execFile, execFileSync, spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { createConnection } from 'node:net';
@@ -6,7 +6,7 @@ import os, { availableParallelism, cpus } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
-import { promisify, parseArgs } from 'node:util';
+import { parseArgs } from 'node:util';
 import type { ClickHouseClient } from '@clickhouse/client';
 import type { Redis } from 'ioredis';
 import { pino } from 'pino';
@@ -30,6 +30,7 @@ import {
   type BaselineRun,
 } from './baselines.js';
 import { fmt, fmtSpread, percentile, round, spread, type Spread } from './stats.js';
+import { redisBenchmark } from './redis-benchmark.js';
 import { benchTrendingExact, trendingExactRows, trendingExactTargets } from './trending.js';
 import { benchMillion } from './suggestions.js';
 import { benchIncremental, incrementalLevels, incrementalReport } from './incremental.js';
@@ -46,7 +47,6 @@ import { benchFencedWrites } from './writes.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const RESULTS_PATH = join(ROOT, 'bench', 'results.json');
-const execFileAsync = promisify(execFile);
 const silent = pino({ level: 'silent' });
 
 /** Contract defaults (CONTRACT §4, §9): the benchmark measures the product as shipped. */
@@ -574,46 +574,6 @@ async function benchTrendingScales(
   }
 }
 
-function parseRedisBenchmark(stdout: string): number {
-  const matches = [...stdout.matchAll(/SET: ([\d.]+) requests per second/g)];
-  const last = matches[matches.length - 1]?.[1];
-  if (last === undefined) throw new Error(`bench: cannot read redis-benchmark output: ${stdout.slice(-300)}`);
-  return Number(last);
-}
-
-async function redisBenchmark(
-  redisUrl: string,
-  size: number,
-  clients: number,
-  requests: number,
-): Promise<number> {
-  const url = new URL(redisUrl);
-  // Without -r every request SETs the same key, `key:__rand_int__`: nothing is left behind but that one
-  // key, which the caller deletes.
-  const { stdout } = await execFileAsync(
-    'redis-benchmark',
-    [
-      '-h',
-      url.hostname,
-      '-p',
-      url.port || '6379',
-      '-t',
-      'set',
-      '-d',
-      String(size),
-      '-P',
-      String(WRITE_CHUNK),
-      '-c',
-      String(clients),
-      '-n',
-      String(requests),
-      '-q',
-    ],
-    { maxBuffer: 16 * 1024 * 1024 },
-  );
-  return parseRedisBenchmark(stdout);
-}
-
 /**
  * What one Node connection can push at all, with no client library: the same SETs (value size, EX,
  * depth) pre-encoded as RESP once and written to a raw socket. This is Node's own ceiling on this host,
@@ -716,8 +676,22 @@ async function benchRedisWrites(env: Env, redisUrl: string, fence: Fence, valueB
       rates[kind].push(entries.length / (run.ms / 1000));
       loopMax[kind].push(loopDelayMs(delay.max, 1));
     }
-    rates.benchmark50.push(await redisBenchmark(redisUrl, size, 50, scale.redisBenchmarkRequests));
-    rates.benchmark1.push(await redisBenchmark(redisUrl, size, 1, scale.redisBenchmarkRequests));
+    rates.benchmark50.push(
+      await redisBenchmark(redisUrl, {
+        size,
+        clients: 50,
+        depth: WRITE_CHUNK,
+        requests: scale.redisBenchmarkRequests,
+      }),
+    );
+    rates.benchmark1.push(
+      await redisBenchmark(redisUrl, {
+        size,
+        clients: 1,
+        depth: WRITE_CHUNK,
+        requests: scale.redisBenchmarkRequests,
+      }),
+    );
     rates.nodeSocket.push(await nodeSocketCeiling(redisUrl, prefix, value, scale.redisWriteKeys));
     note(
       `  rep ${rep + 1}: plain ${fmt(rates.plain.at(-1) ?? 0)}/s, fenced ${fmt(rates.fenced.at(-1) ?? 0)}/s, fenced by ${SMALL_CHUNK} ${fmt(rates.fencedSmall.at(-1) ?? 0)}/s, redis-benchmark 50 clients ${fmt(rates.benchmark50.at(-1) ?? 0)}/s, 1 client ${fmt(rates.benchmark1.at(-1) ?? 0)}/s, node raw socket ${fmt(rates.nodeSocket.at(-1) ?? 0)}/s`,

@@ -7,20 +7,19 @@
 //   node dist-bench/bench/writes.js --redis-url redis://127.0.0.1:16379 [--cluster-nodes h:p,h:p]
 //        [--value-bytes 1316] [--keys 100000] [--reps 3]
 // which merges its result into bench/results.json under the same key.
-import { execFile } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs, promisify } from 'node:util';
+import { parseArgs } from 'node:util';
 import { Cluster, Redis } from 'ioredis';
 import { SET_SCRIPT } from '../src/cache/fenced-sets.js';
 import { keys as cacheKeys } from '../src/cache/keys.js';
 import type { RedisClient } from '../src/cache/redis-client.js';
 import { runSlotScripts, slotCalls } from '../src/cache/slot-scripts.js';
 import { RedisCacheWriter, type CacheEntry, type Fence } from '../src/cache/writer.js';
+import { redisBenchmark } from './redis-benchmark.js';
 import { fmt, spread, type Spread } from './stats.js';
 
-const execFileAsync = promisify(execFile);
 /** Entries per writer call, as streamUserValues hands them over. */
 const ENTRIES_PER_CALL = 2000;
 /** redis-benchmark's pipeline depth for the reference rate (issue 16: `-P 64`). */
@@ -85,34 +84,6 @@ async function measure(
     clientUs: (cpu.user + cpu.system) / entries.length,
     serverUs: serverUs / entries.length,
   };
-}
-
-async function redisBenchmark(redisUrl: string, size: number, requests: number): Promise<number> {
-  const url = new URL(redisUrl);
-  const { stdout } = await execFileAsync(
-    'redis-benchmark',
-    [
-      '-h',
-      url.hostname,
-      '-p',
-      url.port || '6379',
-      '-t',
-      'set',
-      '-d',
-      String(size),
-      '-P',
-      String(BENCHMARK_DEPTH),
-      '-c',
-      '50',
-      '-n',
-      String(requests),
-      '-q',
-    ],
-    { maxBuffer: 16 * 1024 * 1024 },
-  );
-  const last = [...stdout.matchAll(/SET: ([\d.]+) requests per second/g)].at(-1)?.[1];
-  if (last === undefined) throw new Error(`bench: cannot read redis-benchmark output: ${stdout.slice(-300)}`);
-  return Number(last);
 }
 
 /** A fence of our own: a lease taken for the bench, epoch 1 (no sidecar shares the prefix). */
@@ -197,7 +168,14 @@ export async function benchFencedWrites(o: FencedWritesOptions) {
           ),
         );
       }
-      benchmark.push(await redisBenchmark(o.redisUrl, size, Math.max(200_000, o.keys * 4)));
+      benchmark.push(
+        await redisBenchmark(o.redisUrl, {
+          size,
+          clients: 50,
+          depth: BENCHMARK_DEPTH,
+          requests: Math.max(200_000, o.keys * 4),
+        }),
+      );
       if (cluster && clusterFence) {
         const onCluster = new RedisCacheWriter(cluster, clusterFence);
         clusterRuns.push(
