@@ -54,7 +54,14 @@ interface Measured {
 export interface ChurnLevelResult {
   churn: number;
   changedPerRep: number[];
-  incremental: { seconds: Spread; rowsRead: Spread; usersRecomputed: number[]; usersExtended: number[] };
+  incremental: {
+    seconds: Spread;
+    rowsRead: Spread;
+    usersRecomputed: number[];
+    /** Users updated from their ranking buffers (the delta step), value written. */
+    usersUpdated: number[];
+    usersExtended: number[];
+  };
   full: { seconds: Spread; rowsRead: Spread };
   /** Full / incremental, per repetition. */
   timeRatio: Spread;
@@ -251,6 +258,7 @@ export async function benchIncremental(input: IncrementalBenchInput): Promise<In
         note(
           `  churn ${level.churn * 100} % rep ${rep + 1}: ${changed} follows changed; incremental ${fmt(i.seconds)} s, ` +
             `${i.rowsRead} rows, ${String(i.context.users_recomputed)} recomputed, ` +
+            `${String(i.context.users_updated)} updated from buffers, ` +
             `${String(i.context.users_extended)} extended; full ${fmt(f.seconds)} s, ${f.rowsRead} rows`,
         );
         const agreed = await compareAll(admin, input.redis, nowSec, incPrefix, fullPrefix);
@@ -266,6 +274,7 @@ export async function benchIncremental(input: IncrementalBenchInput): Promise<In
           seconds: spread(inc.map((m) => round(m.seconds))),
           rowsRead: spread(inc.map((m) => m.rowsRead)),
           usersRecomputed: inc.map((m) => Number(m.context.users_recomputed)),
+          usersUpdated: inc.map((m) => Number(m.context.users_updated)),
           usersExtended: inc.map((m) => Number(m.context.users_extended)),
         },
         full: {
@@ -342,12 +351,12 @@ export function incrementalReport(r: IncrementalBenchResult): {
     });
   }
   for (const l of r.levels) {
-    const recomputed = l.incremental.usersRecomputed.map(
-      (n) => `${fmt((n / Math.max(1, r.activeUsers)) * 100)} %`,
-    );
+    const share = (n: number): string => `${fmt((n / Math.max(1, r.activeUsers)) * 100)} %`;
+    const recomputed = l.incremental.usersRecomputed.map(share);
+    const updated = l.incremental.usersUpdated.map(share);
     rows.push([
       '7',
-      `incremental suggestions, ${l.churn * 100} % of follows changed: s / rows read (users recomputed: ${recomputed.join(', ')})`,
+      `incremental suggestions, ${l.churn * 100} % of follows changed: s / rows read (users recomputed: ${recomputed.join(', ')}; updated from buffers: ${updated.join(', ')})`,
       `${fmt(l.incremental.seconds.median)} s / ${l.incremental.rowsRead.median.toLocaleString('en-US')}`,
       `full: ${fmt(l.full.seconds.median)} s / ${l.full.rowsRead.median.toLocaleString('en-US')}`,
       `${x(l.timeRatio)} time, ${x(l.rowsRatio)} rows`,

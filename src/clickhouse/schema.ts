@@ -218,8 +218,10 @@ export function momentRollupSelectSql(rollup: Rollup, where = '', table: TableNa
  * suggested-users' incremental mode (jobs/suggested-users-incremental.ts): a change log of the follow
  * graph and the job's own state.
  *
- * `user_relationship_changes` gets one row (the follower) per row inserted into `user_relationships`,
- * through a materialized view, so it sees every insert whatever its `updated_at` (late rows included).
+ * `user_follow_changes` gets one row (the pair: follower and followee) per row inserted into
+ * `user_relationships`, through a materialized view, so it sees every insert whatever its `updated_at`
+ * (late rows included). (It replaces `user_relationship_changes`, which held the follower only: the
+ * delta refresh needs the pair. An older version's table and view are left alone; see README.)
  * Readers select new rows by the persisted `_block_number` (`enable_block_number_column`): in a plain
  * MergeTree an insert's block number is taken from the table's counter and the part made visible in
  * the same critical section, so a row not yet visible when a run reads the highest block number will
@@ -227,16 +229,23 @@ export function momentRollupSelectSql(rollup: Rollup, where = '', table: TableNa
  * the job trusts.
  */
 export const FOLLOW_CHANGES = {
-  table: 'user_relationship_changes',
-  view: 'user_relationship_changes_mv',
+  table: 'user_follow_changes',
+  view: 'user_follow_changes_mv',
   retentionDays: 2,
 } as const;
 
-/** The incremental mode's state: one row per run start and end, and the users each run covered. */
+/**
+ * The incremental mode's state: one row per run start and end, the users each run covered, and each
+ * user's ranking buffer (jobs/suggested-users-buffer.ts): the exact head of their candidate ranking,
+ * deeper than the cached list, which lets a run update a user from the changed follows alone.
+ */
 export const SUGGESTED_USERS_STATE = {
   runs: 'suggested_users_runs',
   covered: 'suggested_users_covered',
+  buffer: 'suggested_users_buffer',
   retentionDays: 2,
+  /** Buffer rows not rewritten for this long are dropped (the user is then recomputed). */
+  bufferRetentionDays: 7,
 } as const;
 
 function momentRollupTableDefinition(): string {
@@ -407,10 +416,11 @@ export const MIGRATIONS: readonly Migration[] = [
     shardingKey: BY_FOLLOWER,
     definition: `(
       follower_id UInt64,
+      followee_id UInt64,
       logged_at   DateTime
     )
     ENGINE = MergeTree
-    ORDER BY follower_id
+    ORDER BY (follower_id, followee_id)
     TTL logged_at + INTERVAL ${FOLLOW_CHANGES.retentionDays} DAY
     SETTINGS enable_block_number_column = 1`,
   },
@@ -418,7 +428,8 @@ export const MIGRATIONS: readonly Migration[] = [
     kind: 'view',
     name: FOLLOW_CHANGES.view,
     to: FOLLOW_CHANGES.table,
-    select: (table) => `SELECT follower_id, now() AS logged_at FROM ${table('user_relationships')}`,
+    select: (table) =>
+      `SELECT follower_id, followee_id, now() AS logged_at FROM ${table('user_relationships')}`,
   },
   {
     kind: 'table',
@@ -459,6 +470,27 @@ export const MIGRATIONS: readonly Migration[] = [
     ORDER BY (key_prefix, generation, user_id)
     TTL written_at + INTERVAL ${SUGGESTED_USERS_STATE.retentionDays} DAY
     SETTINGS ttl_only_drop_parts = 1`,
+  },
+  {
+    kind: 'table',
+    name: SUGGESTED_USERS_STATE.buffer,
+    shardingKey: 'cityHash64(user_id)',
+    // The newest row per (key_prefix, user_id) is the user's buffer: `version` is 2·seq + 1 for an
+    // exact row of run `seq`, 2·seq for a placeholder that run replaces before it finishes.
+    // `top` holds (mutual count, candidate) pairs in ranking order.
+    definition: `(
+      key_prefix String,
+      user_id    UInt64,
+      version    UInt64,
+      exact      UInt8,
+      changed    UInt8,
+      complete   UInt8,
+      top        Array(Tuple(UInt32, UInt64)),
+      written_at DateTime DEFAULT now()
+    )
+    ENGINE = ReplacingMergeTree(version)
+    ORDER BY (key_prefix, user_id)
+    TTL written_at + INTERVAL ${SUGGESTED_USERS_STATE.bufferRetentionDays} DAY`,
   },
 ];
 

@@ -1,23 +1,18 @@
 import type { ClickHouseClient } from '@clickhouse/client';
 import { readJsonEachRow } from '../clickhouse/result-stream.js';
-import {
-  BAD_RELATIONSHIP_SQL,
-  FOLLOW_CHANGES,
-  GOOD_EVENT_SQL,
-  SUGGESTED_USERS_STATE,
-} from '../clickhouse/schema.js';
+import { FOLLOW_CHANGES } from '../clickhouse/schema.js';
 
 /**
- * Change detection for suggested-users' incremental mode: which active users' inputs changed since
- * the last successful run.
+ * Change detection for suggested-users' incremental mode: which follows changed since the last
+ * successful run.
  *
  * A user u's value is a function of the follow rows whose follower is u (F(u), hence E(u)) and of the
  * rows whose follower is in E(u) (their F), nothing else (CONTRACT §4; `now` only decides who is
- * active). So u must be recomputed iff some row was inserted into `user_relationships` since the last
- * run with follower u or with a follower f that u follows. Every insert lands in
- * `user_relationship_changes` through a materialized view (schema.ts), whatever its `updated_at`: a late
- * row with an old timestamp is a change like any other, and a row that loses to a newer one costs only
- * a needless recompute.
+ * active). So only the (follower, followee) pairs with a row inserted into `user_relationships` since
+ * the last run can change anyone's value (suggested-users-buffer.ts says whose and how). Every insert
+ * lands in `user_follow_changes` through a materialized view (schema.ts), whatever its `updated_at`: a
+ * late row with an old timestamp is a change like any other, and a row that loses to a newer one costs
+ * only needless work.
  *
  * Why the block number is an exact watermark: in a plain (non-replicated) MergeTree each INSERT's part
  * takes its block number from the table's counter and becomes visible under the same parts lock, so
@@ -76,44 +71,3 @@ export async function readChangeLogPosition(
     viewExists: Number(row?.views ?? 0) > 0,
   };
 }
-
-/** Records the active users of the window as this run's covered set (before anything is written). */
-export const INSERT_COVERED_SQL = `
-INSERT INTO ${SUGGESTED_USERS_STATE.covered} (key_prefix, generation, user_id)
-SELECT DISTINCT {prefix:String}, {generation:String}, user_id
-FROM post_events
-WHERE event_time > toDateTime({since:UInt32}) AND event_time <= toDateTime({now:UInt32}) AND ${GOOD_EVENT_SQL}`;
-
-/**
- * Followers with a change-log row in blocks (from, to]. The `_part` condition (the part's highest block
- * is its name's third field) lets ClickHouse skip old parts without reading them; `_block_number`
- * then selects rows exactly.
- */
-export const CHANGED_FOLLOWERS_SQL = `
-SELECT DISTINCT follower_id AS f
-FROM ${FOLLOW_CHANGES.table}
-WHERE toUInt64OrZero(splitByChar('_', _part)[3]) > {from:UInt64}
-  AND _block_number > {from:UInt64} AND _block_number <= {to:UInt64}`;
-
-/**
- * Every user of this run's covered set, with whether it must be recomputed: its own follows changed,
- * a followee's follows changed (any row u→f, active or not: a superset of E(u), which is safe), or the
- * previous run did not cover it (newly active). The others only need their TTL extended.
- * Output: `user_id<TAB>0|1` lines.
- */
-export const REFRESH_PLAN_SQL = `
-WITH
-  changed AS (${CHANGED_FOLLOWERS_SQL}),
-  affected AS (
-    SELECT f AS u FROM changed
-    UNION DISTINCT
-    SELECT follower_id AS u FROM user_relationships
-    WHERE followee_id IN (SELECT f FROM changed) AND NOT ${BAD_RELATIONSHIP_SQL}
-  )
-SELECT toString(user_id) AS user_id,
-  (user_id IN (SELECT u FROM affected)
-    OR user_id NOT IN (
-      SELECT user_id FROM ${SUGGESTED_USERS_STATE.covered}
-      WHERE key_prefix = {prefix:String} AND generation = {previous:String})) AS recompute
-FROM ${SUGGESTED_USERS_STATE.covered}
-WHERE key_prefix = {prefix:String} AND generation = {generation:String}`;

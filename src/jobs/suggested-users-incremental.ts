@@ -1,10 +1,25 @@
 import { hostname } from 'node:os';
 import type { ClickHouseClient } from '@clickhouse/client';
-import { GuardMismatchError, type CacheWriter } from '../cache/writer.js';
+import { GuardMismatchError, type CacheEntry, type CacheWriter } from '../cache/writer.js';
 import { keys } from '../cache/keys.js';
-import { streamLines } from '../clickhouse/result-stream.js';
+import { readJsonEachRow, streamLines } from '../clickhouse/result-stream.js';
 import type { RunFacts, RunResult } from '../runner/job.js';
-import { INSERT_COVERED_SQL, readChangeLogPosition, REFRESH_PLAN_SQL } from './suggested-users-changes.js';
+import {
+  bufferDepth,
+  bufferVersion,
+  COMPUTED,
+  deltaSql,
+  fillBuffersSql,
+  INSERT_COVERED_SQL,
+  MATERIALIZED_CTE_SQL,
+  RECOMPUTE_COUNT_SQL,
+  RECOMPUTE_SHARE_SQL,
+  RENDER_PLAN_SQL,
+  renderBuffersSql,
+  UNCHANGED,
+} from './suggested-users-buffer.js';
+import { readChangeLogPosition } from './suggested-users-changes.js';
+import { streamUserValues } from './user-values.js';
 import {
   configFingerprint,
   decideRefresh,
@@ -16,18 +31,21 @@ import {
 } from './suggested-users-state.js';
 
 /**
- * suggested-users with `SUGGESTED_USERS_MODE=incremental`: recompute only the active users whose inputs
- * changed since the last successful run (suggested-users-changes.ts says which), extend the TTL of every
- * other active user's key, and fall back to a full refresh every `fullEvery` runs and whenever the state
- * is doubtful (suggested-users-state.ts).
+ * suggested-users with `SUGGESTED_USERS_MODE=incremental`: update only the active users whose inputs
+ * changed since the last successful run, from the changed follows and each user's ranking buffer
+ * (suggested-users-buffer.ts), recompute from scratch only those the buffer cannot answer, extend the
+ * TTL of every other active user's key, and fall back to a full refresh every `fullEvery` runs and
+ * whenever the state is doubtful (suggested-users-state.ts).
  *
  * One run:
  * 1. read the change log's watermark W (before any input), the newest state row, and decide;
  * 2. record a `started` row and the run's covered set (the active users of the window), before writing
  *    anything: every covered user gets a fresh value or a verified extension in this run;
- * 3. incremental: stream the plan (each covered user, recompute or not); extend the others' TTLs in
- *    fenced batches guarded by the Redis marker (which must still name the previous run), recompute
- *    the rest plus any whose key had vanished; full: the full refresh;
+ * 3. incremental: the delta step (one INSERT … SELECT in ClickHouse) stores new buffers for the users
+ *    with touched candidates; users without a usable buffer are recomputed into buffers in batches;
+ *    then the plan streams each covered user's action: write the new head, or extend the TTL in fenced
+ *    batches guarded by the Redis marker (which must still name the previous run); a key that vanished
+ *    is computed again. Full: the full refresh, which also stores every covered user's buffer;
  * 4. record a `finished` row with W, then set the marker to this run's generation.
  * A failure anywhere leaves the `started` row last, so the next run is a full one.
  */
@@ -44,16 +62,36 @@ export interface IncrementalOptions {
   ttlSec: number;
   /** `SUGGESTED_USERS_FULL_EVERY`. */
   fullEvery: number;
-  /** The full refresh (resolves to its run result, whose `items` are the users written). */
-  runFull: (ctx: RunFacts) => Promise<RunResult>;
+  /**
+   * The full refresh, with each batch handed to `writeBatch` when given (resolves to its run result,
+   * whose `items` are the users written).
+   */
+  runFull: (ctx: RunFacts, writeBatch?: BatchWriter) => Promise<RunResult>;
   /** Computes and writes the suggestions of exactly these users (decimal ids); `tag` names the query. */
   writeUsers: (ctx: RunFacts, userIds: readonly string[], tag: string) => Promise<{ written: number }>;
   /** Identity of this process in the state (default host:pid). */
   replica?: string;
 }
 
+/**
+ * Writes one batch of users of a full refresh (`subset.sql` selects them): resolves to the users
+ * written and result rows skipped as unparsable.
+ */
+export type BatchWriter = (
+  ctx: RunFacts,
+  window: { now: number; since: number },
+  subset: { sql: string; params: Record<string, unknown>; label: string },
+) => Promise<{ written: number; skipped: number }>;
+
 /** Keys per TTL-extension call (the writer pipelines them further). */
 const EXTEND_CHUNK = 4000;
+/** Values per Redis write call. */
+const WRITE_CHUNK = 2000;
+/**
+ * Users per recompute of vanished keys: their ids travel as a query parameter, which ClickHouse's HTTP
+ * interface limits (128 KiB per field by default): 5 000 ids of up to 20 digits fit.
+ */
+const LISTED_CHUNK = 5000;
 
 /** The Redis key holding the generation of the last successful run (see step 4). */
 export function generationMarkerKey(keyPrefix: string): string {
@@ -72,7 +110,7 @@ export class IncrementalSuggestedUsers {
   async run(ctx: RunFacts): Promise<RunResult> {
     const o = this.#o;
     const nowSec = Math.floor(ctx.startedAt.getTime() / 1000);
-    const since = nowSec - o.activeDays * 86_400;
+    const window = { now: nowSec, since: nowSec - o.activeDays * 86_400 };
     const log = await readChangeLogPosition(o.clickhouse, ctx.signal);
     const latest = await readLatestRun(o.clickhouse, o.keyPrefix, ctx.signal);
     const fingerprint = configFingerprint(o);
@@ -87,6 +125,7 @@ export class IncrementalSuggestedUsers {
     });
     const generation = `${ctx.runId}:${ctx.attempt}`;
     const seq = (latest?.seq ?? 0) + 1;
+    const version = bufferVersion(seq);
     const row = (phase: RunStateRow['phase'], mode: RunStateRow['mode'], extra: Partial<RunStateRow>) => ({
       seq,
       generation,
@@ -104,14 +143,20 @@ export class IncrementalSuggestedUsers {
     await writeRun(o.clickhouse, o.keyPrefix, row('started', decision.mode, {}), ctx.signal);
     await o.clickhouse.command({
       query: INSERT_COVERED_SQL,
-      query_params: { prefix: o.keyPrefix, generation, since, now: nowSec },
+      query_params: { prefix: o.keyPrefix, generation, ...window },
       abort_signal: ctx.signal,
     });
 
-    let counts: { recomputed: number; extended: number; missing: number; covered: number } | undefined;
+    let counts: Counts | undefined;
     if (decision.mode === 'incremental') {
       try {
-        counts = await this.#incremental(ctx, decision.previous, generation, log.watermark);
+        counts = await this.#incremental(ctx, {
+          previous: decision.previous,
+          generation,
+          version,
+          window,
+          log,
+        });
       } catch (err) {
         if (!(err instanceof GuardMismatchError)) throw err;
         ctx.log.warn({ err }, 'suggested-users: cache marker does not match the state; full refresh');
@@ -120,9 +165,16 @@ export class IncrementalSuggestedUsers {
     }
     let fullContext: Record<string, unknown> = {};
     if (decision.mode === 'full') {
-      const result = await o.runFull(ctx);
+      // Buffers only help a next incremental run; without a usable change log (on a ClickHouse
+      // cluster it is a Distributed table) every run is full, so write values directly.
+      const reason = decision.reason;
+      const buffered = reason !== 'change_log_missing' && reason !== 'change_log_not_plain_mergetree';
+      const result = await o.runFull(
+        ctx,
+        buffered ? (facts, w, subset) => this.#fillAndWrite(facts, w, subset, version) : undefined,
+      );
       fullContext = result.context ?? {};
-      counts = { recomputed: result.items, extended: 0, missing: 0, covered: result.items };
+      counts = { recomputed: result.items, updated: 0, extended: 0, missing: 0, covered: result.items };
     }
     if (counts === undefined) throw new Error('suggested-users: no refresh ran');
 
@@ -144,43 +196,128 @@ export class IncrementalSuggestedUsers {
       ...(decision.mode === 'full' ? { full_reason: decision.reason } : {}),
       active_users: counts.covered,
       users_recomputed: counts.recomputed,
+      ...(decision.mode === 'incremental' ? { users_updated: counts.updated } : {}),
       users_extended: counts.extended,
       ...(decision.mode === 'incremental' ? { users_key_missing: counts.missing } : {}),
       change_log_watermark: log.watermark,
     };
     ctx.log.info(context, 'suggested-users: refreshed');
-    return { items: counts.recomputed + counts.extended, context };
+    return { items: counts.recomputed + counts.updated + counts.extended, context };
+  }
+
+  /** Parameters every buffer query takes. */
+  #bufferParams(version: string): Record<string, unknown> {
+    const o = this.#o;
+    return {
+      prefix: o.keyPrefix,
+      version,
+      max_followees: o.maxFollowees,
+      per_user: o.perUser,
+      buffer_size: bufferDepth(o.perUser),
+    };
+  }
+
+  #queryId(ctx: RunFacts, label: string): string {
+    return `cache-refresher:${ctx.jobId}:${ctx.runId}:${ctx.attempt}:${label}`;
+  }
+
+  /** A full refresh's batch: its users' buffers computed and stored, then their values written. */
+  async #fillAndWrite(
+    ctx: RunFacts,
+    window: { now: number; since: number },
+    subset: { sql: string; params: Record<string, unknown>; label: string },
+    version: string,
+  ): Promise<{ written: number; skipped: number }> {
+    const o = this.#o;
+    const params = { ...subset.params, ...window, ...this.#bufferParams(version) };
+    await o.clickhouse.command({
+      query: fillBuffersSql(subset.sql),
+      query_params: params,
+      abort_signal: ctx.signal,
+      query_id: this.#queryId(ctx, `${subset.label}-fill`),
+    });
+    const result = await o.clickhouse.query({
+      query: renderBuffersSql(subset.sql),
+      query_params: params,
+      format: 'TabSeparatedRaw',
+      abort_signal: ctx.signal,
+      query_id: this.#queryId(ctx, subset.label),
+    });
+    return streamUserValues(result, {
+      keyOf: (userId) => keys.suggestedUsers(o.keyPrefix, userId),
+      cache: o.cache,
+      ttlSec: o.ttlSec,
+      signal: ctx.signal,
+    });
   }
 
   async #incremental(
     ctx: RunFacts,
-    previous: RunStateRow,
-    generation: string,
-    watermark: string,
-  ): Promise<{ recomputed: number; extended: number; missing: number; covered: number }> {
+    run: {
+      previous: RunStateRow;
+      generation: string;
+      version: string;
+      window: { now: number; since: number };
+      log: { watermark: string };
+    },
+  ): Promise<Counts> {
     const o = this.#o;
     const extendTtl = o.cache.extendTtl?.bind(o.cache);
     if (extendTtl === undefined) throw new Error('suggested-users: the cache writer cannot extend TTLs');
-    const guard = { key: generationMarkerKey(o.keyPrefix), value: previous.generation };
+    const guard = { key: generationMarkerKey(o.keyPrefix), value: run.previous.generation };
+    const params = {
+      ...this.#bufferParams(run.version),
+      ...run.window,
+      generation: run.generation,
+      previous: run.previous.generation,
+      from: run.previous.watermark,
+      to: run.log.watermark,
+    };
+
+    // 1. The delta step: new buffers (or placeholders) for every user with a touched candidate. No
+    // block since the last run: nothing is touched.
+    if (run.previous.watermark !== run.log.watermark) {
+      await o.clickhouse.command({
+        query: deltaSql((await this.#hasMaterializedCte(ctx)) ? 'MATERIALIZED' : ''),
+        query_params: params,
+        abort_signal: ctx.signal,
+        query_id: this.#queryId(ctx, 'delta'),
+      });
+    }
+
+    // 2. Users without a usable buffer, computed from scratch into buffers, in shares of a batch.
+    const [counted] = await readJsonEachRow<{ n: string | number }>(
+      await o.clickhouse.query({
+        query: RECOMPUTE_COUNT_SQL,
+        query_params: params,
+        format: 'JSONEachRow',
+        abort_signal: ctx.signal,
+      }),
+    );
+    const toCompute = Number(counted?.n ?? 0);
+    const parts = Math.ceil(toCompute / Math.max(1, o.batchSize));
+    for (let part = 0; part < parts; part++) {
+      await o.clickhouse.command({
+        query: fillBuffersSql(RECOMPUTE_SHARE_SQL),
+        query_params: { ...params, parts, part },
+        abort_signal: ctx.signal,
+        query_id: this.#queryId(ctx, `r${part}-fill`),
+      });
+    }
+
+    // 3. Each covered user's action: write the new head, or extend the TTL.
     const plan = await o.clickhouse.query({
-      query: REFRESH_PLAN_SQL,
-      query_params: {
-        prefix: o.keyPrefix,
-        generation,
-        previous: previous.generation,
-        from: previous.watermark,
-        to: watermark,
-      },
+      query: RENDER_PLAN_SQL,
+      query_params: params,
       format: 'TabSeparatedRaw',
       abort_signal: ctx.signal,
-      query_id: `cache-refresher:${ctx.jobId}:${ctx.runId}:${ctx.attempt}:plan`,
+      query_id: this.#queryId(ctx, 'plan'),
     });
-    const recompute: string[] = [];
+    const counts: Counts = { recomputed: 0, updated: 0, extended: 0, missing: 0, covered: 0 };
+    const vanished: string[] = [];
     let pending: string[] = [];
-    let extended = 0;
-    let missing = 0;
-    let covered = 0;
-    const flush = async (): Promise<void> => {
+    let values: CacheEntry[] = [];
+    const extend = async (): Promise<void> => {
       if (pending.length === 0) return;
       const ids = pending;
       pending = [];
@@ -192,26 +329,62 @@ export class IncrementalSuggestedUsers {
       );
       // A key that vanished (evicted, expired, Redis restarted) cannot be extended: compute it.
       const gone = new Set(result.missing);
-      ids.forEach((id, i) => (gone.has(i) ? recompute.push(id) : extended++));
-      missing += gone.size;
+      ids.forEach((id, i) => (gone.has(i) ? vanished.push(id) : counts.extended++));
+      counts.missing += gone.size;
+    };
+    const write = async (): Promise<void> => {
+      if (values.length === 0) return;
+      const entries = values;
+      values = [];
+      await o.cache.write(entries, o.ttlSec, ctx.signal);
     };
     for await (const lines of streamLines(plan)) {
       for (const line of lines) {
-        const tab = line.indexOf('\t');
-        if (tab <= 0) continue;
-        covered++;
-        const id = line.slice(0, tab);
-        if (line.slice(tab + 1) === '1') recompute.push(id);
-        else pending.push(id);
-        if (pending.length >= EXTEND_CHUNK) await flush();
+        const [id, changed, value] = line.split('\t');
+        if (id === undefined || id === '' || changed === undefined) continue;
+        counts.covered++;
+        if (Number(changed) === UNCHANGED) {
+          pending.push(id);
+          if (pending.length >= EXTEND_CHUNK) await extend();
+          continue;
+        }
+        if (Number(changed) === COMPUTED) counts.recomputed++;
+        else counts.updated++;
+        values.push({ key: keys.suggestedUsers(o.keyPrefix, id), value: value ?? '[]' });
+        if (values.length >= WRITE_CHUNK) await write();
       }
     }
-    await flush();
-    let recomputed = 0;
-    for (let i = 0; i < recompute.length; i += o.batchSize) {
-      const slice = recompute.slice(i, i + o.batchSize);
-      recomputed += (await o.writeUsers(ctx, slice, `i${i / o.batchSize}`)).written;
+    await write();
+    await extend();
+    for (let i = 0; i < vanished.length; i += LISTED_CHUNK) {
+      const slice = vanished.slice(i, i + LISTED_CHUNK);
+      counts.recomputed += (await o.writeUsers(ctx, slice, `k${i / LISTED_CHUNK}`)).written;
     }
-    return { recomputed, extended, missing, covered };
+    return counts;
   }
+
+  /** Whether the server has materialized CTEs (see MATERIALIZED_CTE_SQL). */
+  async #hasMaterializedCte(ctx: RunFacts): Promise<boolean> {
+    const [row] = await readJsonEachRow<{ n: string | number }>(
+      await this.#o.clickhouse.query({
+        query: MATERIALIZED_CTE_SQL,
+        format: 'JSONEachRow',
+        abort_signal: ctx.signal,
+      }),
+    );
+    return Number(row?.n ?? 0) > 0;
+  }
+}
+
+/** Users per outcome of one run. */
+interface Counts {
+  /** Computed from scratch (a full refresh, new users, unusable buffers, vanished keys). */
+  recomputed: number;
+  /** Updated from the changed follows and their buffer (delta step), value written. */
+  updated: number;
+  /** TTL extended only. */
+  extended: number;
+  /** Keys that had vanished from Redis (counted in `recomputed` too). */
+  missing: number;
+  covered: number;
 }

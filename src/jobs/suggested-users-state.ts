@@ -103,7 +103,9 @@ export function decideRefresh(input: DecisionInput): RefreshDecision {
 
 /** The settings a cached value depends on; a state made under others is not reused. */
 export function configFingerprint(o: { perUser: number; maxFollowees: number; activeDays: number }): string {
-  return JSON.stringify({ v: 1, perUser: o.perUser, maxFollowees: o.maxFollowees, activeDays: o.activeDays });
+  // v2: states carry ranking buffers (suggested-users-buffer.ts), whose depth follows perUser; a
+  // state of v1 has none, so its first run after an upgrade is a full refresh.
+  return JSON.stringify({ v: 2, perUser: o.perUser, maxFollowees: o.maxFollowees, activeDays: o.activeDays });
 }
 
 const COLUMNS =

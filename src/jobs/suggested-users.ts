@@ -13,8 +13,16 @@ import { isTransientError } from '../runner/retry.js';
 import { JOB_DEFAULTS, type Config } from '../config.js';
 import { JobError, type RunFacts, type RunResult } from '../runner/job.js';
 import { defineJob, type RefreshJob } from './define.js';
-import { IncrementalSuggestedUsers } from './suggested-users-incremental.js';
+import { IncrementalSuggestedUsers, type BatchWriter } from './suggested-users-incremental.js';
+import { ACTIVE_RANGE_USERS_SQL, LISTED_USERS_SQL, suggestionsSql } from './suggestions-sql.js';
 import { streamUserValues } from './user-values.js';
+
+export {
+  ACTIVE_RANGE_USERS_SQL,
+  LISTED_USERS_SQL,
+  SUGGESTIONS_BATCH_SQL,
+  suggestionsSql,
+} from './suggestions-sql.js';
 
 /**
  * suggested-users (CONTRACT §4): "people you may know" for EVERY active user, every run.
@@ -30,90 +38,6 @@ import { streamUserValues } from './user-values.js';
  * row and is written to Redis in pipelined chunks while later rows are still arriving, so memory stays
  * flat however many users there are.
  */
-
-/**
- * The whole computation for the users that `batchUsersSql` selects (one column `u`, UInt64; it may use
- * `{now:UInt32}`, `{since:UInt32}` and parameters of its own). This is the one replaceable piece: a full
- * refresh passes an id range of the active users, another mode may pass any other set.
- *
- * Counting is per user over arrays, not one GROUP BY over (user, candidate) pairs: a user's paths
- * (their recent followees' followee lists, concatenated) are sorted once, and the runs of equal ids are
- * the candidates with their mutual counts. Measured on the bench's 100 000-user graph, sorting the
- * 67 M paths per user costs about a third of hash-aggregating them as pairs, and no per-pair state
- * outlives its user.
- *
- * - "Latest row per pair wins" is ReplacingMergeTree's own rule, which `FINAL` applies, so the status
- *   filter sees only each pair's newest row (ties resolved by the engine, as before).
- * - `followed` is F(u), every active followee (all of them are excluded from the candidates, with u);
- *   `recent` is E(u), the `max_followees` most recent (updated_at desc, followee_id asc).
- * - `arrayDifference` of the sorted paths is non-zero exactly where a new id starts (ids are compared
- *   as UInt64; a wrapped difference of two different ids is still non-zero).
- * - Users with no candidate still get a row (an empty list) through the LEFT JOIN.
- */
-export function suggestionsSql(batchUsersSql: string): string {
-  return `
-WITH
-  batch_users AS (${batchUsersSql}),
-  follows AS (
-    SELECT follower_id AS u,
-      groupArray(followee_id) AS followed,
-      arrayMap(x -> x.2,
-        arraySlice(arraySort(x -> (-toInt64(toUInt32(x.1)), x.2), groupArray((updated_at, followee_id))),
-          1, {max_followees:UInt32})) AS recent
-    FROM user_relationships FINAL
-    WHERE follower_id GLOBAL IN (SELECT u FROM batch_users) AND status = 'active' AND NOT ${BAD_RELATIONSHIP_SQL}
-    GROUP BY follower_id
-  ),
-  second_hop AS (
-    SELECT follower_id AS via, groupArray(followee_id) AS reached
-    FROM user_relationships FINAL
-    WHERE follower_id GLOBAL IN (SELECT arrayJoin(recent) FROM follows) AND status = 'active' AND NOT ${BAD_RELATIONSHIP_SQL}
-    GROUP BY follower_id
-  ),
-  paths AS (
-    SELECT p.u AS u,
-      arraySort(arrayExcept(arrayFlatten(groupArray(h.reached)), arrayPushBack(any(p.followed), p.u))) AS s
-    FROM (SELECT u, followed, arrayJoin(recent) AS via FROM follows) AS p
-    INNER JOIN second_hop AS h ON h.via = p.via
-    GROUP BY p.u
-  ),
-  counted AS (
-    SELECT u,
-      arrayDifference(s) AS step,
-      arrayFilter((c, d, i) -> i = 1 OR d != 0, s, step, arrayEnumerate(s)) AS candidates,
-      arrayPopFront(arrayDifference(arrayPushBack(
-        arrayFilter((i, d) -> i = 1 OR d != 0, arrayEnumerate(s), step), length(s) + 1))) AS mutuals
-    FROM paths
-  ),
-  ranked AS (
-    SELECT u,
-      arraySlice(arraySort((x, n, c) -> (-toInt64(n), c), arrayZip(mutuals, candidates), mutuals, candidates),
-        1, {per_user:UInt32}) AS top
-    FROM counted
-  )
-SELECT toString(b.u) AS user_id,
-  concat('[', arrayStringConcat(arrayMap(x -> concat(
-      '{"user_id":"', toString(x.2), '","mutual_count":', toString(x.1),
-      ',"reason":"', toString(x.1), if(x.1 = 1, ' mutual connection', ' mutual connections'), '"}'),
-    r.top), ','), ']') AS value
-FROM batch_users AS b
-LEFT JOIN ranked AS r ON r.u = b.u
-SETTINGS join_use_nulls = 0`;
-}
-
-/** A full refresh's batch: the window's active users with ids in `[{lo:UInt64}, {hi:UInt64}]`. */
-export const ACTIVE_RANGE_USERS_SQL = `SELECT DISTINCT user_id AS u FROM ${USER_ACTIVITY.table}
-    WHERE ${ACTIVE_IN_WINDOW_SQL}
-      AND user_id >= {lo:UInt64} AND user_id <= {hi:UInt64}`;
-
-/** One batch of a full refresh. */
-export const SUGGESTIONS_BATCH_SQL = suggestionsSql(ACTIVE_RANGE_USERS_SQL);
-
-/**
- * An explicit list of users (query parameter `users`: decimal strings, so 64-bit ids stay exact), for
- * refreshing a chosen subset (the incremental mode's changed users).
- */
-export const LISTED_USERS_SQL = 'SELECT DISTINCT toUInt64(arrayJoin({users:Array(String)})) AS u';
 
 /**
  * The run's plan: how many users are active and the first id of every batch of `batch_size` of them
@@ -239,8 +163,15 @@ export class SuggestedUsersJob {
     return this.fullRefresh(ctx);
   }
 
-  /** Every active user, in id-range batches, up to `parallelism` at once. */
-  async fullRefresh(ctx: RunFacts): Promise<RunResult> {
+  /**
+   * Every active user, in id-range batches, up to `parallelism` at once. Each batch goes to
+   * `writeBatch` (default: computed and written by writeSuggestions; the incremental mode also stores
+   * each user's ranking buffer).
+   */
+  async fullRefresh(
+    ctx: RunFacts,
+    writeBatch: BatchWriter = (c, w, s) => writeSuggestions(this.#o, c, w, s),
+  ): Promise<RunResult> {
     const window = this.#window(ctx);
     // The bad-row count scans the window's raw events and is only reported at the end: it runs beside
     // the batches instead of delaying the first one. Settled into a value so an early failure of the
@@ -275,7 +206,7 @@ export class SuggestedUsersJob {
         const batch = next++;
         const range = ranges[batch] ?? { lo: '0', hi: MAX_USER_ID };
         try {
-          const done = await this.#batchWithRetry(ctx, window, {
+          const done = await this.#batchWithRetry(ctx, window, writeBatch, {
             sql: ACTIVE_RANGE_USERS_SQL,
             params: range,
             label: `b${batch}`,
@@ -379,15 +310,16 @@ export class SuggestedUsersJob {
   async #batchWithRetry(
     ctx: RunFacts,
     window: { now: number; since: number },
+    writeBatch: BatchWriter,
     subset: UserSubset,
   ): Promise<SubsetWritten> {
     try {
-      return await writeSuggestions(this.#o, ctx, window, subset);
+      return await writeBatch(ctx, window, subset);
     } catch (err) {
       if (ctx.signal.aborted || !isTransientError(err)) throw err;
       ctx.log.warn({ err, batch: subset.label }, 'suggested-users: transient batch failure; retrying once');
       await delay(1000, undefined, { signal: ctx.signal });
-      return writeSuggestions(this.#o, ctx, window, subset);
+      return writeBatch(ctx, window, subset);
     }
   }
 }
@@ -399,7 +331,7 @@ export function incrementalSuggestedUsers(
   const job = new SuggestedUsersJob(opts);
   return new IncrementalSuggestedUsers({
     ...opts,
-    runFull: (facts) => job.fullRefresh(facts),
+    runFull: (facts, writeBatch) => job.fullRefresh(facts, writeBatch),
     writeUsers: (facts, users, tag) => {
       const now = Math.floor(facts.startedAt.getTime() / 1000);
       return writeSuggestions(

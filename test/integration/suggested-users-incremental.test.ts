@@ -144,6 +144,7 @@ describe(`suggested-users incremental mode equals a full refresh (seed ${SEED})`
     const modes: string[] = [];
     let extendedTotal = 0;
     let recomputedTotal = 0;
+    let updatedTotal = 0;
 
     for (let run = 0; run <= RUNS; run++) {
       if (run > 0) {
@@ -174,6 +175,7 @@ describe(`suggested-users incremental mode equals a full refresh (seed ${SEED})`
       modes.push(String(ctx.mode));
       extendedTotal += Number(ctx.users_extended);
       recomputedTotal += Number(ctx.users_recomputed);
+      updatedTotal += Number(ctx.users_updated ?? 0);
       const reference = await full.run(facts(at));
 
       // Every active user's key in the full refresh's prefix, compared with the incremental prefix.
@@ -185,7 +187,9 @@ describe(`suggested-users incremental mode equals a full refresh (seed ${SEED})`
       });
       const users = (await active.json<{ u: string }>()).map((r) => r.u);
       expect(users.length, `seed ${SEED} run ${run}`).toBe(reference.items);
-      expect(result.items, `seed ${SEED} run ${run}: items = recomputed + extended`).toBe(users.length);
+      expect(result.items, `seed ${SEED} run ${run}: items = recomputed + updated + extended`).toBe(
+        users.length,
+      );
       const want = await redis.mget(users.map((u) => keys.suggestedUsers(fullPrefix, u)));
       const got = await redis.mget(users.map((u) => keys.suggestedUsers(prefix, u)));
       const diff = users.map((u, i) => ({ u, want: want[i], got: got[i] })).filter((d) => d.want !== d.got);
@@ -197,6 +201,7 @@ describe(`suggested-users incremental mode equals a full refresh (seed ${SEED})`
     expect(modes.slice(1), `seed ${SEED}`).toEqual(Array(RUNS).fill('incremental'));
     expect(extendedTotal, `seed ${SEED}: some users only extended`).toBeGreaterThan(0);
     expect(recomputedTotal, `seed ${SEED}`).toBeGreaterThan(0);
+    expect(updatedTotal, `seed ${SEED}: some users updated from their buffers`).toBeGreaterThan(0);
   }, 60_000);
 });
 
@@ -271,6 +276,7 @@ describe('suggested-users incremental mode: run context counts and full-refresh 
     mode: c.mode,
     full_reason: c.full_reason,
     users_recomputed: c.users_recomputed,
+    users_updated: c.users_updated,
     users_extended: c.users_extended,
     users_key_missing: c.users_key_missing,
     items: c.items,
@@ -286,25 +292,55 @@ describe('suggested-users incremental mode: run context counts and full-refresh 
       mode: 'full',
       full_reason: 'no_state',
       users_recomputed: 6,
+      users_updated: undefined,
       users_extended: 0,
       users_key_missing: undefined,
       items: 6,
     });
     // Nothing changed: every key only extended.
-    await step({ ...inc, users_recomputed: 0, users_extended: 6, users_key_missing: 0, items: 6 });
-    // User 1 follows 5: user 1 and its followers 2 and 3 change; 4, 5, 6 do not.
+    await step({
+      ...inc,
+      users_recomputed: 0,
+      users_updated: 0,
+      users_extended: 6,
+      users_key_missing: 0,
+      items: 6,
+    });
+    // User 1 follows 5: user 1 and its followers 2 and 3 change (updated from their buffers); 4, 5, 6
+    // do not.
     await ch.insert({
       table: 'user_relationships',
       values: [{ follower_id: 1, followee_id: 5, status: 'active', updated_at: NOW - 30 }],
       format: 'JSONEachRow',
     });
-    await step({ ...inc, users_recomputed: 3, users_extended: 3, users_key_missing: 0, items: 6 });
+    await step({
+      ...inc,
+      users_recomputed: 0,
+      users_updated: 3,
+      users_extended: 3,
+      users_key_missing: 0,
+      items: 6,
+    });
     // User 7 becomes active.
     await activate([7]);
-    await step({ ...inc, users_recomputed: 1, users_extended: 6, users_key_missing: 0, items: 7 });
+    await step({
+      ...inc,
+      users_recomputed: 1,
+      users_updated: 0,
+      users_extended: 6,
+      users_key_missing: 0,
+      items: 7,
+    });
     // A key vanished from Redis: it cannot be extended, so it is computed.
     await redis.del(keys.suggestedUsers(prefix, '4'));
-    await step({ ...inc, users_recomputed: 1, users_extended: 6, users_key_missing: 1, items: 7 });
+    await step({
+      ...inc,
+      users_recomputed: 1,
+      users_updated: 0,
+      users_extended: 6,
+      users_key_missing: 1,
+      items: 7,
+    });
     expect(await redis.get(keys.suggestedUsers(prefix, '4'))).toBe(
       '[{"user_id":"1","mutual_count":1,"reason":"1 mutual connection"}]',
     );
@@ -314,6 +350,7 @@ describe('suggested-users incremental mode: run context counts and full-refresh 
       mode: 'full',
       full_reason: 'cache_generation_mismatch',
       users_recomputed: 7,
+      users_updated: undefined,
       users_extended: 0,
       users_key_missing: undefined,
       items: 7,
@@ -326,6 +363,7 @@ describe('suggested-users incremental mode: run context counts and full-refresh 
       mode: 'full',
       full_reason: 'previous_run_unfinished',
       users_recomputed: 7,
+      users_updated: undefined,
       users_extended: 0,
       users_key_missing: undefined,
       items: 7,
@@ -344,6 +382,7 @@ describe('suggested-users incremental mode: run context counts and full-refresh 
         mode: 'full',
         full_reason: 'replica_changed',
         users_recomputed: 7,
+        users_updated: undefined,
         users_extended: 0,
         users_key_missing: undefined,
         items: 7,
@@ -354,6 +393,7 @@ describe('suggested-users incremental mode: run context counts and full-refresh 
       mode: 'full',
       full_reason: 'replica_changed',
       users_recomputed: 7,
+      users_updated: undefined,
       users_extended: 0,
       users_key_missing: undefined,
       items: 7,
@@ -373,6 +413,7 @@ describe('suggested-users incremental mode: run context counts and full-refresh 
         mode: 'full',
         full_reason: 'config_changed',
         users_recomputed: 7,
+        users_updated: undefined,
         users_extended: 0,
         users_key_missing: undefined,
         items: 7,
@@ -385,6 +426,7 @@ describe('suggested-users incremental mode: run context counts and full-refresh 
         mode: 'full',
         full_reason: 'config_changed',
         users_recomputed: 7,
+        users_updated: undefined,
         users_extended: 0,
         users_key_missing: undefined,
         items: 7,
@@ -392,11 +434,11 @@ describe('suggested-users incremental mode: run context counts and full-refresh 
       job(undefined, 3),
     );
     await step(
-      { ...inc, users_recomputed: 0, users_extended: 7, users_key_missing: 0, items: 7 },
+      { ...inc, users_recomputed: 0, users_updated: 0, users_extended: 7, users_key_missing: 0, items: 7 },
       job(undefined, 3),
     );
     await step(
-      { ...inc, users_recomputed: 0, users_extended: 7, users_key_missing: 0, items: 7 },
+      { ...inc, users_recomputed: 0, users_updated: 0, users_extended: 7, users_key_missing: 0, items: 7 },
       job(undefined, 3),
     );
     await step(
@@ -404,6 +446,7 @@ describe('suggested-users incremental mode: run context counts and full-refresh 
         mode: 'full',
         full_reason: 'scheduled',
         users_recomputed: 7,
+        users_updated: undefined,
         users_extended: 0,
         users_key_missing: undefined,
         items: 7,
@@ -411,11 +454,12 @@ describe('suggested-users incremental mode: run context counts and full-refresh 
       job(undefined, 3),
     );
     // The change log emptied (block numbers no longer cover the state's watermark): full.
-    await ch.command({ query: 'TRUNCATE TABLE user_relationship_changes' });
+    await ch.command({ query: 'TRUNCATE TABLE user_follow_changes' });
     await step({
       mode: 'full',
       full_reason: 'watermark_ahead',
       users_recomputed: 7,
+      users_updated: undefined,
       users_extended: 0,
       users_key_missing: undefined,
       items: 7,

@@ -1,0 +1,285 @@
+import {
+  FOLLOW_CHANGES,
+  SUGGESTED_USERS_STATE,
+  USER_ACTIVITY,
+  ACTIVE_IN_WINDOW_SQL,
+} from '../clickhouse/schema.js';
+import {
+  ACTIVE_FOLLOW_SQL,
+  RANKING_ORDER_SQL,
+  RECENT_FOLLOWEES_SQL,
+  rankingCtes,
+  renderValueSql,
+} from './suggestions-sql.js';
+
+/**
+ * Ranking buffers: how suggested-users' incremental mode updates a user from the changed follows alone,
+ * exactly, without recomputing their whole ranking.
+ *
+ * A user's buffer (`suggested_users_buffer`) is the exact head of their ranking (suggestions-sql.ts):
+ * the first `bufferDepth(perUser)` entries as (mutual count, candidate), and `complete` when that is the
+ * whole ranking. Every candidate outside the buffer ranks after its last entry, the bound.
+ *
+ * Between two runs, a candidate c's mutual count for u or its eligibility can change only through a
+ * changed follow row (f, c) with f a followee of u (now or before), or through u's own changed rows
+ * (u starts or stops following g: every candidate g follows, and g itself). Those are u's touched
+ * candidates. The delta query recounts each touched (u, c) exactly from the current graph and merges:
+ *
+ * - untouched buffer entries keep their counts; touched ones take the recount (or leave, at 0 or when
+ *   u now follows them); touched outsiders with a count come in;
+ * - untouched outsiders still rank after the old bound, so every merged entry ranking at or before the
+ *   bound is an exact prefix of the new ranking (with `complete`, there are no outsiders at all);
+ * - when that prefix still holds `perUser` entries, the user's new value is exact; otherwise (or when
+ *   u's own change can move the `max_followees` cut of E(u), which the delta does not track) the user is
+ *   recomputed from scratch.
+ *
+ * Rows are versioned 2·seq + 1 (exact) and 2·seq (placeholder for a user the run must recompute), so
+ * the newest row per user is the buffer; a run that fails leaves its state unfinished and the next run
+ * is a full refresh, which rewrites every covered user's buffer.
+ */
+
+/** Buffer depth per user: twice the cached list, so a few lost entries do not force a recompute. */
+export function bufferDepth(perUser: number): number {
+  return perUser * 2;
+}
+
+/** The buffer version of run `seq`'s exact rows (its placeholders are one less). */
+export function bufferVersion(seq: number): string {
+  return (BigInt(seq) * 2n + 1n).toString();
+}
+
+/** A buffer row's `changed`: the head (first perUser entries) is as before. */
+export const UNCHANGED = 0;
+/** A buffer row's `changed`: the delta step changed the head. */
+export const UPDATED = 1;
+/** A buffer row's `changed`: computed from scratch (new user, placeholder, full refresh). */
+export const COMPUTED = 2;
+
+const BUFFER = SUGGESTED_USERS_STATE.buffer;
+const COVERED = SUGGESTED_USERS_STATE.covered;
+
+/**
+ * Whether the server has materialized CTEs (`enable_materialized_cte`, ClickHouse 25.x+): the delta
+ * query reads the follow graph once with them, several times without (same result).
+ */
+export const MATERIALIZED_CTE_SQL = `SELECT count() AS n FROM system.settings WHERE name = 'enable_materialized_cte'`;
+
+/**
+ * Computes and stores the buffers of the users `batchUsersSql` selects (exact rows, `changed` =
+ * COMPUTED), version `{version:UInt64}`. Parameters: those of rankingCtes plus `prefix`, `version`,
+ * `buffer_size`.
+ */
+export function fillBuffersSql(batchUsersSql: string): string {
+  return `INSERT INTO ${BUFFER} (key_prefix, user_id, version, exact, changed, complete, top)
+${rankingCtes(batchUsersSql, 'buffer_size')}
+SELECT {prefix:String}, b.u, {version:UInt64}, 1, ${COMPUTED}, r.n <= {buffer_size:UInt32},
+  CAST(r.top AS Array(Tuple(UInt32, UInt64)))
+FROM batch_users AS b
+LEFT JOIN ranked AS r ON r.u = b.u
+SETTINGS join_use_nulls = 0`;
+}
+
+/**
+ * The values of the users `batchUsersSql` selects from their buffers of version `{version:UInt64}`
+ * (`user_id`, `value`, as suggestionsSql returns them).
+ */
+export function renderBuffersSql(batchUsersSql: string): string {
+  return `SELECT toString(user_id) AS user_id, ${renderValueSql('arraySlice(top, 1, {per_user:UInt32})')} AS value
+FROM ${BUFFER}
+WHERE key_prefix = {prefix:String} AND version = {version:UInt64}
+  AND user_id IN (SELECT u FROM (${batchUsersSql}))`;
+}
+
+/** Records the active users of the window (from the activity rollup, as the full refresh plans them). */
+export const INSERT_COVERED_SQL = `
+INSERT INTO ${COVERED} (key_prefix, generation, user_id)
+SELECT DISTINCT {prefix:String}, {generation:String}, user_id
+FROM ${USER_ACTIVITY.table}
+WHERE ${ACTIVE_IN_WINDOW_SQL}`;
+
+/** Users covered by both this run (`generation`) and the previous one (`previous`). */
+const STAYING_USERS_SQL = `SELECT user_id FROM ${COVERED}
+    WHERE key_prefix = {prefix:String} AND generation = {generation:String}
+      AND user_id IN (SELECT user_id FROM ${COVERED}
+        WHERE key_prefix = {prefix:String} AND generation = {previous:String})`;
+
+/**
+ * The first element per candidate of `sorted`, an array of tuples sorted with the candidate first
+ * (element 1): keeps element i when it starts a new run of equal candidates. Lambdas here take only
+ * their own arguments: a lambda that reads another column copies that column once per array element.
+ */
+function firstPerCandidate(sorted: string): string {
+  return `arrayFilter((x, d, i) -> i = 1 OR d != 0, ${sorted} AS sorted_, arrayDifference(arrayMap(x -> x.1, sorted_)), arrayEnumerate(sorted_))`;
+}
+
+/**
+ * The delta step (see the module comment): for every user covered by this run and the previous one
+ * whose newest buffer row is exact and who has a touched candidate, inserts either the merged buffer
+ * (version `{version}`, `changed` when the first `per_user` entries differ) or a placeholder (version
+ * `{version}` − 1) when the user must be recomputed. Users without touched candidates get no row.
+ * `materialized` is '' or 'MATERIALIZED' (see MATERIALIZED_CTE_SQL).
+ *
+ * Parameters: prefix, generation, previous, version, from, to (change-log blocks (from, to]),
+ * max_followees, per_user, buffer_size.
+ */
+export function deltaSql(materialized: '' | 'MATERIALIZED'): string {
+  // Materialized (computed once per query): the follow graph, read by five parts of the query, and
+  // the per-user plan, read twice. Not the others: measured on ClickHouse 26.7, materializing a CTE
+  // that a UNION ALL reads twice made that UNION several times slower.
+  const m = materialized;
+  return `INSERT INTO ${BUFFER} (key_prefix, user_id, version, exact, changed, complete, top)
+WITH
+  logged AS (
+    SELECT follower_id AS f, groupUniqArray(followee_id) AS cs
+    FROM ${FOLLOW_CHANGES.table}
+    WHERE toUInt64OrZero(splitByChar('_', _part)[3]) > {from:UInt64}
+      AND _block_number > {from:UInt64} AND _block_number <= {to:UInt64}
+    GROUP BY follower_id
+  ),
+  -- Users a changed pair can reach: its follower, and whoever follows the follower now (whoever
+  -- followed them before and not now changed their own follows, so is a follower of a pair too).
+  buffers AS (
+    SELECT user_id AS u, top, complete
+    FROM (
+      SELECT user_id, top, complete, exact FROM ${BUFFER} FINAL
+      WHERE key_prefix = {prefix:String} AND user_id IN (${STAYING_USERS_SQL})
+        AND (user_id IN (SELECT f FROM logged)
+          OR user_id IN (SELECT u FROM (SELECT u, arrayJoin(followed) AS f FROM adj) WHERE f IN (SELECT f FROM logged))))
+    WHERE exact = 1
+  ),
+  changes AS (
+    SELECT l.f AS f, l.cs AS cs, arrayFilter(c -> has(a.followed, c), l.cs) AS gained
+    FROM logged AS l
+    LEFT JOIN adj AS a ON a.u = l.f
+  ),
+  adj AS ${m} (
+    SELECT follower_id AS u, groupArray(followee_id) AS followed, ${RECENT_FOLLOWEES_SQL} AS recent
+    FROM user_relationships FINAL
+    WHERE ${ACTIVE_FOLLOW_SQL}
+    GROUP BY follower_id
+  ),
+  work AS ${m} (
+    SELECT b.u AS u, b.top AS top, b.complete AS complete,
+      a.followed AS followed, a.recent AS recent, o.cs AS own_changes
+    FROM buffers AS b
+    LEFT JOIN adj AS a ON a.u = b.u
+    LEFT JOIN changes AS o ON o.f = b.u
+  ),
+  -- Every path by which a changed pair touches a candidate of u, as (u, (candidate, gained, forced)):
+  -- (1) the changed pairs of anyone u follows now or followed before: gained when the pair is active
+  -- now; (2) for each user g that u started or stopped following, everyone g follows now (gained when u
+  -- follows g now) and g itself (no longer a candidate, or a candidate again, forced, to recount).
+  paths AS (
+    SELECT x.u AS u,
+      arrayJoin(if(x.own,
+        arrayPushBack(arrayMap(c -> (c, toUInt32(x.now_followed), toUInt8(0)), a.followed),
+          (x.f, toUInt32(0), toUInt8(1 - x.now_followed))),
+        arrayMap(c -> (c, toUInt32(has(ch.gained, c)), toUInt8(0)), ch.cs))) AS p
+    FROM (
+      SELECT u, t.1 AS f, t.2 AS own, has(followed, t.1) AS now_followed
+      FROM work
+      ARRAY JOIN arrayConcat(
+        arrayMap(f -> (f, 0), arrayDistinct(arrayConcat(followed, own_changes))),
+        arrayMap(g -> (g, 1), own_changes)) AS t
+    ) AS x
+    LEFT JOIN changes AS ch ON ch.f = if(x.own, 0, x.f)
+    LEFT JOIN adj AS a ON a.u = if(x.own, x.f, 0)
+    WHERE x.own OR notEmpty(ch.cs)
+  ),
+  touched AS (
+    SELECT u, groupArray(c) AS cs, groupArray(gain) AS gains, groupArrayIf(c, forced > 0) AS forced
+    FROM (SELECT u, p.1 AS c, sum(p.2) AS gain, max(p.3) AS forced FROM paths WHERE p.1 != u GROUP BY u, c)
+    GROUP BY u
+  ),
+  plan AS ${m} (
+    SELECT w.u AS u, w.top AS top, w.complete AS was_complete, w.recent AS recent, w.followed AS followed,
+      length(w.own_changes) > 0
+        AND length(w.followed) + length(w.own_changes) > {max_followees:UInt32} AS cut_may_move,
+      arrayMap(x -> x.2, w.top) AS members,
+      arrayIntersect(members, t.cs) AS touched_members,
+      t.forced AS forced,
+      w.top[-1] AS bound,
+      -- Touched outsiders whose count may have grown, as (candidate, paths gained): unless recounted,
+      -- each may now rank as high as (the bound's count + gained, candidate), and the threat is the
+      -- best such place. (Members sort first per candidate and are dropped: they are recounted.)
+      ${firstPerCandidate(`arraySort(arrayConcat(
+        arrayMap(c -> (c, 0, toUInt32(0)), members), arrayMap((c, g) -> (c, 1, g), t.cs, t.gains)))`)} AS firsts,
+      arrayFilter(x -> x.2 = 1 AND x.3 > 0, firsts) AS risers,
+      if(was_complete, 0, bound.1) AS base,
+      ${RANKING_ORDER_SQL('arrayMap(x -> (toUInt32(base + x.3), x.1), risers)')}[1] AS threat,
+      -- Recount the risers only when too few untouched entries are sure to stay ahead of the threat.
+      NOT empty(risers) AND arrayCount(x -> x.1 > threat.1 OR (x.1 = threat.1 AND x.2 < threat.2), w.top)
+        - length(touched_members) < {per_user:UInt32} AS recount_risers
+    FROM work AS w INNER JOIN touched AS t ON t.u = w.u
+  ),
+  recount AS (
+    SELECT u, c, count() AS n FROM (
+      SELECT u, c, arrayJoin(recent) AS g FROM (
+        SELECT u, recent,
+          arrayJoin(arrayExcept(arrayDistinct(arrayConcat(touched_members, forced,
+            if(recount_risers, arrayMap(x -> x.1, risers), []))), followed)) AS c
+        FROM plan))
+    WHERE (g, c) IN (SELECT u, arrayJoin(followed) FROM adj)
+    GROUP BY u, c
+  ),
+  merged AS (
+    SELECT p.u AS u, p.top AS old_top,
+      -- Per candidate, a recount (or 0 for a touched member without one) wins over the old entry.
+      ${RANKING_ORDER_SQL(
+        `arrayMap(x -> (x.3, x.1), arrayFilter(x -> x.3 > 0, ${firstPerCandidate(`arraySort(x -> (x.1, x.2, -toInt64(x.3)), arrayConcat(
+          arrayMap(x -> (x.2, 1, x.1), p.top),
+          arrayMap(c -> (c, 0, toUInt32(0)), p.touched_members),
+          arrayMap(x -> (x.2, 0, x.1), r.got)))`)}))`,
+      )} AS s,
+      p.bound AS bound, p.threat AS threat, p.risers AS risers, p.recount_risers AS recount_risers,
+      p.was_complete AS was_complete,
+      arrayFilter(x -> (was_complete OR x.1 > bound.1 OR (x.1 = bound.1 AND x.2 <= bound.2))
+        AND (recount_risers OR empty(risers) OR x.1 > threat.1 OR (x.1 = threat.1 AND x.2 < threat.2)),
+        s) AS within,
+      arraySlice(within, 1, {buffer_size:UInt32}) AS new_top,
+      was_complete AND (empty(risers) OR recount_risers) AND length(within) <= {buffer_size:UInt32} AS now_complete,
+      NOT p.cut_may_move AND (now_complete OR length(new_top) >= {per_user:UInt32}) AS ok
+    FROM plan AS p
+    LEFT JOIN (SELECT u, groupArray((toUInt32(n), c)) AS got FROM recount GROUP BY u) AS r ON r.u = p.u
+  )
+SELECT {prefix:String}, u, if(ok, {version:UInt64}, {version:UInt64} - 1), ok,
+  if(ok, if(arraySlice(new_top, 1, {per_user:UInt32}) != arraySlice(old_top, 1, {per_user:UInt32}), ${UPDATED}, ${UNCHANGED}), ${COMPUTED}),
+  ok AND now_complete, if(ok, new_top, [])
+FROM merged
+SETTINGS join_use_nulls = 0${m === '' ? '' : ', enable_materialized_cte = 1'}`;
+}
+
+/**
+ * After the delta step: this run's covered users that have no exact buffer to go on (newly active, no
+ * buffer row, or a placeholder from the delta step), as column `u`. A batch takes the share
+ * `cityHash64(u) % {parts:UInt32} = {part:UInt32}`; filling one share does not move users between
+ * shares.
+ */
+export const RECOMPUTE_USERS_SQL = `
+SELECT user_id AS u FROM ${COVERED}
+WHERE key_prefix = {prefix:String} AND generation = {generation:String}
+  AND user_id NOT IN (
+    SELECT user_id FROM (
+      SELECT user_id, exact FROM ${BUFFER} FINAL
+      WHERE key_prefix = {prefix:String} AND user_id IN (${STAYING_USERS_SQL}))
+    WHERE exact = 1)`;
+
+/** One share of RECOMPUTE_USERS_SQL (a batch of the recompute). */
+export const RECOMPUTE_SHARE_SQL = `SELECT u FROM (${RECOMPUTE_USERS_SQL}) WHERE cityHash64(u) % {parts:UInt32} = {part:UInt32}`;
+
+/** How many users RECOMPUTE_USERS_SQL holds (column `n`). */
+export const RECOMPUTE_COUNT_SQL = `SELECT count() AS n FROM (${RECOMPUTE_USERS_SQL})`;
+
+/**
+ * Every covered user of this run with what to do: `user_id<TAB>changed<TAB>value` where `changed` is
+ * UPDATED or COMPUTED for a buffer of this run whose head is new (write the value), UNCHANGED with an
+ * empty value otherwise (the value in Redis is still right: extend its TTL).
+ */
+export const RENDER_PLAN_SQL = `
+SELECT toString(c.user_id), b.changed, if(b.changed != 0, ${renderValueSql('arraySlice(b.top, 1, {per_user:UInt32})')}, '')
+FROM (SELECT user_id FROM ${COVERED} WHERE key_prefix = {prefix:String} AND generation = {generation:String}) AS c
+LEFT JOIN (
+  SELECT user_id, changed, top FROM ${BUFFER}
+  WHERE key_prefix = {prefix:String} AND version = {version:UInt64}
+) AS b ON b.user_id = c.user_id
+SETTINGS join_use_nulls = 0`;
