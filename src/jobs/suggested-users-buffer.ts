@@ -10,6 +10,7 @@ import {
   RECENT_FOLLOWEES_SQL,
   rankingCtes,
   renderValueSql,
+  type RankingHops,
 } from './suggestions-sql.js';
 
 /**
@@ -69,14 +70,15 @@ export const MATERIALIZED_CTE_SQL = `SELECT count() AS n FROM system.settings WH
  * COMPUTED), version `{version:UInt64}`. Parameters: those of rankingCtes plus `prefix`, `version`,
  * `buffer_size`.
  */
-export function fillBuffersSql(batchUsersSql: string): string {
+export function fillBuffersSql(batchUsersSql: string, hops: RankingHops = { from: 'table' }): string {
+  const materialized = hops.from === 'graph' && hops.materialized !== '';
   return `INSERT INTO ${BUFFER} (key_prefix, user_id, version, exact, changed, complete, top)
-${rankingCtes(batchUsersSql, 'buffer_size')}
+${rankingCtes(batchUsersSql, 'buffer_size', hops)}
 SELECT {prefix:String}, b.u, {version:UInt64}, 1, ${COMPUTED}, r.n <= {buffer_size:UInt32},
   CAST(r.top AS Array(Tuple(UInt32, UInt64)))
 FROM batch_users AS b
 LEFT JOIN ranked AS r ON r.u = b.u
-SETTINGS join_use_nulls = 0`;
+SETTINGS join_use_nulls = 0${materialized ? ', enable_materialized_cte = 1' : ''}`;
 }
 
 /**

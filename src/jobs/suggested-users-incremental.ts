@@ -274,11 +274,12 @@ export class IncrementalSuggestedUsers {
       to: run.log.watermark,
     };
 
+    const materialized = (await this.#hasMaterializedCte(ctx)) ? 'MATERIALIZED' : '';
     // 1. The delta step: new buffers (or placeholders) for every user with a touched candidate. No
     // block since the last run: nothing is touched.
     if (run.previous.watermark !== run.log.watermark) {
       await o.clickhouse.command({
-        query: deltaSql((await this.#hasMaterializedCte(ctx)) ? 'MATERIALIZED' : ''),
+        query: deltaSql(materialized),
         query_params: params,
         abort_signal: ctx.signal,
         query_id: this.#queryId(ctx, 'delta'),
@@ -298,7 +299,8 @@ export class IncrementalSuggestedUsers {
     const parts = Math.ceil(toCompute / Math.max(1, o.batchSize));
     for (let part = 0; part < parts; part++) {
       await o.clickhouse.command({
-        query: fillBuffersSql(RECOMPUTE_SHARE_SQL),
+        // Scattered over the id range: each share reads the follow graph once, whole.
+        query: fillBuffersSql(RECOMPUTE_SHARE_SQL, { from: 'graph', materialized }),
         query_params: { ...params, parts, part },
         abort_signal: ctx.signal,
         query_id: this.#queryId(ctx, `r${part}-fill`),

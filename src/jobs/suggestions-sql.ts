@@ -11,7 +11,8 @@ import { ACTIVE_IN_WINDOW_SQL, BAD_RELATIONSHIP_SQL, USER_ACTIVITY } from '../cl
 
 /**
  * The ranking of the users that `batchUsersSql` selects (one column `u`, UInt64; it may use
- * `{now:UInt32}`, `{since:UInt32}` and parameters of its own): CTEs ending in `ranked (u, top, n)`,
+ * `{now:UInt32}`, `{since:UInt32}` and parameters of its own), the hops read as `hops` says: CTEs
+ * ending in `ranked (u, top, n)`,
  * where `top` is the first `{depthParam:UInt32}` entries as (mutual count, candidate) tuples and `n`
  * the user's number of candidates. Users without any candidate have no `ranked` row.
  *
@@ -28,10 +29,24 @@ import { ACTIVE_IN_WINDOW_SQL, BAD_RELATIONSHIP_SQL, USER_ACTIVITY } from '../cl
  * - `arrayDifference` of the sorted paths is non-zero exactly where a new id starts (ids are compared
  *   as UInt64; a wrapped difference of two different ids is still non-zero).
  */
-export function rankingCtes(batchUsersSql: string, depthParam: string): string {
-  return `
-WITH
-  batch_users AS (${batchUsersSql}),
+export function rankingCtes(
+  batchUsersSql: string,
+  depthParam: string,
+  hops: RankingHops = { from: 'table' },
+): string {
+  const graph =
+    hops.from === 'table'
+      ? ''
+      : `
+  graph AS ${hops.materialized} (
+    SELECT follower_id AS u, groupArray(followee_id) AS followed, ${RECENT_FOLLOWEES_SQL} AS recent
+    FROM user_relationships FINAL
+    WHERE ${ACTIVE_FOLLOW_SQL}
+    GROUP BY follower_id
+  ),`;
+  const firstHops =
+    hops.from === 'table'
+      ? `
   follows AS (
     SELECT follower_id AS u,
       groupArray(followee_id) AS followed,
@@ -45,7 +60,13 @@ WITH
     FROM user_relationships FINAL
     WHERE follower_id GLOBAL IN (SELECT arrayJoin(recent) FROM follows) AND ${ACTIVE_FOLLOW_SQL}
     GROUP BY follower_id
-  ),
+  ),`
+      : `
+  follows AS (SELECT u, followed, recent FROM graph WHERE u IN (SELECT u FROM batch_users)),
+  second_hop AS (SELECT u AS via, followed AS reached FROM graph),`;
+  return `
+WITH
+  batch_users AS (${batchUsersSql}),${graph}${firstHops}
   paths AS (
     SELECT p.u AS u,
       arraySort(arrayExcept(arrayFlatten(groupArray(h.reached)), arrayPushBack(any(p.followed), p.u))) AS s
@@ -68,6 +89,14 @@ WITH
     FROM counted
   )`;
 }
+
+/**
+ * Where rankingCtes reads the two hops: `table`, the batch's rows of `user_relationships` (a batch of
+ * an id range reads its own rows); `graph`, the whole follow graph read once (`materialized` is
+ * 'MATERIALIZED' or '', see suggested-users-buffer.ts), for a batch of users scattered over the id
+ * range, whose rows would be spread over every granule anyway.
+ */
+export type RankingHops = { from: 'table' } | { from: 'graph'; materialized: '' | 'MATERIALIZED' };
 
 /**
  * A row of `user_relationships FINAL` that is an active, well-formed follow (the filter every hop of
