@@ -122,7 +122,8 @@ function firstPerCandidate(sorted: string): string {
  * `materialized` is '' or 'MATERIALIZED' (see MATERIALIZED_CTE_SQL).
  *
  * Parameters: prefix, generation, previous, version, from, to (change-log blocks (from, to]),
- * max_followees, per_user, buffer_size.
+ * max_followees, per_user, buffer_size, and the share of users to take: `cityHash64(user) % parts =
+ * part` (memory grows with the users of one query; every share reads the whole follow graph once).
  */
 export function deltaSql(materialized: '' | 'MATERIALIZED'): string {
   // Materialized (computed once per query): the follow graph, read by five parts of the query, and
@@ -145,6 +146,7 @@ WITH
     FROM (
       SELECT user_id, top, complete, exact FROM ${BUFFER} FINAL
       WHERE key_prefix = {prefix:String} AND user_id IN (${STAYING_USERS_SQL})
+        AND cityHash64(user_id) % {parts:UInt32} = {part:UInt32}
         AND (user_id IN (SELECT f FROM logged)
           OR user_id IN (SELECT u FROM (SELECT u, arrayJoin(followed) AS f FROM adj) WHERE f IN (SELECT f FROM logged))))
     WHERE exact = 1
@@ -268,6 +270,10 @@ WHERE key_prefix = {prefix:String} AND generation = {generation:String}
 
 /** One share of RECOMPUTE_USERS_SQL (a batch of the recompute). */
 export const RECOMPUTE_SHARE_SQL = `SELECT u FROM (${RECOMPUTE_USERS_SQL}) WHERE cityHash64(u) % {parts:UInt32} = {part:UInt32}`;
+
+/** How many users this run covers (column `n`). */
+export const COVERED_COUNT_SQL = `SELECT count() AS n FROM ${COVERED}
+WHERE key_prefix = {prefix:String} AND generation = {generation:String}`;
 
 /** How many users RECOMPUTE_USERS_SQL holds (column `n`). */
 export const RECOMPUTE_COUNT_SQL = `SELECT count() AS n FROM (${RECOMPUTE_USERS_SQL})`;

@@ -8,6 +8,7 @@ import {
   bufferDepth,
   bufferVersion,
   COMPUTED,
+  COVERED_COUNT_SQL,
   deltaSql,
   fillBuffersSql,
   INSERT_COVERED_SQL,
@@ -71,6 +72,8 @@ export interface IncrementalOptions {
   writeUsers: (ctx: RunFacts, userIds: readonly string[], tag: string) => Promise<{ written: number }>;
   /** Identity of this process in the state (default host:pid). */
   replica?: string;
+  /** Users per delta-step query (default DELTA_BATCHES × batchSize). */
+  deltaShareUsers?: number;
 }
 
 /**
@@ -92,6 +95,13 @@ const WRITE_CHUNK = 2000;
  * interface limits (128 KiB per field by default): 5 000 ids of up to 20 digits fit.
  */
 const LISTED_CHUNK = 5000;
+/**
+ * The delta step takes up to this many batches (SUGGESTED_USERS_BATCH_SIZE) of users per query: its
+ * memory grows with the users of a query (about 7 KB each in ClickHouse, measured at 100 000 users),
+ * and each query reads the whole follow graph, so its shares are larger than a full refresh's batches
+ * (the default 20 000 gives 400 000 users per query).
+ */
+const DELTA_BATCHES = 20;
 
 /** The Redis key holding the generation of the last successful run (see step 4). */
 export function generationMarkerKey(keyPrefix: string): string {
@@ -278,24 +288,21 @@ export class IncrementalSuggestedUsers {
     // 1. The delta step: new buffers (or placeholders) for every user with a touched candidate. No
     // block since the last run: nothing is touched.
     if (run.previous.watermark !== run.log.watermark) {
-      await o.clickhouse.command({
-        query: deltaSql(materialized),
-        query_params: params,
-        abort_signal: ctx.signal,
-        query_id: this.#queryId(ctx, 'delta'),
-      });
+      const covered = await this.#count(ctx, COVERED_COUNT_SQL, params);
+      const perShare = o.deltaShareUsers ?? DELTA_BATCHES * Math.max(1, o.batchSize);
+      const shares = Math.max(1, Math.ceil(covered / Math.max(1, perShare)));
+      for (let part = 0; part < shares; part++) {
+        await o.clickhouse.command({
+          query: deltaSql(materialized),
+          query_params: { ...params, parts: shares, part },
+          abort_signal: ctx.signal,
+          query_id: this.#queryId(ctx, `d${part}`),
+        });
+      }
     }
 
     // 2. Users without a usable buffer, computed from scratch into buffers, in shares of a batch.
-    const [counted] = await readJsonEachRow<{ n: string | number }>(
-      await o.clickhouse.query({
-        query: RECOMPUTE_COUNT_SQL,
-        query_params: params,
-        format: 'JSONEachRow',
-        abort_signal: ctx.signal,
-      }),
-    );
-    const toCompute = Number(counted?.n ?? 0);
+    const toCompute = await this.#count(ctx, RECOMPUTE_COUNT_SQL, params);
     const parts = Math.ceil(toCompute / Math.max(1, o.batchSize));
     for (let part = 0; part < parts; part++) {
       await o.clickhouse.command({
@@ -363,6 +370,19 @@ export class IncrementalSuggestedUsers {
       counts.recomputed += (await o.writeUsers(ctx, slice, `k${i / LISTED_CHUNK}`)).written;
     }
     return counts;
+  }
+
+  /** The number in column `n` of a one-row query. */
+  async #count(ctx: RunFacts, query: string, params: Record<string, unknown>): Promise<number> {
+    const [row] = await readJsonEachRow<{ n: string | number }>(
+      await this.#o.clickhouse.query({
+        query,
+        query_params: params,
+        format: 'JSONEachRow',
+        abort_signal: ctx.signal,
+      }),
+    );
+    return Number(row?.n ?? 0);
   }
 
   /** Whether the server has materialized CTEs (see MATERIALIZED_CTE_SQL). */

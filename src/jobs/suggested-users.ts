@@ -326,7 +326,7 @@ export class SuggestedUsersJob {
 
 /** suggested-users in incremental mode (suggested-users-incremental.ts) over this module's queries. */
 export function incrementalSuggestedUsers(
-  opts: SuggestedUsersOptions & { fullEvery: number; replica?: string },
+  opts: SuggestedUsersOptions & { fullEvery: number; replica?: string; deltaShareUsers?: number },
 ): IncrementalSuggestedUsers {
   const job = new SuggestedUsersJob(opts);
   return new IncrementalSuggestedUsers({

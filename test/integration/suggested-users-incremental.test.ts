@@ -139,6 +139,8 @@ describe(`suggested-users incremental mode equals a full refresh (seed ${SEED})`
       ...SETTINGS,
       fullEvery: 1000,
       replica: 'test',
+      // Several delta-step queries per run (each a share of the users).
+      deltaShareUsers: 30,
     });
     const full = new SuggestedUsersJob({ clickhouse: ch, cache: writer, keyPrefix: fullPrefix, ...SETTINGS });
     const modes: string[] = [];
