@@ -8,6 +8,7 @@ import {
   ACTIVE_FOLLOW_SQL,
   RANKING_ORDER_SQL,
   RECENT_FOLLOWEES_SQL,
+  countingCtes,
   rankingCtes,
   renderValueSql,
   type RankingHops,
@@ -99,6 +100,9 @@ SELECT DISTINCT {prefix:String}, {generation:String}, user_id
 FROM ${USER_ACTIVITY.table}
 WHERE ${ACTIVE_IN_WINDOW_SQL}`;
 
+/** The share of users a delta-step query takes (parameters `parts`, `part`). */
+const SHARE = 'cityHash64(user_id) % {parts:UInt32} = {part:UInt32}';
+
 /** Users covered by both this run (`generation`) and the previous one (`previous`). */
 const STAYING_USERS_SQL = `SELECT user_id FROM ${COVERED}
     WHERE key_prefix = {prefix:String} AND generation = {generation:String}
@@ -139,17 +143,24 @@ WITH
       AND _block_number > {from:UInt64} AND _block_number <= {to:UInt64}
     GROUP BY follower_id
   ),
+  -- The newest buffer row of every user of this share that this run and the previous one cover.
+  latest AS ${m} (
+    SELECT user_id, top, complete, exact FROM ${BUFFER} FINAL
+    WHERE key_prefix = {prefix:String} AND user_id IN (${STAYING_USERS_SQL}) AND ${SHARE}
+  ),
   -- Users a changed pair can reach: its follower, and whoever follows the follower now (whoever
   -- followed them before and not now changed their own follows, so is a follower of a pair too).
   buffers AS (
-    SELECT user_id AS u, top, complete
-    FROM (
-      SELECT user_id, top, complete, exact FROM ${BUFFER} FINAL
-      WHERE key_prefix = {prefix:String} AND user_id IN (${STAYING_USERS_SQL})
-        AND cityHash64(user_id) % {parts:UInt32} = {part:UInt32}
-        AND (user_id IN (SELECT f FROM logged)
-          OR user_id IN (SELECT u FROM (SELECT u, arrayJoin(followed) AS f FROM adj) WHERE f IN (SELECT f FROM logged))))
+    SELECT user_id AS u, top, complete FROM latest
     WHERE exact = 1
+      AND (user_id IN (SELECT f FROM logged)
+        OR user_id IN (SELECT u FROM (SELECT u, arrayJoin(followed) AS f FROM adj) WHERE f IN (SELECT f FROM logged)))
+  ),
+  -- This share's covered users without an exact buffer to go on: newly active, or none stored.
+  unbuffered AS (
+    SELECT user_id AS u FROM ${COVERED}
+    WHERE key_prefix = {prefix:String} AND generation = {generation:String} AND ${SHARE}
+      AND user_id NOT IN (SELECT user_id FROM latest WHERE exact = 1)
   ),
   changes AS (
     SELECT l.f AS f, l.cs AS cs, arrayFilter(c -> has(a.followed, c), l.cs) AS gained
@@ -226,7 +237,7 @@ WITH
     WHERE (g, c) IN (SELECT u, arrayJoin(followed) FROM adj)
     GROUP BY u, c
   ),
-  merged AS (
+  merged AS ${m} (
     SELECT p.u AS u, p.top AS old_top,
       -- Per candidate, a recount (or 0 for a touched member without one) wins over the old entry.
       ${RANKING_ORDER_SQL(
@@ -245,11 +256,25 @@ WITH
       NOT p.cut_may_move AND (now_complete OR length(new_top) >= {per_user:UInt32}) AS ok
     FROM plan AS p
     LEFT JOIN (SELECT u, groupArray((toUInt32(n), c)) AS got FROM recount GROUP BY u) AS r ON r.u = p.u
-  )
-SELECT {prefix:String}, u, if(ok, {version:UInt64}, {version:UInt64} - 1), ok,
-  if(ok, if(arraySlice(new_top, 1, {per_user:UInt32}) != arraySlice(old_top, 1, {per_user:UInt32}), ${UPDATED}, ${UNCHANGED}), ${COMPUTED}),
-  ok AND now_complete, if(ok, new_top, [])
+  ),
+  -- Users computed from scratch, from the same graph: unbuffered, or not answered by their buffer.
+  scratch_users AS (
+    SELECT u FROM unbuffered
+    UNION ALL
+    SELECT u FROM merged WHERE NOT ok
+  ),
+  scratch_follows AS (SELECT u, followed, recent FROM adj WHERE u IN (SELECT u FROM scratch_users)),
+  scratch_hop AS (SELECT u AS via, followed AS reached FROM adj),${countingCtes('scratch_', 'scratch_follows', 'scratch_hop', 'buffer_size')}
+SELECT {prefix:String}, u, {version:UInt64}, 1,
+  if(arraySlice(new_top, 1, {per_user:UInt32}) != arraySlice(old_top, 1, {per_user:UInt32}), ${UPDATED}, ${UNCHANGED}),
+  now_complete, new_top
 FROM merged
+WHERE ok
+UNION ALL
+SELECT {prefix:String}, b.u, {version:UInt64}, 1, ${COMPUTED}, r.n <= {buffer_size:UInt32},
+  CAST(r.top AS Array(Tuple(UInt32, UInt64)))
+FROM scratch_users AS b
+LEFT JOIN scratch_ranked AS r ON r.u = b.u
 SETTINGS join_use_nulls = 0${m === '' ? '' : ', enable_materialized_cte = 1'}`;
 }
 

@@ -285,9 +285,9 @@ export class IncrementalSuggestedUsers {
     };
 
     const materialized = (await this.#hasMaterializedCte(ctx)) ? 'MATERIALIZED' : '';
-    // 1. The delta step: new buffers (or placeholders) for every user with a touched candidate. No
-    // block since the last run: nothing is touched.
     if (run.previous.watermark !== run.log.watermark) {
+      // The delta step, in shares of users: new buffers for every user with a touched candidate, and
+      // users without a usable buffer (newly active, or not answered by it) computed from scratch.
       const covered = await this.#count(ctx, COVERED_COUNT_SQL, params);
       const perShare = o.deltaShareUsers ?? DELTA_BATCHES * Math.max(1, o.batchSize);
       const shares = Math.max(1, Math.ceil(covered / Math.max(1, perShare)));
@@ -299,19 +299,19 @@ export class IncrementalSuggestedUsers {
           query_id: this.#queryId(ctx, `d${part}`),
         });
       }
-    }
-
-    // 2. Users without a usable buffer, computed from scratch into buffers, in shares of a batch.
-    const toCompute = await this.#count(ctx, RECOMPUTE_COUNT_SQL, params);
-    const parts = Math.ceil(toCompute / Math.max(1, o.batchSize));
-    for (let part = 0; part < parts; part++) {
-      await o.clickhouse.command({
-        // Scattered over the id range: each share reads the follow graph once, whole.
-        query: fillBuffersSql(RECOMPUTE_SHARE_SQL, { from: 'graph', materialized }),
-        query_params: { ...params, parts, part },
-        abort_signal: ctx.signal,
-        query_id: this.#queryId(ctx, `r${part}-fill`),
-      });
+    } else {
+      // No block since the last run: nothing is touched; only users without a usable buffer (newly
+      // active) are computed, in batches, each reading the follow graph once.
+      const toCompute = await this.#count(ctx, RECOMPUTE_COUNT_SQL, params);
+      const parts = Math.ceil(toCompute / Math.max(1, o.batchSize));
+      for (let part = 0; part < parts; part++) {
+        await o.clickhouse.command({
+          query: fillBuffersSql(RECOMPUTE_SHARE_SQL, { from: 'graph', materialized }),
+          query_params: { ...params, parts, part },
+          abort_signal: ctx.signal,
+          query_id: this.#queryId(ctx, `r${part}-fill`),
+        });
+      }
     }
 
     // 3. Each covered user's action: write the new head, or extend the TTL.

@@ -66,27 +66,36 @@ export function rankingCtes(
   second_hop AS (SELECT u AS via, followed AS reached FROM graph),`;
   return `
 WITH
-  batch_users AS (${batchUsersSql}),${graph}${firstHops}
-  paths AS (
-    SELECT p.u AS u,
-      arraySort(arrayExcept(arrayFlatten(groupArray(h.reached)), arrayPushBack(any(p.followed), p.u))) AS s
-    FROM (SELECT u, followed, arrayJoin(recent) AS via FROM follows) AS p
-    INNER JOIN second_hop AS h ON h.via = p.via
-    GROUP BY p.u
+  batch_users AS (${batchUsersSql}),${graph}${firstHops}${countingCtes('', 'follows', 'second_hop', depthParam)}`;
+}
+
+/**
+ * The counting half of rankingCtes, as CTEs named `<p>paths`, `<p>counted` and `<p>ranked (u, top, n)`
+ * (no leading WITH, no trailing comma) over `follows` (u, followed, recent) and `secondHop` (via,
+ * reached), the first `{depthParam:UInt32}` entries kept.
+ */
+export function countingCtes(p: string, follows: string, secondHop: string, depthParam: string): string {
+  return `
+  ${p}paths AS (
+    SELECT f.u AS u,
+      arraySort(arrayExcept(arrayFlatten(groupArray(h.reached)), arrayPushBack(any(f.followed), f.u))) AS s
+    FROM (SELECT u, followed, arrayJoin(recent) AS via FROM ${follows}) AS f
+    INNER JOIN ${secondHop} AS h ON h.via = f.via
+    GROUP BY f.u
   ),
-  counted AS (
+  ${p}counted AS (
     SELECT u,
       arrayDifference(s) AS step,
       arrayFilter((c, d, i) -> i = 1 OR d != 0, s, step, arrayEnumerate(s)) AS candidates,
       arrayPopFront(arrayDifference(arrayPushBack(
         arrayFilter((i, d) -> i = 1 OR d != 0, arrayEnumerate(s), step), length(s) + 1))) AS mutuals
-    FROM paths
+    FROM ${p}paths
   ),
-  ranked AS (
+  ${p}ranked AS (
     SELECT u,
       arraySlice(${RANKING_ORDER_SQL('arrayZip(mutuals, candidates)')}, 1, {${depthParam}:UInt32}) AS top,
       length(candidates) AS n
-    FROM counted
+    FROM ${p}counted
   )`;
 }
 
