@@ -475,14 +475,13 @@ export const MIGRATIONS: readonly Migration[] = [
     kind: 'table',
     name: SUGGESTED_USERS_STATE.buffer,
     shardingKey: 'cityHash64(user_id)',
-    // The newest row per (key_prefix, user_id) is the user's buffer: `version` is 2·seq + 1 for an
-    // exact row of run `seq`, 2·seq for a placeholder that run replaces before it finishes.
-    // `top` holds (mutual count, candidate) pairs in ranking order.
+    // The newest row per (key_prefix, user_id) is the user's buffer (`version`: the writing run's
+    // seq). `top` holds (mutual count, candidate) pairs in ranking order; `changed` says whether the
+    // run changed the head (suggested-users-buffer.ts).
     definition: `(
       key_prefix String,
       user_id    UInt64,
       version    UInt64,
-      exact      UInt8,
       changed    UInt8,
       complete   UInt8,
       top        Array(Tuple(UInt32, UInt64)),

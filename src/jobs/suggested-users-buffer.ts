@@ -35,9 +35,9 @@ import {
  *   u's own change can move the `max_followees` cut of E(u), which the delta does not track) the user is
  *   recomputed from scratch.
  *
- * Rows are versioned 2·seq + 1 (exact) and 2·seq (placeholder for a user the run must recompute), so
- * the newest row per user is the buffer; a run that fails leaves its state unfinished and the next run
- * is a full refresh, which rewrites every covered user's buffer.
+ * Rows carry the run's `seq` as their version, so the newest row per user is the buffer; a run that
+ * fails leaves its state unfinished and the next run is a full refresh, which rewrites every covered
+ * user's buffer.
  */
 
 /** Buffer depth per user: twice the cached list, so a few lost entries do not force a recompute. */
@@ -45,16 +45,11 @@ export function bufferDepth(perUser: number): number {
   return perUser * 2;
 }
 
-/** The buffer version of run `seq`'s exact rows (its placeholders are one less). */
-export function bufferVersion(seq: number): string {
-  return (BigInt(seq) * 2n + 1n).toString();
-}
-
 /** A buffer row's `changed`: the head (first perUser entries) is as before. */
 export const UNCHANGED = 0;
 /** A buffer row's `changed`: the delta step changed the head. */
 export const UPDATED = 1;
-/** A buffer row's `changed`: computed from scratch (new user, placeholder, full refresh). */
+/** A buffer row's `changed`: computed from scratch (new user, not answered by its buffer, full refresh). */
 export const COMPUTED = 2;
 
 const BUFFER = SUGGESTED_USERS_STATE.buffer;
@@ -67,15 +62,15 @@ const COVERED = SUGGESTED_USERS_STATE.covered;
 export const MATERIALIZED_CTE_SQL = `SELECT count() AS n FROM system.settings WHERE name = 'enable_materialized_cte'`;
 
 /**
- * Computes and stores the buffers of the users `batchUsersSql` selects (exact rows, `changed` =
- * COMPUTED), version `{version:UInt64}`. Parameters: those of rankingCtes plus `prefix`, `version`,
+ * Computes and stores the buffers of the users `batchUsersSql` selects (`changed` = COMPUTED),
+ * version `{version:UInt64}`. Parameters: those of rankingCtes plus `prefix`, `version`,
  * `buffer_size`.
  */
 export function fillBuffersSql(batchUsersSql: string, hops: RankingHops = { from: 'table' }): string {
   const materialized = hops.from === 'graph' && hops.materialized !== '';
-  return `INSERT INTO ${BUFFER} (key_prefix, user_id, version, exact, changed, complete, top)
+  return `INSERT INTO ${BUFFER} (key_prefix, user_id, version, changed, complete, top)
 ${rankingCtes(batchUsersSql, 'buffer_size', hops)}
-SELECT {prefix:String}, b.u, {version:UInt64}, 1, ${COMPUTED}, r.n <= {buffer_size:UInt32},
+SELECT {prefix:String}, b.u, {version:UInt64}, ${COMPUTED}, r.n <= {buffer_size:UInt32},
   CAST(r.top AS Array(Tuple(UInt32, UInt64)))
 FROM batch_users AS b
 LEFT JOIN ranked AS r ON r.u = b.u
@@ -119,10 +114,11 @@ function firstPerCandidate(sorted: string): string {
 }
 
 /**
- * The delta step (see the module comment): for every user covered by this run and the previous one
- * whose newest buffer row is exact and who has a touched candidate, inserts either the merged buffer
- * (version `{version}`, `changed` when the first `per_user` entries differ) or a placeholder (version
- * `{version}` − 1) when the user must be recomputed. Users without touched candidates get no row.
+ * The delta step (see the module comment), one query per share of users, version `{version}`: for
+ * every user covered by this run and the previous one who has a buffer and a touched candidate, the
+ * merged buffer (`changed` UPDATED when the first `per_user` entries differ, else UNCHANGED) when it
+ * answers the user; computed from scratch (COMPUTED), from the same read of the follow graph, when it
+ * does not, and for every covered user without a buffer (newly active). Others get no row.
  * `materialized` is '' or 'MATERIALIZED' (see MATERIALIZED_CTE_SQL).
  *
  * Parameters: prefix, generation, previous, version, from, to (change-log blocks (from, to]),
@@ -134,7 +130,7 @@ export function deltaSql(materialized: '' | 'MATERIALIZED'): string {
   // the per-user plan, read twice. Not the others: measured on ClickHouse 26.7, materializing a CTE
   // that a UNION ALL reads twice made that UNION several times slower.
   const m = materialized;
-  return `INSERT INTO ${BUFFER} (key_prefix, user_id, version, exact, changed, complete, top)
+  return `INSERT INTO ${BUFFER} (key_prefix, user_id, version, changed, complete, top)
 WITH
   logged AS (
     SELECT follower_id AS f, groupUniqArray(followee_id) AS cs
@@ -145,22 +141,21 @@ WITH
   ),
   -- The newest buffer row of every user of this share that this run and the previous one cover.
   latest AS ${m} (
-    SELECT user_id, top, complete, exact FROM ${BUFFER} FINAL
+    SELECT user_id, top, complete FROM ${BUFFER} FINAL
     WHERE key_prefix = {prefix:String} AND user_id IN (${STAYING_USERS_SQL}) AND ${SHARE}
   ),
   -- Users a changed pair can reach: its follower, and whoever follows the follower now (whoever
   -- followed them before and not now changed their own follows, so is a follower of a pair too).
   buffers AS (
     SELECT user_id AS u, top, complete FROM latest
-    WHERE exact = 1
-      AND (user_id IN (SELECT f FROM logged)
+    WHERE (user_id IN (SELECT f FROM logged)
         OR user_id IN (SELECT u FROM (SELECT u, arrayJoin(followed) AS f FROM adj) WHERE f IN (SELECT f FROM logged)))
   ),
-  -- This share's covered users without an exact buffer to go on: newly active, or none stored.
+  -- This share's covered users without a buffer to go on: newly active, or none stored.
   unbuffered AS (
     SELECT user_id AS u FROM ${COVERED}
     WHERE key_prefix = {prefix:String} AND generation = {generation:String} AND ${SHARE}
-      AND user_id NOT IN (SELECT user_id FROM latest WHERE exact = 1)
+      AND user_id NOT IN (SELECT user_id FROM latest)
   ),
   changes AS (
     SELECT l.f AS f, l.cs AS cs, arrayFilter(c -> has(a.followed, c), l.cs) AS gained
@@ -265,13 +260,13 @@ WITH
   ),
   scratch_follows AS (SELECT u, followed, recent FROM adj WHERE u IN (SELECT u FROM scratch_users)),
   scratch_hop AS (SELECT u AS via, followed AS reached FROM adj),${countingCtes('scratch_', 'scratch_follows', 'scratch_hop', 'buffer_size')}
-SELECT {prefix:String}, u, {version:UInt64}, 1,
+SELECT {prefix:String}, u, {version:UInt64},
   if(arraySlice(new_top, 1, {per_user:UInt32}) != arraySlice(old_top, 1, {per_user:UInt32}), ${UPDATED}, ${UNCHANGED}),
   now_complete, new_top
 FROM merged
 WHERE ok
 UNION ALL
-SELECT {prefix:String}, b.u, {version:UInt64}, 1, ${COMPUTED}, r.n <= {buffer_size:UInt32},
+SELECT {prefix:String}, b.u, {version:UInt64}, ${COMPUTED}, r.n <= {buffer_size:UInt32},
   CAST(r.top AS Array(Tuple(UInt32, UInt64)))
 FROM scratch_users AS b
 LEFT JOIN scratch_ranked AS r ON r.u = b.u
@@ -279,8 +274,8 @@ SETTINGS join_use_nulls = 0${m === '' ? '' : ', enable_materialized_cte = 1'}`;
 }
 
 /**
- * After the delta step: this run's covered users that have no exact buffer to go on (newly active, no
- * buffer row, or a placeholder from the delta step), as column `u`. A batch takes the share
+ * This run's covered users that have no buffer to go on (newly active, or none stored), as column
+ * `u`, for a run with no logged change (which has no delta step). A batch takes the share
  * `cityHash64(u) % {parts:UInt32} = {part:UInt32}`; filling one share does not move users between
  * shares.
  */
@@ -288,10 +283,7 @@ export const RECOMPUTE_USERS_SQL = `
 SELECT user_id AS u FROM ${COVERED}
 WHERE key_prefix = {prefix:String} AND generation = {generation:String}
   AND user_id NOT IN (
-    SELECT user_id FROM (
-      SELECT user_id, exact FROM ${BUFFER} FINAL
-      WHERE key_prefix = {prefix:String} AND user_id IN (${STAYING_USERS_SQL}))
-    WHERE exact = 1)`;
+    SELECT user_id FROM ${BUFFER} WHERE key_prefix = {prefix:String} AND user_id IN (${STAYING_USERS_SQL}))`;
 
 /** One share of RECOMPUTE_USERS_SQL (a batch of the recompute). */
 export const RECOMPUTE_SHARE_SQL = `SELECT u FROM (${RECOMPUTE_USERS_SQL}) WHERE cityHash64(u) % {parts:UInt32} = {part:UInt32}`;

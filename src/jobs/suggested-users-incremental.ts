@@ -6,7 +6,6 @@ import { readJsonEachRow, streamLines } from '../clickhouse/result-stream.js';
 import type { RunFacts, RunResult } from '../runner/job.js';
 import {
   bufferDepth,
-  bufferVersion,
   COMPUTED,
   COVERED_COUNT_SQL,
   deltaSql,
@@ -135,7 +134,7 @@ export class IncrementalSuggestedUsers {
     });
     const generation = `${ctx.runId}:${ctx.attempt}`;
     const seq = (latest?.seq ?? 0) + 1;
-    const version = bufferVersion(seq);
+    const version = String(seq);
     const row = (phase: RunStateRow['phase'], mode: RunStateRow['mode'], extra: Partial<RunStateRow>) => ({
       seq,
       generation,
