@@ -219,7 +219,9 @@ WITH
       ${RANKING_ORDER_SQL('arrayMap(x -> (toUInt32(base + x.3), x.1), risers)')}[1] AS threat,
       -- Recount the risers only when too few untouched entries are sure to stay ahead of the threat.
       NOT empty(risers) AND arrayCount(x -> x.1 > threat.1 OR (x.1 = threat.1 AND x.2 < threat.2), w.top)
-        - length(touched_members) < {per_user:UInt32} AS recount_risers
+        - length(touched_members) < {per_user:UInt32} AS recount_risers,
+      -- A scalar for the lambdas below: a lambda that reads an array column copies it per element.
+      NOT empty(risers) AND NOT recount_risers AS threatened
     FROM work AS w INNER JOIN touched AS t ON t.u = w.u
   ),
   recount AS (
@@ -241,13 +243,13 @@ WITH
           arrayMap(c -> (c, 0, toUInt32(0)), p.touched_members),
           arrayMap(x -> (x.2, 0, x.1), r.got)))`)}))`,
       )} AS s,
-      p.bound AS bound, p.threat AS threat, p.risers AS risers, p.recount_risers AS recount_risers,
+      p.bound AS bound, p.threat AS threat, p.threatened AS threatened,
       p.was_complete AS was_complete,
       arrayFilter(x -> (was_complete OR x.1 > bound.1 OR (x.1 = bound.1 AND x.2 <= bound.2))
-        AND (recount_risers OR empty(risers) OR x.1 > threat.1 OR (x.1 = threat.1 AND x.2 < threat.2)),
+        AND (NOT threatened OR x.1 > threat.1 OR (x.1 = threat.1 AND x.2 < threat.2)),
         s) AS within,
       arraySlice(within, 1, {buffer_size:UInt32}) AS new_top,
-      was_complete AND (empty(risers) OR recount_risers) AND length(within) <= {buffer_size:UInt32} AS now_complete,
+      was_complete AND NOT threatened AND length(within) <= {buffer_size:UInt32} AS now_complete,
       NOT p.cut_may_move AND (now_complete OR length(new_top) >= {per_user:UInt32}) AS ok
     FROM plan AS p
     LEFT JOIN (SELECT u, groupArray((toUInt32(n), c)) AS got FROM recount GROUP BY u) AS r ON r.u = p.u
