@@ -123,7 +123,7 @@ async function setInTransactions(
     call.keys.forEach((key, i) => pairs.push(key, call.args[i] ?? ''));
     if (!fence || token === undefined) {
       p.call('MULTI');
-      p.call('MSET', ...pairs);
+      p.call('MSET', pairs);
       p.eval(RAISE_AND_EXPIRE_LUA, call.keys.length, ...call.keys, '', ttl);
       p.call('EXEC');
       return 4;
@@ -132,9 +132,9 @@ async function setInTransactions(
     const guard = cluster ? [fenceKey] : [fenceKey, fence.key];
     p.watch(...guard);
     p.eval(CHECK_LUA, guard.length, ...guard, epoch, cluster ? '' : token);
-    // MULTI and EXEC as plain commands: the pipeline itself is sent by pipelinedGroups.
+    // MULTI and EXEC as plain commands: the pipeline itself is sent by pipelinedEach.
     p.call('MULTI');
-    p.call('MSET', ...pairs);
+    p.call('MSET', pairs);
     p.eval(RAISE_AND_EXPIRE_LUA, call.keys.length + 1, fenceKey, ...call.keys, epoch, ttl);
     p.call('EXEC');
     return 6;
