@@ -8,6 +8,7 @@
 //        [--value-bytes 1316] [--keys 100000] [--reps 3]
 // which merges its result into bench/results.json under the same key.
 import { readFileSync, writeFileSync } from 'node:fs';
+import { loadavg } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -145,6 +146,8 @@ export async function benchFencedWrites(o: FencedWritesOptions) {
   o.note(
     `fenced writes: ${o.keys.toLocaleString('en-US')} SETs of ${size} B, fenced path vs redis-benchmark -P ${BENCHMARK_DEPTH}`,
   );
+  // The machine is shared: the 1-minute load average at the start and the end says how idle it was.
+  const loadBefore = loadavg()[0] ?? Number.NaN;
   const redis = new Redis(o.redisUrl, { maxRetriesPerRequest: 1 });
   const cluster = o.clusterNodes === undefined ? undefined : clusterOf(o.clusterNodes);
   try {
@@ -233,6 +236,7 @@ export async function benchFencedWrites(o: FencedWritesOptions) {
     return {
       valueBytes: size,
       keys: o.keys,
+      loadAverage1m: { start: loadBefore, end: loadavg()[0] ?? Number.NaN },
       entriesPerWriterCall: ENTRIES_PER_CALL,
       writerCallsInFlight: STREAMS,
       fenced: shippedFig,
