@@ -160,8 +160,9 @@ async function setInTransactions(
  * Characters of keys and values per transaction. ioredis encodes a pipeline into one string, which the
  * socket write flattens: above V8's regular object size (128 KiB) that copy goes to freshly mapped
  * large-object pages on every write, and the page faults cost this process more than all the rest of a
- * write (bench/writes.ts: about 3.5 µs of system time per 1.3 KB key at 500 keys per transaction,
- * under 1 µs at 48). Below it the copies live in the young generation, which is reused.
+ * write (measured on the 2-core bench machine with 1.3 KB values: about 3 µs of system time per key at
+ * 500 keys per transaction, under 1 µs at 48). Below it the copies live in the young generation, which
+ * is reused. A value alone above the limit still goes, as a transaction of its own.
  */
 const CHARS_PER_TRANSACTION = 64 * 1024;
 
