@@ -8,20 +8,27 @@
 //        [--value-bytes 1316] [--keys 100000] [--reps 3]
 // which merges its result into bench/results.json under the same key.
 import { readFileSync, writeFileSync } from 'node:fs';
+import { loadavg } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Cluster, Redis } from 'ioredis';
 import { SET_SCRIPT } from '../src/cache/fenced-sets.js';
+import { SUGGESTED_USERS_BATCH_DEFAULTS } from '../src/config.js';
 import { keys as cacheKeys } from '../src/cache/keys.js';
 import type { RedisClient } from '../src/cache/redis-client.js';
 import { runSlotScripts, slotCalls } from '../src/cache/slot-scripts.js';
-import { RedisCacheWriter, type CacheEntry, type Fence } from '../src/cache/writer.js';
+import { RedisCacheWriter, yieldToLoop, type CacheEntry, type Fence } from '../src/cache/writer.js';
 import { redisBenchmark } from './redis-benchmark.js';
 import { fmt, spread, type Spread } from './stats.js';
 
 /** Entries per writer call, as streamUserValues hands them over. */
 const ENTRIES_PER_CALL = 2000;
+/**
+ * Writer calls in flight at once: suggested-users' batches in flight by default, each streaming its
+ * result into Redis one awaited call at a time (SUGGESTED_USERS_PARALLELISM).
+ */
+const STREAMS = SUGGESTED_USERS_BATCH_DEFAULTS.parallelism;
 /** redis-benchmark's pipeline depth for the reference rate (issue 16: `-P 64`). */
 const BENCHMARK_DEPTH = 64;
 
@@ -65,17 +72,30 @@ async function serverCpuUs(redis: RedisClient): Promise<number> {
   return us;
 }
 
-/** Writes `entries` `ENTRIES_PER_CALL` at a time with `write`; rate and where the time went. */
+/**
+ * Writes `entries` `ENTRIES_PER_CALL` at a time with `write`, from `streams` (default `STREAMS`) streams
+ * that each await their call and yield to the event loop before the next, as streamUserValues does under
+ * suggested-users' batches; rate and where the time went.
+ */
 async function measure(
   redis: RedisClient,
   entries: readonly CacheEntry[],
   write: (chunk: readonly CacheEntry[]) => Promise<unknown>,
+  streams: number = STREAMS,
 ): Promise<{ rate: number; clientUs: number; serverUs: number }> {
   const server0 = await serverCpuUs(redis);
   const cpu0 = process.cpuUsage();
   const t0 = performance.now();
-  for (let i = 0; i < entries.length; i += ENTRIES_PER_CALL)
-    await write(entries.slice(i, i + ENTRIES_PER_CALL));
+  let next = 0;
+  const stream = async (): Promise<void> => {
+    while (next < entries.length) {
+      const start = next;
+      next += ENTRIES_PER_CALL;
+      await write(entries.slice(start, start + ENTRIES_PER_CALL));
+      await yieldToLoop();
+    }
+  };
+  await Promise.all(Array.from({ length: streams }, stream));
   const ms = performance.now() - t0;
   const cpu = process.cpuUsage(cpu0);
   const serverUs = (await serverCpuUs(redis)) - server0;
@@ -126,6 +146,8 @@ export async function benchFencedWrites(o: FencedWritesOptions) {
   o.note(
     `fenced writes: ${o.keys.toLocaleString('en-US')} SETs of ${size} B, fenced path vs redis-benchmark -P ${BENCHMARK_DEPTH}`,
   );
+  // The machine is shared: the 1-minute load average at the start and the end says how idle it was.
+  const loadBefore = loadavg()[0] ?? Number.NaN;
   const redis = new Redis(o.redisUrl, { maxRetriesPerRequest: 1 });
   const cluster = o.clusterNodes === undefined ? undefined : clusterOf(o.clusterNodes);
   try {
@@ -139,32 +161,42 @@ export async function benchFencedWrites(o: FencedWritesOptions) {
     const ttl = '600';
     const runs = {
       shipped: [] as Awaited<ReturnType<typeof measure>>[],
+      oneStream: [] as Awaited<ReturnType<typeof measure>>[],
       lua: [] as Awaited<ReturnType<typeof measure>>[],
     };
+    const kinds = ['shipped', 'oneStream', 'lua'] as const;
     const benchmark: number[] = [];
     const clusterRuns: number[] = [];
     const nodeRuns: number[] = [];
     const clusterFence = cluster ? await benchFence(cluster, prefix) : undefined;
+    // One unmeasured pass: every rep then overwrites existing keys, as a refresh does, and the first rep
+    // does not pay for compiling the path and growing this process's heap, which a long run pays once.
+    await measure(redis, entries, (chunk) => shipped.write(chunk, 600, signal));
     for (let rep = 0; rep < o.reps; rep++) {
-      const order = rep % 2 === 0 ? (['shipped', 'lua'] as const) : (['lua', 'shipped'] as const);
+      // Each rep in another order, so no path always runs first (or right after redis-benchmark).
+      const order = kinds.map((_, i) => kinds[(i + rep) % kinds.length] ?? 'shipped');
       for (const kind of order) {
         runs[kind].push(
-          await measure(redis, entries, (chunk) =>
-            kind === 'shipped'
-              ? shipped.write(chunk, 600, signal)
-              : runSlotScripts(
-                  redis,
-                  fence,
-                  SET_SCRIPT,
-                  slotCalls(
+          await measure(
+            redis,
+            entries,
+            (chunk) =>
+              kind !== 'lua'
+                ? shipped.write(chunk, 600, signal)
+                : runSlotScripts(
                     redis,
-                    chunk,
-                    (e) => e.key,
-                    500,
-                    (c) => [ttl, ...c.map((e) => e.value)],
+                    fence,
+                    SET_SCRIPT,
+                    slotCalls(
+                      redis,
+                      chunk,
+                      (e) => e.key,
+                      500,
+                      (c) => [ttl, ...c.map((e) => e.value)],
+                    ),
+                    'bench',
                   ),
-                  'bench',
-                ),
+            kind === 'oneStream' ? 1 : STREAMS,
           ),
         );
       }
@@ -184,7 +216,7 @@ export async function benchFencedWrites(o: FencedWritesOptions) {
         nodeRuns.push((await measure(redis, entries, (chunk) => shipped.write(chunk, 600, signal))).rate);
       }
       o.note(
-        `  rep ${rep + 1}: fenced (shipped) ${fmt(runs.shipped.at(-1)?.rate ?? 0)}/s, SETs in Lua ${fmt(runs.lua.at(-1)?.rate ?? 0)}/s, redis-benchmark -P ${BENCHMARK_DEPTH} ${fmt(benchmark.at(-1) ?? 0)}/s` +
+        `  rep ${rep + 1}: fenced (shipped) ${fmt(runs.shipped.at(-1)?.rate ?? 0)}/s, one stream ${fmt(runs.oneStream.at(-1)?.rate ?? 0)}/s, SETs in Lua ${fmt(runs.lua.at(-1)?.rate ?? 0)}/s, redis-benchmark -P ${BENCHMARK_DEPTH} ${fmt(benchmark.at(-1) ?? 0)}/s` +
           (cluster
             ? `; suggestions writes on the cluster ${fmt(clusterRuns.at(-1) ?? 0)}/s, one node ${fmt(nodeRuns.at(-1) ?? 0)}/s`
             : ''),
@@ -197,15 +229,24 @@ export async function benchFencedWrites(o: FencedWritesOptions) {
     });
     const shippedFig = figures(runs.shipped);
     const luaFig = figures(runs.lua);
+    const oneStreamFig = figures(runs.oneStream);
     const bench = spread(benchmark);
+    const paired = (list: Awaited<ReturnType<typeof measure>>[]): Spread =>
+      spread(list.map((r, i) => r.rate / (benchmark[i] ?? Number.NaN)));
     return {
       valueBytes: size,
       keys: o.keys,
+      loadAverage1m: { start: loadBefore, end: loadavg()[0] ?? Number.NaN },
       entriesPerWriterCall: ENTRIES_PER_CALL,
+      writerCallsInFlight: STREAMS,
       fenced: shippedFig,
+      fencedOneStream: oneStreamFig,
       fencedSetsInLua: luaFig,
       redisBenchmark: { setsPerSec: bench, pipelineDepth: BENCHMARK_DEPTH, clients: 50 },
       ratioFenced: shippedFig.setsPerSec.median / bench.median,
+      /** Each rep's fenced rate over that rep's redis-benchmark rate. */
+      pairedRatiosFenced: paired(runs.shipped),
+      ratioFencedOneStream: oneStreamFig.setsPerSec.median / bench.median,
       ratioFencedSetsInLua: luaFig.setsPerSec.median / bench.median,
       ...(cluster
         ? {

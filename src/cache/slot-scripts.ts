@@ -159,9 +159,41 @@ export async function pipelinedGroups(
     if (list) list.push(i);
     else byNode.set(node, [i]);
   });
+  return sendPipelines(redis, calls, [...byNode.values()], add);
+}
+
+/**
+ * One pipeline per call, each sent as soon as its commands are queued: Redis executes the first while
+ * this process encodes the next, so a write costs about the larger of the two sides' time instead of
+ * their sum (bench/writes.ts). Every pipeline holds one slot's keys, which is valid on a cluster
+ * whatever the client's slot map says. Same replies and failure handling as `pipelinedGroups`.
+ */
+export async function pipelinedEach(
+  redis: RedisClient,
+  calls: readonly SlotCall[],
+  add: (p: Pipeline, call: SlotCall) => number,
+): Promise<Reply[][]> {
+  return sendPipelines(
+    redis,
+    calls,
+    calls.map((_, i) => [i]),
+    add,
+  );
+}
+
+/**
+ * Sends one pipeline per entry of `batches` (positions in `calls`), in order, each exec'd before the
+ * next is built; resolves to each call's replies, in the order of `calls`.
+ */
+async function sendPipelines(
+  redis: RedisClient,
+  calls: readonly SlotCall[],
+  batches: readonly (readonly number[])[],
+  add: (p: Pipeline, call: SlotCall) => number,
+): Promise<Reply[][]> {
   const out = new Array<Reply[]>(calls.length);
   await Promise.all(
-    [...byNode.values()].map(async (indexes) => {
+    batches.map(async (indexes) => {
       const p = redis.pipeline();
       const counts: number[] = [];
       for (const i of indexes) {

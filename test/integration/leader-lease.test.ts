@@ -4,6 +4,7 @@ import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RedisFreshnessStore } from '../../src/cache/freshness.js';
 import { LeaderLease } from '../../src/cache/leader-lease.js';
+import { fenceKeyForSlot } from '../../src/cache/slots.js';
 import { FencedError, RedisCacheWriter } from '../../src/cache/writer.js';
 import { createSystemClock } from '../../src/runner/clock.js';
 import { servicesEnv } from './env.js';
@@ -120,6 +121,67 @@ describe('leader lease and write fencing (real Redis)', () => {
       ),
     ).rejects.toBeInstanceOf(FencedError);
     expect(await admin.hget(`${prefix}:job:trending-1h`, 'run_id')).toBe('a');
+    await lb.stop();
+  });
+
+  it('fences bulk writes (the MULTI/EXEC path, several transactions in flight): values and TTLs land together; a deposed leader and a lower epoch change nothing', async () => {
+    const a: boolean[] = [];
+    const la = lease(client(), 10_000, a);
+    la.start();
+    await expect.poll(() => la.isLeader).toBe(true);
+    const writerA = new RedisCacheWriter(client(), la.fence());
+    const signal = new AbortController().signal;
+    // About 1 KB a value, as the suggestions lists: 400 keys make several transactions per call.
+    const pad = 'x'.repeat(1000);
+    const entries = (tag: string) =>
+      Array.from({ length: 400 }, (_, i) => ({ key: `${prefix}:bulk:${i}`, value: `${tag}:${i}:${pad}` }));
+    const keys = entries('').map((e) => e.key);
+
+    // A reader on its own connection, between transactions: never a value without its TTL.
+    const reader = client();
+    const untimed = `local n = 0
+for _, k in ipairs(KEYS) do
+  if redis.call('TTL', k) == -1 then n = n + 1 end
+end
+return n`;
+    const done = new AbortController();
+    const seen: number[] = [];
+    const polling = (async () => {
+      while (!done.signal.aborted) seen.push(Number(await reader.eval(untimed, keys.length, ...keys)));
+    })();
+    for (let rep = 0; rep < 3; rep++) expect(await writerA.write(entries('a'), 60, signal)).toBe(400);
+    done.abort();
+    await polling;
+    expect(seen.length).toBeGreaterThan(0);
+    expect(seen.every((n) => n === 0)).toBe(true);
+    for (const ttl of await Promise.all(keys.map((k) => admin.ttl(k)))) expect(ttl).toBeGreaterThan(50);
+
+    // A newer epoch has written this slot (the fence key) while A's lease still holds: refused.
+    const fenceKey = fenceKeyForSlot(leaseKey, 0);
+    const epochA = Number(la.fence().token()!.split(':')[0]);
+    await admin.set(fenceKey, String(epochA + 1));
+    await expect(writerA.write(entries('lower'), 60, signal)).rejects.toBeInstanceOf(FencedError);
+    expect(a).toEqual([true, false]);
+    expect(await admin.mget(keys)).toEqual(entries('a').map((e) => e.value));
+    await la.stop();
+
+    // B takes over while a second A-like writer still believes it leads: refused at its first write.
+    await admin.del(leaseKey);
+    const c: boolean[] = [];
+    const lc = lease(client(), 10_000, c);
+    lc.start();
+    await expect.poll(() => lc.isLeader).toBe(true);
+    const writerC = new RedisCacheWriter(client(), lc.fence());
+    await admin.del(leaseKey);
+    const lb = lease(client(), 10_000, []);
+    lb.start();
+    await expect.poll(() => lb.isLeader).toBe(true);
+    expect(lc.isLeader).toBe(true); // C has not noticed yet: only the fence protects B's data
+    await expect(writerC.write(entries('stale'), 60, signal)).rejects.toBeInstanceOf(FencedError);
+    expect(c).toEqual([true, false]);
+    expect(await admin.mget(keys)).toEqual(entries('a').map((e) => e.value));
+    await new RedisCacheWriter(client(), lb.fence()).write(entries('b'), 60, signal);
+    expect(await admin.mget(keys)).toEqual(entries('b').map((e) => e.value));
     await lb.stop();
   });
 });

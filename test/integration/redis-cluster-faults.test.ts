@@ -253,15 +253,31 @@ describe('sidecars on a Redis Cluster under faults', () => {
       });
     };
     const signal = new AbortController().signal;
-    const entries = (tag: string) =>
-      Array.from({ length: 300 }, (_, i) => ({ key: `${prefix}:k:${i}`, value: `${tag}:${i}` }));
+    // Keys spread over slots (one or two per slot: the fenced script path) and 200 of ~1 KB in one slot
+    // (the MULTI/EXEC path, several transactions).
+    const pad = 'x'.repeat(1000);
+    const entries = (tag: string) => [
+      ...Array.from({ length: 300 }, (_, i) => ({ key: `${prefix}:k:${i}`, value: `${tag}:${i}` })),
+      ...Array.from({ length: 200 }, (_, i) => ({
+        key: `${prefix}:{hot}:k:${i}`,
+        value: `${tag}:${i}:${pad}`,
+      })),
+    ];
     try {
       const a: boolean[] = [];
       const la = lease(a);
       la.start();
       await expect.poll(() => la.isLeader).toBe(true);
       const writerA = new RedisCacheWriter(clients[0]!, la.fence());
-      expect(await writerA.write(entries('a'), 60, signal)).toBe(300);
+      expect(await writerA.write(entries('a'), 60, signal)).toBe(500);
+      const hot = entries('a').slice(300);
+      expect(
+        await getMany(
+          admin,
+          hot.map((e) => e.key),
+        ),
+      ).toEqual(hot.map((e) => e.value));
+      for (const { key } of hot) expect(await admin.ttl(key)).toBeGreaterThan(50);
 
       // B takes over while A still believes it leads (a GC pause, a partition).
       await admin.del(leaseKey);
