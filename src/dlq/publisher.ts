@@ -203,8 +203,16 @@ export class DlqPublisher {
       // Without a spool to fall back on, give Kafka the time a flusher pass would get.
       const timeout = this.#spool ? this.#sendTimeoutMs : Math.max(this.#sendTimeoutMs, 10_000);
       await withTimeout(transport.send([toKafkaMessage(record)]), timeout, (late) => {
-        // The send lost the race but kafkajs may still finish it: then the record exists twice.
-        this.#log.debug({ ...fields, err: late }, 'late outcome of a timed-out dlq send');
+        // The send lost the race but kafkajs kept retrying it. Acknowledged late, the record is on the
+        // topic after all, whatever this publish reported: a spooled copy makes it twice (at least
+        // once), and a record reported dropped was not lost. Said at info level, so whoever recovers
+        // dropped records from the logs can skip this one.
+        if (late === 'acknowledged') {
+          this.#log.info(
+            { ...fields, late_destination: 'kafka' },
+            'dlq record acknowledged by kafka after its send timed out',
+          );
+        } else this.#log.debug({ ...fields, err: late }, 'late failure of a timed-out dlq send');
       });
     } catch (err) {
       this.#directAfter = Date.now() + this.#retryMaxMs;

@@ -176,8 +176,14 @@ describe('DLQ spool on a full disk (real tmpfs, real Kafka stopped)', () => {
       const copies = new Map<string, number>();
       for (const r of received) copies.set(r.record.run_id, (copies.get(r.record.run_id) ?? 0) + 1);
       expect(Math.max(...copies.values())).toBeLessThanOrEqual(2);
-      // Dropped records never reached the topic (they were neither sent nor spooled).
-      expect([...dropped.keys()].filter((id) => copies.has(id))).toEqual([]);
+      // Dropped records never reached the topic (they were neither sent nor spooled), unless kafkajs
+      // finished a send after it had timed out, which the runner then logs.
+      const lateAcked = new Set(
+        [...first.lines, ...second.lines]
+          .filter((l) => l.late_destination === 'kafka' && typeof l.run_id === 'string')
+          .map((l) => String(l.run_id)),
+      );
+      expect([...dropped.keys()].filter((id) => copies.has(id) && !lateAcked.has(id))).toEqual([]);
       expect((await readdir(spoolDir)).filter((f) => f.endsWith('.tmp'))).toEqual([]);
       console.log(
         `full disk: ${spooled.size} spooled, ${published.size} direct, ${dropped.size} dropped; ` +
