@@ -1,6 +1,5 @@
 import { hostname } from 'node:os';
-import type { ClickHouseClient } from '@clickhouse/client';
-import { GuardMismatchError, type CacheEntry, type CacheWriter } from '../cache/writer.js';
+import { GuardMismatchError, type CacheEntry } from '../cache/writer.js';
 import { keys } from '../cache/keys.js';
 import { readJsonEachRow, streamLines } from '../clickhouse/result-stream.js';
 import type { RunFacts, RunResult } from '../runner/job.js';
@@ -19,6 +18,12 @@ import {
   UNCHANGED,
 } from './suggested-users-buffer.js';
 import { readChangeLogPosition } from './suggested-users-changes.js';
+import type {
+  BatchWriter,
+  SubsetWritten,
+  SuggestedUsersOptions,
+  UserSubset,
+} from './suggested-users-types.js';
 import { streamUserValues } from './user-values.js';
 import {
   configFingerprint,
@@ -51,15 +56,7 @@ import {
  */
 
 /** What the incremental mode needs of suggested-users (given by suggested-users.ts, no import cycle). */
-export interface IncrementalOptions {
-  clickhouse: ClickHouseClient;
-  cache: CacheWriter;
-  keyPrefix: string;
-  perUser: number;
-  activeDays: number;
-  maxFollowees: number;
-  batchSize: number;
-  ttlSec: number;
+export interface IncrementalOptions extends Omit<SuggestedUsersOptions, 'parallelism'> {
   /** `SUGGESTED_USERS_FULL_EVERY`. */
   fullEvery: number;
   /**
@@ -74,16 +71,6 @@ export interface IncrementalOptions {
   /** Users per delta-step query (default DELTA_BATCHES × batchSize). */
   deltaShareUsers?: number;
 }
-
-/**
- * Writes one batch of users of a full refresh (`subset.sql` selects them): resolves to the users
- * written and result rows skipped as unparsable.
- */
-export type BatchWriter = (
-  ctx: RunFacts,
-  window: { now: number; since: number },
-  subset: { sql: string; params: Record<string, unknown>; label: string },
-) => Promise<{ written: number; skipped: number }>;
 
 /** Keys per TTL-extension call (the writer pipelines them further). */
 const EXTEND_CHUNK = 4000;
@@ -110,6 +97,7 @@ export function generationMarkerKey(keyPrefix: string): string {
 export class IncrementalSuggestedUsers {
   readonly #o: IncrementalOptions;
   readonly #replica: string;
+  #materializedCte: Promise<boolean> | undefined;
 
   constructor(opts: IncrementalOptions) {
     this.#o = opts;
@@ -234,9 +222,9 @@ export class IncrementalSuggestedUsers {
   async #fillAndWrite(
     ctx: RunFacts,
     window: { now: number; since: number },
-    subset: { sql: string; params: Record<string, unknown>; label: string },
+    subset: UserSubset,
     version: string,
-  ): Promise<{ written: number; skipped: number }> {
+  ): Promise<SubsetWritten> {
     const o = this.#o;
     const params = { ...subset.params, ...window, ...this.#bufferParams(version) };
     await o.clickhouse.command({
@@ -384,16 +372,19 @@ export class IncrementalSuggestedUsers {
     return Number(row?.n ?? 0);
   }
 
-  /** Whether the server has materialized CTEs (see MATERIALIZED_CTE_SQL). */
+  /**
+   * Whether the server has materialized CTEs (see MATERIALIZED_CTE_SQL), asked once per instance:
+   * a server's settings do not change under a running process often enough to ask every run.
+   */
   async #hasMaterializedCte(ctx: RunFacts): Promise<boolean> {
-    const [row] = await readJsonEachRow<{ n: string | number }>(
-      await this.#o.clickhouse.query({
-        query: MATERIALIZED_CTE_SQL,
-        format: 'JSONEachRow',
-        abort_signal: ctx.signal,
-      }),
-    );
-    return Number(row?.n ?? 0) > 0;
+    this.#materializedCte ??= this.#count(ctx, MATERIALIZED_CTE_SQL, {}).then((n) => n > 0);
+    try {
+      return await this.#materializedCte;
+    } catch (err) {
+      // Not known yet: ask again next run.
+      this.#materializedCte = undefined;
+      throw err;
+    }
   }
 }
 

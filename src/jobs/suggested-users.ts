@@ -1,5 +1,4 @@
 import { setTimeout as delay } from 'node:timers/promises';
-import type { ClickHouseClient } from '@clickhouse/client';
 import { keys } from '../cache/keys.js';
 import { readJsonEachRow } from '../clickhouse/result-stream.js';
 import {
@@ -8,15 +7,21 @@ import {
   BAD_RELATIONSHIP_SQL,
   USER_ACTIVITY,
 } from '../clickhouse/schema.js';
-import type { CacheWriter } from '../cache/writer.js';
 import { isTransientError } from '../runner/retry.js';
 import { JOB_DEFAULTS, type Config } from '../config.js';
 import { JobError, type RunFacts, type RunResult } from '../runner/job.js';
 import { defineJob, type RefreshJob } from './define.js';
-import { IncrementalSuggestedUsers, type BatchWriter } from './suggested-users-incremental.js';
+import { IncrementalSuggestedUsers } from './suggested-users-incremental.js';
+import type {
+  BatchWriter,
+  SubsetWritten,
+  SuggestedUsersOptions,
+  UserSubset,
+} from './suggested-users-types.js';
 import { ACTIVE_RANGE_USERS_SQL, LISTED_USERS_SQL, suggestionsSql } from './suggestions-sql.js';
 import { streamUserValues } from './user-values.js';
 
+export type { SubsetWritten, SuggestedUsersOptions, UserSubset } from './suggested-users-types.js';
 export {
   ACTIVE_RANGE_USERS_SQL,
   LISTED_USERS_SQL,
@@ -84,36 +89,6 @@ export function batchRanges(starts: readonly string[]): { lo: string; hi: string
 const OUTAGE_BATCHES = 2;
 /** How often a long run reports progress. */
 const PROGRESS_EVERY_MS = 5000;
-
-export interface SuggestedUsersOptions {
-  clickhouse: ClickHouseClient;
-  cache: CacheWriter;
-  keyPrefix: string;
-  perUser: number;
-  activeDays: number;
-  maxFollowees: number;
-  batchSize: number;
-  /** Batch queries in flight at once (SUGGESTED_USERS_PARALLELISM). Default 1. */
-  parallelism?: number;
-  ttlSec: number;
-}
-
-/**
- * A set of users whose suggestions to compute and write: `sql` is the `batch_users` piece of
- * suggestionsSql (a SELECT of one UInt64 column `u`), `params` its own query parameters, `label` a
- * short name for logs and the query id (`b0`, `changed-3`; `[a-z0-9-]`).
- */
-export interface UserSubset {
-  sql: string;
-  params: Record<string, unknown>;
-  label: string;
-}
-
-/** Users written and result rows skipped as unparsable by one writeSuggestions call. */
-export interface SubsetWritten {
-  written: number;
-  skipped: number;
-}
 
 /**
  * Computes and writes the suggestions of one subset of users with one query (suggestionsSql), its
