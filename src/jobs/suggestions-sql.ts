@@ -115,11 +115,16 @@ export const ACTIVE_FOLLOW_SQL = `status = 'active' AND NOT ${BAD_RELATIONSHIP_S
 
 /**
  * E(u) from the aggregated rows of one follower: the `{max_followees:UInt32}` most recent followees
- * (updated_at descending, then followee id ascending). An aggregate expression over `updated_at` and
- * `followee_id`.
+ * (updated_at descending, then followee id ascending), as a set (its order is not the recency order
+ * when every followee fits). An aggregate expression over `updated_at` and `followee_id`.
+ *
+ * Built from numeric arrays, sorted only for a user with more followees than the cut: grouping
+ * (updated_at, followee_id) tuples goes through ClickHouse's generic groupArray, which serialises each
+ * value. Measured on the 1 M-user graph (18 M follows), the follow graph with E(u) for every user took
+ * 3.8 CPU-seconds and 1.1 GiB that way, 1.9 and 0.87 GiB this way.
  */
-export const RECENT_FOLLOWEES_SQL = `arrayMap(x -> x.2,
-        arraySlice(arraySort(x -> (-toInt64(toUInt32(x.1)), x.2), groupArray((updated_at, followee_id))),
+export const RECENT_FOLLOWEES_SQL = `if(count() <= {max_followees:UInt32}, groupArray(followee_id),
+        arraySlice(arraySort((f, t) -> (-toInt64(t), f), groupArray(followee_id), groupArray(toUInt32(updated_at))),
           1, {max_followees:UInt32}))`;
 
 /**

@@ -112,11 +112,18 @@ export async function followGraph(client: ClickHouseClient): Promise<FollowGraph
   return { follows, latest };
 }
 
-/** Suggested users of `u` by CONTRACT §4 (20 per user, at most 1000 most recent followees). */
-export function expectedSuggestions(graph: FollowGraph, u: string): Suggestion[] {
+/**
+ * Suggested users of `u` by CONTRACT §4: `perUser` per user (default 20), counted over the
+ * `maxFollowees` most recent followees (default 1000; updated_at descending, then followee id).
+ */
+export function expectedSuggestions(
+  graph: FollowGraph,
+  u: string,
+  { perUser = 20, maxFollowees = 1000 }: { perUser?: number; maxFollowees?: number } = {},
+): Suggestion[] {
   const mine = graph.follows.get(u) ?? [];
   const followed = new Set(mine.map((x) => x.f));
-  const recent = [...mine].sort((x, y) => y.t - x.t || numericOrder(x.f, y.f)).slice(0, 1000);
+  const recent = [...mine].sort((x, y) => y.t - x.t || numericOrder(x.f, y.f)).slice(0, maxFollowees);
   const mutual = new Map<string, number>();
   for (const { f } of recent) {
     for (const { f: c } of graph.follows.get(f) ?? []) {
@@ -126,7 +133,7 @@ export function expectedSuggestions(graph: FollowGraph, u: string): Suggestion[]
   }
   return [...mutual.entries()]
     .sort((x, y) => y[1] - x[1] || numericOrder(x[0], y[0]))
-    .slice(0, 20)
+    .slice(0, perUser)
     .map(([c, n]) => ({
       user_id: c,
       mutual_count: n,

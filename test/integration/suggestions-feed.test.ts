@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RedisCacheWriter, type RedisClient } from '../../src/cache/writer.js';
 import { seedDatabase } from '../../src/clickhouse/seed.js';
 import { FeedWarmerJob } from '../../src/jobs/feed-warmer.js';
-import { SuggestedUsersJob } from '../../src/jobs/suggested-users.js';
+import { incrementalSuggestedUsers, SuggestedUsersJob } from '../../src/jobs/suggested-users.js';
 import type { RunFacts } from '../../src/runner/job.js';
 import { servicesEnv } from './env.js';
 import {
@@ -184,6 +184,47 @@ describe('suggested-users and feed-warmer on a seeded power-law graph', () => {
     },
     180_000,
   );
+
+  it('counts only the MAX_FOLLOWEES most recent followees, in the full refresh and the incremental mode', async () => {
+    // A cut far below the typical follow count, so it decides most lists; both modes share the SQL
+    // that picks E(u), and the reference below picks it independently.
+    const cut = { perUser: 10, maxFollowees: 3 };
+    const graph = await followGraph(ch);
+    const active = [...(await activeUsers())].sort(numericOrder);
+    const rand = mulberry32(20261130);
+    const sample = new Set<string>();
+    while (sample.size < 200) sample.add(active[Math.floor(rand() * active.length)]!);
+    const settings = {
+      clickhouse: ch,
+      cache: new RedisCacheWriter(redis),
+      activeDays: 7,
+      batchSize: 4000,
+      ttlSec: 600,
+      ...cut,
+    };
+    const modes = {
+      full: new SuggestedUsersJob({ ...settings, keyPrefix: `${prefix}-cut-full` }),
+      incremental: incrementalSuggestedUsers({ ...settings, keyPrefix: `${prefix}-cut-incr`, fullEvery: 12 }),
+    };
+    let cutMatters = 0;
+    for (const u of sample) {
+      const want = expectedSuggestions(graph, u, cut);
+      const uncut = expectedSuggestions(graph, u, { perUser: cut.perUser });
+      if (JSON.stringify(want) !== JSON.stringify(uncut)) cutMatters++;
+    }
+    expect(cutMatters).toBeGreaterThan(100);
+    for (const [mode, job] of Object.entries(modes)) {
+      await job.run(ctxFor('suggested-users'));
+      const keyPrefix = `${prefix}-cut-${mode === 'full' ? 'full' : 'incr'}`;
+      for (const u of sample) {
+        const raw = await redis.get(`${keyPrefix}:suggested_users:${u}`);
+        expect(raw, `${mode}: user ${u} has a key`).not.toBeNull();
+        expect(JSON.parse(raw!), `${mode}: suggestions of user ${u}`).toEqual(
+          expectedSuggestions(graph, u, cut),
+        );
+      }
+    }
+  }, 180_000);
 
   it.each(TOPOLOGIES)(
     'warms the top users’ first feed page exactly as a raw-table computation ranks it (%s Redis)',
