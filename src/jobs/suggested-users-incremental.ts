@@ -25,6 +25,7 @@ import type {
   UserSubset,
 } from './suggested-users-types.js';
 import { streamUserValues } from './user-values.js';
+import { OneInFlight } from './one-in-flight.js';
 import {
   configFingerprint,
   decideRefresh,
@@ -313,26 +314,31 @@ export class IncrementalSuggestedUsers {
     const vanished: string[] = [];
     let pending: string[] = [];
     let values: CacheEntry[] = [];
+    // One Redis call in flight while the plan stream is read on: ClickHouse renders and sends the next
+    // lines while Redis executes the last chunk, instead of each waiting for the other.
+    const redis = new OneInFlight();
     const extend = async (): Promise<void> => {
       if (pending.length === 0) return;
       const ids = pending;
       pending = [];
-      const result = await extendTtl(
-        ids.map((id) => keys.suggestedUsers(o.keyPrefix, id)),
-        o.ttlSec,
-        ctx.signal,
-        guard,
-      );
-      // A key that vanished (evicted, expired, Redis restarted) cannot be extended: compute it.
-      const gone = new Set(result.missing);
-      ids.forEach((id, i) => (gone.has(i) ? vanished.push(id) : counts.extended++));
-      counts.missing += gone.size;
+      await redis.submit(async () => {
+        const result = await extendTtl(
+          ids.map((id) => keys.suggestedUsers(o.keyPrefix, id)),
+          o.ttlSec,
+          ctx.signal,
+          guard,
+        );
+        // A key that vanished (evicted, expired, Redis restarted) cannot be extended: compute it.
+        const gone = new Set(result.missing);
+        ids.forEach((id, i) => (gone.has(i) ? vanished.push(id) : counts.extended++));
+        counts.missing += gone.size;
+      });
     };
     const write = async (): Promise<void> => {
       if (values.length === 0) return;
       const entries = values;
       values = [];
-      await o.cache.write(entries, o.ttlSec, ctx.signal);
+      await redis.submit(() => o.cache.write(entries, o.ttlSec, ctx.signal));
     };
     for await (const lines of streamLines(plan)) {
       for (const line of lines) {
@@ -352,6 +358,7 @@ export class IncrementalSuggestedUsers {
     }
     await write();
     await extend();
+    await redis.drain();
     for (let i = 0; i < vanished.length; i += LISTED_CHUNK) {
       const slice = vanished.slice(i, i + LISTED_CHUNK);
       counts.recomputed += (await o.writeUsers(ctx, slice, `k${i / LISTED_CHUNK}`)).written;
