@@ -254,24 +254,27 @@ WITH
     FROM plan AS p
     LEFT JOIN (SELECT u, groupArray((toUInt32(n), c)) AS got FROM recount GROUP BY u) AS r ON r.u = p.u
   ),
-  -- Users computed from scratch, from the same graph: unbuffered, or not answered by their buffer.
-  scratch_users AS (
-    SELECT u FROM unbuffered
+  -- Every user of this share with a row to write: merged ones, answered by their buffer (ok) or not,
+  -- and unbuffered ones. One final SELECT over it rather than a UNION ALL of the two kinds of row
+  -- (measured at 100 000 users: 0.1-0.15 CPU-seconds less per query, at 0.01 % and 1 % churn).
+  outcome AS (
+    SELECT u, ok, new_top, old_top, now_complete FROM merged
     UNION ALL
-    SELECT u FROM merged WHERE NOT ok
+    SELECT u, false, CAST([] AS Array(Tuple(UInt32, UInt64))), CAST([] AS Array(Tuple(UInt32, UInt64))), false
+    FROM unbuffered
   ),
+  -- Users computed from scratch, from the same graph: unbuffered, or not answered by their buffer.
+  scratch_users AS (SELECT u FROM outcome WHERE NOT ok),
   scratch_follows AS (SELECT u, followed, recent FROM adj WHERE u IN (SELECT u FROM scratch_users)),
   scratch_hop AS (SELECT u AS via, followed AS reached FROM adj),${countingCtes('scratch_', 'scratch_follows', 'scratch_hop', 'buffer_size')}
-SELECT {prefix:String}, u, {version:UInt64},
-  if(arraySlice(new_top, 1, {per_user:UInt32}) != arraySlice(old_top, 1, {per_user:UInt32}), ${UPDATED}, ${UNCHANGED}),
-  now_complete, new_top
-FROM merged
-WHERE ok
-UNION ALL
-SELECT {prefix:String}, b.u, {version:UInt64}, ${COMPUTED}, r.n <= {buffer_size:UInt32},
-  CAST(r.top AS Array(Tuple(UInt32, UInt64)))
-FROM scratch_users AS b
-LEFT JOIN scratch_ranked AS r ON r.u = b.u
+SELECT {prefix:String}, o.u, {version:UInt64},
+  if(o.ok,
+    if(arraySlice(o.new_top, 1, {per_user:UInt32}) != arraySlice(o.old_top, 1, {per_user:UInt32}), ${UPDATED}, ${UNCHANGED}),
+    ${COMPUTED}),
+  if(o.ok, o.now_complete, r.n <= {buffer_size:UInt32}),
+  if(o.ok, o.new_top, CAST(r.top AS Array(Tuple(UInt32, UInt64))))
+FROM outcome AS o
+LEFT JOIN scratch_ranked AS r ON r.u = o.u
 SETTINGS join_use_nulls = 0${m === '' ? '' : ', enable_materialized_cte = 1'}`;
 }
 
