@@ -166,8 +166,8 @@ async function setInTransactions(
  * Below it the copies live in the young generation, which is reused. The larger the transaction the
  * fewer of its fixed commands (WATCH, the check, MULTI, the raise, EXEC) per key: measured on the
  * 2-core bench machine with 1.3 KB values, pipelines of about 120 000 characters against 69 000 (the
- * earlier cap of 64 K characters of keys and values) cut this process's CPU per key by 0.3–0.5 µs and
- * Redis's by about 0.1 µs, while 250 000 and more lost most of that to page faults. (A value with
+ * earlier cap of 64 K characters of keys and values) cut this process's CPU per key by 0.2–0.5 µs and
+ * Redis's by 0.1–0.2 µs, while 250 000 and more lost most of that to page faults. (A value with
  * characters beyond Latin-1 doubles its string's size in V8: such pipelines may land in large-object
  * space, which costs only speed.) A value alone above the limit still goes, as a transaction of its own.
  */
