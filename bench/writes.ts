@@ -136,8 +136,10 @@ async function deleteUnder(redis: RedisClient, prefix: string): Promise<void> {
 /**
  * The fenced write path as shipped (RedisCacheWriter with a fence: guarded MULTI/EXEC of plain SETs),
  * the previous design (SETs inside the fenced Lua script) for where the time went, and redis-benchmark
- * (`-P 64`, 50 clients, same value size) as the physical reference, all in one run; then, with a
- * cluster, the same suggestions-shaped writes on the cluster against the one node.
+ * (`-P 64`, 50 clients, same value size) as the physical reference — and the same redis-benchmark
+ * writing `SET … EX` over as many distinct keys as the fenced path, the unfenced cost of the same work —
+ * all in one run; then, with a cluster, the same suggestions-shaped writes on the cluster against the
+ * one node.
  */
 export async function benchFencedWrites(o: FencedWritesOptions) {
   const size = Math.max(2, Math.round(o.valueBytes));
@@ -166,6 +168,7 @@ export async function benchFencedWrites(o: FencedWritesOptions) {
     };
     const kinds = ['shipped', 'oneStream', 'lua'] as const;
     const benchmark: number[] = [];
+    const distinctBenchmark: number[] = [];
     const clusterRuns: number[] = [];
     const nodeRuns: number[] = [];
     const clusterFence = cluster ? await benchFence(cluster, prefix) : undefined;
@@ -208,6 +211,18 @@ export async function benchFencedWrites(o: FencedWritesOptions) {
           requests: Math.max(200_000, o.keys * 4),
         }),
       );
+      // The same SETs over as many distinct keys as the fenced path writes, each with its TTL: what the
+      // work costs Redis without the fence, for where the time goes (not the target's reference).
+      distinctBenchmark.push(
+        await redisBenchmark(o.redisUrl, {
+          size,
+          clients: 50,
+          depth: BENCHMARK_DEPTH,
+          requests: Math.max(200_000, o.keys * 4),
+          distinct: { keyPrefix: `${prefix}:rb:`, keys: o.keys, value, ttlSec: 600 },
+        }),
+      );
+      await deleteUnder(redis, `${prefix}:rb:`);
       if (cluster && clusterFence) {
         const onCluster = new RedisCacheWriter(cluster, clusterFence);
         clusterRuns.push(
@@ -216,7 +231,7 @@ export async function benchFencedWrites(o: FencedWritesOptions) {
         nodeRuns.push((await measure(redis, entries, (chunk) => shipped.write(chunk, 600, signal))).rate);
       }
       o.note(
-        `  rep ${rep + 1}: fenced (shipped) ${fmt(runs.shipped.at(-1)?.rate ?? 0)}/s, one stream ${fmt(runs.oneStream.at(-1)?.rate ?? 0)}/s, SETs in Lua ${fmt(runs.lua.at(-1)?.rate ?? 0)}/s, redis-benchmark -P ${BENCHMARK_DEPTH} ${fmt(benchmark.at(-1) ?? 0)}/s` +
+        `  rep ${rep + 1}: fenced (shipped) ${fmt(runs.shipped.at(-1)?.rate ?? 0)}/s, one stream ${fmt(runs.oneStream.at(-1)?.rate ?? 0)}/s, SETs in Lua ${fmt(runs.lua.at(-1)?.rate ?? 0)}/s, redis-benchmark -P ${BENCHMARK_DEPTH} ${fmt(benchmark.at(-1) ?? 0)}/s (distinct keys, EX ${fmt(distinctBenchmark.at(-1) ?? 0)}/s)` +
           (cluster
             ? `; suggestions writes on the cluster ${fmt(clusterRuns.at(-1) ?? 0)}/s, one node ${fmt(nodeRuns.at(-1) ?? 0)}/s`
             : ''),
@@ -248,6 +263,12 @@ export async function benchFencedWrites(o: FencedWritesOptions) {
       pairedRatiosFenced: paired(runs.shipped),
       ratioFencedOneStream: oneStreamFig.setsPerSec.median / bench.median,
       ratioFencedSetsInLua: luaFig.setsPerSec.median / bench.median,
+      /**
+       * redis-benchmark's `SET <key> <value> EX 600` over `keys` distinct keys (-r), same depth and
+       * clients: the unfenced cost of the same writes, beside the one-key reference above.
+       */
+      redisBenchmarkDistinctKeysSetEx: { setsPerSec: spread(distinctBenchmark), keys: o.keys },
+      ratioFencedToDistinctKeysSetEx: shippedFig.setsPerSec.median / spread(distinctBenchmark).median,
       ...(cluster
         ? {
             cluster: {

@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { createServer, connect, type AddressInfo, type Socket } from 'node:net';
 import { Redis } from 'ioredis';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -183,5 +184,73 @@ return n`;
     await new RedisCacheWriter(client(), lb.fence()).write(entries('b'), 60, signal);
     expect(await admin.mget(keys)).toEqual(entries('b').map((e) => e.value));
     await lb.stop();
+  });
+
+  it('a connection lost in the middle of a transaction: what the client sends again after reconnecting is fenced, the rest never lands', async () => {
+    const l = lease(client(), 10_000, []);
+    l.start();
+    await expect.poll(() => l.isLeader).toBe(true);
+    const epoch = Number(l.fence().token()!.split(':')[0]);
+    // Several transactions per call, 1.3 KB a value; the keys hold older values first.
+    const pad = 'z'.repeat(1300);
+    const entries = (tag: string) =>
+      Array.from({ length: 500 }, (_, i) => ({ key: `${prefix}:cut:${i}`, value: `${tag}:${i}:${pad}` }));
+    const keys = entries('').map((e) => e.key);
+    await admin.mset(entries('old').flatMap((e) => [e.key, e.value]));
+
+    // A proxy between the writer and Redis. Armed, it passes the writer's first 4 KB (the first
+    // transaction's WATCH, check, MULTI and the start of its MSET), hands the writer Redis's first answer
+    // (WATCH, check, MULTI: answered), then cuts the connection; before the writer gets a new one, a
+    // newer epoch has written the slot. ioredis then sends the unanswered commands again on it.
+    const upstream = new URL(servicesEnv().redisUrl);
+    const sockets = new Set<Socket>();
+    let armed = false;
+    let cut = false;
+    let newerEpochWrote: Promise<unknown> = Promise.resolve();
+    const proxy = createServer((down) => {
+      const up = connect(Number(upstream.port), upstream.hostname);
+      for (const s of [down, up]) {
+        sockets.add(s);
+        s.on('error', () => undefined);
+      }
+      down.pause();
+      void newerEpochWrote.then(() => {
+        let passed = 0;
+        down.on('data', (chunk: Buffer) => {
+          if (!armed) return void up.write(chunk);
+          const room = Math.max(0, 4096 - passed);
+          passed += chunk.length;
+          if (room > 0) up.write(chunk.subarray(0, room));
+        });
+        up.on('data', (chunk: Buffer) => {
+          down.write(chunk);
+          if (!armed || passed === 0 || cut) return;
+          cut = true;
+          armed = false;
+          newerEpochWrote = admin.set(fenceKeyForSlot(leaseKey, 0), String(epoch + 1));
+          down.destroy();
+          up.destroy();
+        });
+        down.resume();
+      });
+    });
+    await new Promise<void>((r) => proxy.listen(0, '127.0.0.1', r));
+    // Reconnecting and sending unanswered commands again, as the sidecar's own clients do.
+    const writerRedis = new Redis(`redis://127.0.0.1:${(proxy.address() as AddressInfo).port}`, {
+      maxRetriesPerRequest: 1,
+    });
+    try {
+      await writerRedis.ping();
+      armed = true;
+      const writer = new RedisCacheWriter(writerRedis, l.fence());
+      await expect(writer.write(entries('stale'), 60, new AbortController().signal)).rejects.toThrow();
+      expect(cut).toBe(true);
+      expect(await admin.mget(keys)).toEqual(entries('old').map((e) => e.value));
+    } finally {
+      writerRedis.disconnect();
+      for (const s of sockets) s.destroy();
+      await new Promise((r) => proxy.close(r));
+      await l.stop();
+    }
   });
 });
