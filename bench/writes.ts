@@ -203,22 +203,18 @@ export async function benchFencedWrites(o: FencedWritesOptions) {
           ),
         );
       }
-      benchmark.push(
-        await redisBenchmark(o.redisUrl, {
-          size,
-          clients: 50,
-          depth: BENCHMARK_DEPTH,
-          requests: Math.max(200_000, o.keys * 4),
-        }),
-      );
+      const reference = {
+        size,
+        clients: 50,
+        depth: BENCHMARK_DEPTH,
+        requests: Math.max(200_000, o.keys * 4),
+      };
+      benchmark.push(await redisBenchmark(o.redisUrl, reference));
       // The same SETs over as many distinct keys as the fenced path writes, each with its TTL: what the
       // work costs Redis without the fence, for where the time goes (not the target's reference).
       distinctBenchmark.push(
         await redisBenchmark(o.redisUrl, {
-          size,
-          clients: 50,
-          depth: BENCHMARK_DEPTH,
-          requests: Math.max(200_000, o.keys * 4),
+          ...reference,
           distinct: { keyPrefix: `${prefix}:rb:`, keys: o.keys, value, ttlSec: 600 },
         }),
       );
