@@ -5,10 +5,9 @@ import {
   ACTIVE_IN_WINDOW_SQL,
 } from '../clickhouse/schema.js';
 import {
-  ACTIVE_FOLLOW_SQL,
   RANKING_ORDER_SQL,
-  RECENT_FOLLOWEES_SQL,
   countingCtes,
+  followListsSql,
   rankingCtes,
   renderValueSql,
   type RankingHops,
@@ -162,12 +161,7 @@ WITH
     FROM logged AS l
     LEFT JOIN adj AS a ON a.u = l.f
   ),
-  adj AS ${m} (
-    SELECT follower_id AS u, groupArray(followee_id) AS followed, ${RECENT_FOLLOWEES_SQL} AS recent
-    FROM user_relationships FINAL
-    WHERE ${ACTIVE_FOLLOW_SQL}
-    GROUP BY follower_id
-  ),
+  adj AS ${m} (${followListsSql()}),
   work AS ${m} (
     SELECT b.u AS u, b.top AS top, b.complete AS complete,
       a.followed AS followed, a.recent AS recent, o.cs AS own_changes
