@@ -24,12 +24,16 @@ import {
  * Between two runs, a candidate c's mutual count for u or its eligibility can change only through a
  * changed follow row (f, c) with f a followee of u (now or before), or through u's own changed rows
  * (u starts or stops following g: every candidate g follows, and g itself). Those are u's touched
- * candidates. The delta query recounts each touched (u, c) exactly from the current graph and merges:
+ * candidates. The delta query recounts touched (u, c) exactly from the current graph and merges:
  *
  * - untouched buffer entries keep their counts; touched ones take the recount (or leave, at 0 or when
  *   u now follows them); touched outsiders with a count come in;
  * - untouched outsiders still rank after the old bound, so every merged entry ranking at or before the
  *   bound is an exact prefix of the new ranking (with `complete`, there are no outsiders at all);
+ * - a touched outsider that gained g paths (a riser) can now rank at best as (bound's count + g, c).
+ *   Once `perUser` untouched entries are sure to rank before that place, the riser cannot reach the
+ *   cached list: it is not recounted (most recounts are risers), and the merged entries count as exact
+ *   only before the best place of any riser left uncounted;
  * - when that prefix still holds `perUser` entries, the user's new value is exact; otherwise (or when
  *   u's own change can move the `max_followees` cut of E(u), which the delta does not track) the user is
  *   recomputed from scratch.
@@ -104,12 +108,11 @@ const STAYING_USERS_SQL = `SELECT user_id FROM ${COVERED}
         WHERE key_prefix = {prefix:String} AND generation = {previous:String})`;
 
 /**
- * The first element per candidate of `sorted`, an array of tuples sorted with the candidate first
- * (element 1): keeps element i when it starts a new run of equal candidates. Lambdas here take only
- * their own arguments: a lambda that reads another column copies that column once per array element.
+ * SQL: whether ranking entry `a` ranks strictly before entry `b`, both (mutual count, candidate)
+ * tuples (count descending, then candidate ascending; see suggestions-sql.ts).
  */
-function firstPerCandidate(sorted: string): string {
-  return `arrayFilter((x, d, i) -> i = 1 OR d != 0, ${sorted} AS sorted_, arrayDifference(arrayMap(x -> x.1, sorted_)), arrayEnumerate(sorted_))`;
+function ranksBefore(a: string, b: string): string {
+  return `(${a}.1 > ${b}.1 OR (${a}.1 = ${b}.1 AND ${a}.2 < ${b}.2))`;
 }
 
 /**
@@ -205,17 +208,25 @@ WITH
       w.top[-1] AS bound,
       -- Touched outsiders whose count may have grown, as (candidate, paths gained): unless recounted,
       -- each may now rank as high as (the bound's count + gained, candidate), and the threat is the
-      -- best such place. (Members sort first per candidate and are dropped: they are recounted.)
-      ${firstPerCandidate(`arraySort(arrayConcat(
-        arrayMap(c -> (c, 0, toUInt32(0)), members), arrayMap((c, g) -> (c, 1, g), t.cs, t.gains)))`)} AS firsts,
-      arrayFilter(x -> x.2 = 1 AND x.3 > 0, firsts) AS risers,
+      -- best such place. (A touched member is recounted, so it is no riser.) The filters test
+      -- membership in touched_members, the few members touched, not in members: a lambda copies the
+      -- array it reads once per element it visits.
+      arrayFilter((c, g) -> g > 0 AND NOT has(touched_members, c), t.cs, t.gains) AS riser_cs,
+      arrayFilter((g, c) -> g > 0 AND NOT has(touched_members, c), t.gains, t.cs) AS riser_gains,
+      arrayZip(riser_cs, riser_gains) AS risers,
       if(was_complete, 0, bound.1) AS base,
-      ${RANKING_ORDER_SQL('arrayMap(x -> (toUInt32(base + x.3), x.1), risers)')}[1] AS threat,
-      -- Recount the risers only when too few untouched entries are sure to stay ahead of the threat.
-      NOT empty(risers) AND arrayCount(x -> x.1 > threat.1 OR (x.1 = threat.1 AND x.2 < threat.2), w.top)
-        - length(touched_members) < {per_user:UInt32} AS recount_risers,
-      -- A scalar for the lambdas below: a lambda that reads an array column copies it per element.
-      NOT empty(risers) AND NOT recount_risers AS threatened
+      -- The untouched entries keep their counts and order: with per_user of them, the last of those,
+      -- tau, is a place no entry after it can enter the cached list from. A riser whose best place
+      -- comes after tau is spared its recount; one whose best place could come before it (or every
+      -- riser, without tau) is recounted.
+      arrayFilter(x -> NOT has(touched_members, x.2), w.top) AS sure,
+      length(sure) >= {per_user:UInt32} AS has_tau,
+      sure[{per_user:UInt32}] AS tau,
+      arrayFilter(x -> NOT has_tau OR ${ranksBefore('(toUInt32(base + x.2), x.1)', 'tau')}, risers) AS dangerous,
+      arrayFilter(x -> has_tau AND NOT ${ranksBefore('(toUInt32(base + x.2), x.1)', 'tau')}, risers) AS spared,
+      -- The best place a spared riser may now hold: the merged buffer is exact only before it.
+      ${RANKING_ORDER_SQL('arrayMap(x -> (toUInt32(base + x.2), x.1), spared)')}[1] AS threat,
+      NOT empty(spared) AS threatened
     FROM work AS w INNER JOIN touched AS t ON t.u = w.u
   ),
   recount AS (
@@ -223,30 +234,30 @@ WITH
       SELECT u, c, arrayJoin(recent) AS g FROM (
         SELECT u, recent,
           arrayJoin(arrayExcept(arrayDistinct(arrayConcat(touched_members, forced,
-            if(recount_risers, arrayMap(x -> x.1, risers), []))), followed)) AS c
+            arrayMap(x -> x.1, dangerous))), followed)) AS c
         FROM plan))
     WHERE (g, c) IN (SELECT u, arrayJoin(followed) FROM adj)
     GROUP BY u, c
   ),
   merged AS ${m} (
     SELECT p.u AS u, p.top AS old_top,
-      -- Per candidate, a recount (or 0 for a touched member without one) wins over the old entry.
-      ${RANKING_ORDER_SQL(
-        `arrayMap(x -> (x.3, x.1), arrayFilter(x -> x.3 > 0, ${firstPerCandidate(`arraySort(x -> (x.1, x.2, -toInt64(x.3)), arrayConcat(
-          arrayMap(x -> (x.2, 1, x.1), p.top),
-          arrayMap(c -> (c, 0, toUInt32(0)), p.touched_members),
-          arrayMap(x -> (x.2, 0, x.1), r.got)))`)}))`,
-      )} AS s,
+      -- The untouched entries of the old buffer (sure), and the recounts (members touched, forced
+      -- candidates, risers): disjoint, since every recounted candidate is touched. A touched member without a
+      -- recount (no path left, or now followed) leaves. Numeric arrays, not tuples, cross the join:
+      -- grouping tuples goes through ClickHouse's generic, serialising groupArray.
+      ${RANKING_ORDER_SQL('arrayConcat(p.sure, arrayZip(r.counts, r.candidates))')} AS s,
       p.bound AS bound, p.threat AS threat, p.threatened AS threatened,
       p.was_complete AS was_complete,
       arrayFilter(x -> (was_complete OR x.1 > bound.1 OR (x.1 = bound.1 AND x.2 <= bound.2))
-        AND (NOT threatened OR x.1 > threat.1 OR (x.1 = threat.1 AND x.2 < threat.2)),
+        AND (NOT threatened OR ${ranksBefore('x', 'threat')}),
         s) AS within,
       arraySlice(within, 1, {buffer_size:UInt32}) AS new_top,
       was_complete AND NOT threatened AND length(within) <= {buffer_size:UInt32} AS now_complete,
       NOT p.cut_may_move AND (now_complete OR length(new_top) >= {per_user:UInt32}) AS ok
     FROM plan AS p
-    LEFT JOIN (SELECT u, groupArray((toUInt32(n), c)) AS got FROM recount GROUP BY u) AS r ON r.u = p.u
+    LEFT JOIN (
+      SELECT u, groupArray(toUInt32(n)) AS counts, groupArray(c) AS candidates FROM recount GROUP BY u
+    ) AS r ON r.u = p.u
   ),
   -- Every user of this share with a row to write: merged ones, answered by their buffer (ok) or not,
   -- and unbuffered ones. One final SELECT over it rather than a UNION ALL of the two kinds of row

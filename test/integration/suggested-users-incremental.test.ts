@@ -471,3 +471,113 @@ describe('suggested-users incremental mode: run context counts and full-refresh 
     expect(ttl).toBeGreaterThan(SETTINGS.ttlSec - 60);
   }, 60_000);
 });
+
+/**
+ * A riser (a candidate outside u's buffer whose mutual count grew) is spared its recount when enough
+ * untouched entries are sure to stay ahead of its best possible place; the merged buffer must then end
+ * before that place, or the riser hides behind entries it now outranks and surfaces wrongly once the
+ * entries ahead of it leave. Built so that happens: per_user 2 (buffer depth 4), u = 1 follows 2, 3
+ * and 4; mutual counts 10:3, 20:3, 30:2, 40:2, 35:1, 50:1. Run 1: 3 follows 35 (35 rises to 2, between
+ * 30 and 40; its best place (3, 35) comes after the second sure entry (3, 20), so it is not recounted).
+ * Run 2: u follows 10 and 20, which leave; the truth is [30, 35].
+ */
+describe('suggested-users incremental mode: a riser spared its recount', () => {
+  let db: ScratchDatabase;
+  let ch: ClickHouseClient;
+  let redis: Redis;
+  const prefix = `test-incr-riser-${randomUUID()}`;
+  const fullPrefix = `${prefix}-full`;
+  const NOW = Math.floor(Date.now() / 1000) - 600;
+  const settings = { ...SETTINGS, perUser: 2, maxFollowees: 10 };
+
+  beforeAll(async () => {
+    db = await scratchDatabase('test_incr_riser');
+    ch = db.client;
+    redis = new Redis(servicesEnv().redisUrl);
+    await redis.set(`${prefix}:leader`, '1:test', 'EX', 600);
+  });
+
+  afterAll(async () => {
+    const stale = await redis.keys(`${prefix}*`);
+    if (stale.length > 0) await redis.del(...stale);
+    redis.disconnect();
+    await db.drop();
+  });
+
+  const follow = (pairs: number[][], at: number) =>
+    ch.insert({
+      table: 'user_relationships',
+      values: pairs.map(([f, e]) => ({ follower_id: f, followee_id: e, status: 'active', updated_at: at })),
+      format: 'JSONEachRow',
+    });
+
+  it('never hides behind the entries it outranks', async () => {
+    await follow(
+      [
+        [1, 2],
+        [1, 3],
+        [1, 4],
+        ...[2, 3, 4].flatMap((f) => [
+          [f, 10],
+          [f, 20],
+        ]),
+        ...[2, 3].flatMap((f) => [
+          [f, 30],
+          [f, 40],
+        ]),
+        [2, 35],
+        [2, 50],
+      ],
+      NOW - 86_400,
+    );
+    await ch.insert({
+      table: 'post_events',
+      values: [1, 2, 3, 4].map((u) => ({
+        event_time: NOW - 60,
+        post_id: 1,
+        author_id: 1,
+        user_id: u,
+        event_type: 'post_view',
+      })),
+      format: 'JSONEachRow',
+    });
+    const fence: Fence = { key: `${prefix}:leader`, token: () => '1:test', lost: () => undefined };
+    const writer = new RedisCacheWriter(redis, fence);
+    const incremental = incrementalSuggestedUsers({
+      clickhouse: ch,
+      cache: writer,
+      keyPrefix: prefix,
+      ...settings,
+      fullEvery: 1000,
+      replica: 'test',
+    });
+    const full = new SuggestedUsersJob({ clickhouse: ch, cache: writer, keyPrefix: fullPrefix, ...settings });
+    const candidates = async (p: string): Promise<string[]> =>
+      (JSON.parse((await redis.get(keys.suggestedUsers(p, '1'))) ?? 'null') as { user_id: string }[]).map(
+        (s) => s.user_id,
+      );
+    let clock = NOW;
+    const both = async (): Promise<string> => {
+      clock += 60;
+      const result = await incremental.run(facts(new Date(clock * 1000)));
+      await full.run(facts(new Date(clock * 1000)));
+      expect(await candidates(prefix)).toEqual(await candidates(fullPrefix));
+      return String(result.context?.mode);
+    };
+
+    expect(await both()).toBe('full');
+    expect(await candidates(prefix)).toEqual(['10', '20']);
+    await follow([[3, 35]], NOW - 30);
+    expect(await both()).toBe('incremental');
+    expect(await candidates(prefix)).toEqual(['10', '20']);
+    await follow(
+      [
+        [1, 10],
+        [1, 20],
+      ],
+      NOW - 20,
+    );
+    expect(await both()).toBe('incremental');
+    expect(await candidates(prefix)).toEqual(['30', '35']);
+  }, 60_000);
+});
