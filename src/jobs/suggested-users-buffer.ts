@@ -206,15 +206,15 @@ WITH
       arrayIntersect(members, t.cs) AS touched_members,
       t.forced AS forced,
       w.top[-1] AS bound,
-      -- Touched outsiders whose count may have grown, as (candidate, paths gained): unless recounted,
-      -- each may now rank as high as (the bound's count + gained, candidate), and the threat is the
-      -- best such place. (A touched member is recounted, so it is no riser.) The filters test
-      -- membership in touched_members, the few members touched, not in members: a lambda copies the
-      -- array it reads once per element it visits.
+      -- Risers: touched outsiders whose count may have grown (paths gained > 0). Unless recounted,
+      -- each may now rank as high as its best place, (the bound's count + paths gained, candidate).
+      -- (A touched member is recounted, so it is no riser.) The filters test membership in
+      -- touched_members, the few members touched, not in members: a lambda copies the array it reads
+      -- once per element.
       arrayFilter((c, g) -> g > 0 AND NOT has(touched_members, c), t.cs, t.gains) AS riser_cs,
       arrayFilter((g, c) -> g > 0 AND NOT has(touched_members, c), t.gains, t.cs) AS riser_gains,
-      arrayZip(riser_cs, riser_gains) AS risers,
       if(was_complete, 0, bound.1) AS base,
+      arrayMap((c, g) -> (toUInt32(base + g), c), riser_cs, riser_gains) AS best_places,
       -- The untouched entries keep their counts and order: with per_user of them, the last of those,
       -- tau, is a place no entry after it can enter the cached list from. A riser whose best place
       -- comes after tau is spared its recount; one whose best place could come before it (or every
@@ -222,10 +222,10 @@ WITH
       arrayFilter(x -> NOT has(touched_members, x.2), w.top) AS sure,
       length(sure) >= {per_user:UInt32} AS has_tau,
       sure[{per_user:UInt32}] AS tau,
-      arrayFilter(x -> NOT has_tau OR ${ranksBefore('(toUInt32(base + x.2), x.1)', 'tau')}, risers) AS dangerous,
-      arrayFilter(x -> has_tau AND NOT ${ranksBefore('(toUInt32(base + x.2), x.1)', 'tau')}, risers) AS spared,
-      -- The best place a spared riser may now hold: the merged buffer is exact only before it.
-      ${RANKING_ORDER_SQL('arrayMap(x -> (toUInt32(base + x.2), x.1), spared)')}[1] AS threat,
+      arrayFilter(x -> NOT has_tau OR ${ranksBefore('x', 'tau')}, best_places) AS dangerous,
+      arrayFilter(x -> has_tau AND NOT ${ranksBefore('x', 'tau')}, best_places) AS spared,
+      -- The best place any spared riser may now hold: the merged buffer is exact only before it.
+      ${RANKING_ORDER_SQL('spared')}[1] AS threat,
       NOT empty(spared) AS threatened
     FROM work AS w INNER JOIN touched AS t ON t.u = w.u
   ),
@@ -234,17 +234,17 @@ WITH
       SELECT u, c, arrayJoin(recent) AS g FROM (
         SELECT u, recent,
           arrayJoin(arrayExcept(arrayDistinct(arrayConcat(touched_members, forced,
-            arrayMap(x -> x.1, dangerous))), followed)) AS c
+            arrayMap(x -> x.2, dangerous))), followed)) AS c
         FROM plan))
     WHERE (g, c) IN (SELECT u, arrayJoin(followed) FROM adj)
     GROUP BY u, c
   ),
   merged AS ${m} (
     SELECT p.u AS u, p.top AS old_top,
-      -- The untouched entries of the old buffer (sure), and the recounts (members touched, forced
-      -- candidates, risers): disjoint, since every recounted candidate is touched. A touched member without a
-      -- recount (no path left, or now followed) leaves. Numeric arrays, not tuples, cross the join:
-      -- grouping tuples goes through ClickHouse's generic, serialising groupArray.
+      -- The untouched entries of the old buffer (sure) and the recounts (members touched, forced
+      -- candidates, dangerous risers) are disjoint: every recounted candidate is touched. A touched
+      -- member without a recount (no path left, or now followed) leaves. Numeric arrays, not tuples,
+      -- cross the join: grouping tuples goes through ClickHouse's generic, serialising groupArray.
       ${RANKING_ORDER_SQL('arrayConcat(p.sure, arrayZip(r.counts, r.candidates))')} AS s,
       p.bound AS bound, p.threat AS threat, p.threatened AS threatened,
       p.was_complete AS was_complete,

@@ -47,6 +47,21 @@ function facts(now: Date): RunFacts {
   };
 }
 
+/** One view of post 1 by each of `users` at `at` (Unix seconds), which makes them active. */
+async function viewPost(ch: ClickHouseClient, users: number[], at: number): Promise<void> {
+  await ch.insert({
+    table: 'post_events',
+    values: users.map((u) => ({
+      event_time: at,
+      post_id: 1,
+      author_id: 1,
+      user_id: u,
+      event_type: 'post_view',
+    })),
+    format: 'JSONEachRow',
+  });
+}
+
 describe(`suggested-users incremental mode equals a full refresh (seed ${SEED})`, () => {
   let db: ScratchDatabase;
   let ch: ClickHouseClient;
@@ -244,17 +259,7 @@ describe('suggested-users incremental mode: run context counts and full-refresh 
   });
 
   async function activate(users: number[]): Promise<void> {
-    await ch.insert({
-      table: 'post_events',
-      values: users.map((u) => ({
-        event_time: NOW - 60,
-        post_id: 1,
-        author_id: 1,
-        user_id: u,
-        event_type: 'post_view',
-      })),
-      format: 'JSONEachRow',
-    });
+    await viewPost(ch, users, NOW - 60);
   }
 
   function job(cache = new RedisCacheWriter(redis, fence), fullEvery = 1000) {
@@ -530,17 +535,7 @@ describe('suggested-users incremental mode: a riser spared its recount', () => {
       ],
       NOW - 86_400,
     );
-    await ch.insert({
-      table: 'post_events',
-      values: [1, 2, 3, 4].map((u) => ({
-        event_time: NOW - 60,
-        post_id: 1,
-        author_id: 1,
-        user_id: u,
-        event_type: 'post_view',
-      })),
-      format: 'JSONEachRow',
-    });
+    await viewPost(ch, [1, 2, 3, 4], NOW - 60);
     const fence: Fence = { key: `${prefix}:leader`, token: () => '1:test', lost: () => undefined };
     const writer = new RedisCacheWriter(redis, fence);
     const incremental = incrementalSuggestedUsers({
