@@ -208,13 +208,12 @@ WITH
       w.top[-1] AS bound,
       -- Risers: touched outsiders whose count may have grown (paths gained > 0). Unless recounted,
       -- each may now rank as high as its best place, (the bound's count + paths gained, candidate).
-      -- (A touched member is recounted, so it is no riser.) The filters test membership in
+      -- (A touched member is recounted, so it is no riser.) The filter tests membership in
       -- touched_members, the few members touched, not in members: a lambda copies the array it reads
       -- once per element.
-      arrayFilter((c, g) -> g > 0 AND NOT has(touched_members, c), t.cs, t.gains) AS riser_cs,
-      arrayFilter((g, c) -> g > 0 AND NOT has(touched_members, c), t.gains, t.cs) AS riser_gains,
       if(was_complete, 0, bound.1) AS base,
-      arrayMap((c, g) -> (toUInt32(base + g), c), riser_cs, riser_gains) AS best_places,
+      arrayFilter((x, g) -> g > 0 AND NOT has(touched_members, x.2),
+        arrayMap((c, g) -> (toUInt32(base + g), c), t.cs, t.gains), t.gains) AS best_places,
       -- The untouched entries keep their counts and order: with per_user of them, the last of those,
       -- tau, is a place no entry after it can enter the cached list from. A riser whose best place
       -- comes after tau is spared its recount; one whose best place could come before it (or every
@@ -248,7 +247,7 @@ WITH
       ${RANKING_ORDER_SQL('arrayConcat(p.sure, arrayZip(r.counts, r.candidates))')} AS s,
       p.bound AS bound, p.threat AS threat, p.threatened AS threatened,
       p.was_complete AS was_complete,
-      arrayFilter(x -> (was_complete OR x.1 > bound.1 OR (x.1 = bound.1 AND x.2 <= bound.2))
+      arrayFilter(x -> (was_complete OR NOT ${ranksBefore('bound', 'x')})
         AND (NOT threatened OR ${ranksBefore('x', 'threat')}),
         s) AS within,
       arraySlice(within, 1, {buffer_size:UInt32}) AS new_top,

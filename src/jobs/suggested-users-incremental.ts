@@ -85,7 +85,7 @@ const LISTED_CHUNK = 5000;
 /**
  * The delta step takes up to this many batches (SUGGESTED_USERS_BATCH_SIZE) of users per query: its
  * ClickHouse memory is the follow graph plus 6–9 KB per user of the query (measured: 0.7 GiB for
- * 100 000 users and 1.8 M follows; 3.9 GiB for 333 000 users and 18 M follows), and each query reads
+ * 100 000 users and 1.8 M follows; 3.7–3.9 GiB for 333 000 users and 18 M follows), and each query reads
  * the whole follow graph, so its shares are larger than a full refresh's batches (the default 20 000
  * gives 400 000 users per query).
  */
