@@ -10,6 +10,7 @@ import { keys } from '../src/cache/keys.js';
 import { RedisCacheWriter, type Fence } from '../src/cache/writer.js';
 import { createStandaloneRedis } from '../src/clients.js';
 import { migrate } from '../src/clickhouse/schema.js';
+import { SUGGESTED_USERS_BATCH_DEFAULTS } from '../src/config.js';
 import { seedDatabase } from '../src/clickhouse/seed.js';
 import { incrementalSuggestedUsers, SuggestedUsersJob } from '../src/jobs/suggested-users.js';
 import type { RunFacts, RunResult } from '../src/runner/job.js';
@@ -28,7 +29,16 @@ import { fmt, round, spread, type Spread } from './stats.js';
  * --reps N --churn 0.01]` seeds its own database; `bench/run.ts` calls `benchIncremental` on its own.
  */
 
-const SETTINGS = { perUser: 20, activeDays: 7, maxFollowees: 1000, batchSize: 5000 };
+/**
+ * The job's settings in both modes: the shipped batch size and parallelism, so the full refresh the
+ * incremental run is measured against is the one an operator gets by default.
+ */
+const SETTINGS = {
+  perUser: 20,
+  activeDays: 7,
+  maxFollowees: 1000,
+  ...SUGGESTED_USERS_BATCH_DEFAULTS,
+};
 const silent = pino({ level: 'silent' });
 
 export interface IncrementalBenchInput {
