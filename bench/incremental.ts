@@ -57,6 +57,8 @@ export interface IncrementalBenchInput {
 interface Measured {
   seconds: number;
   rowsRead: number;
+  /** ClickHouse CPU (user + system) of the run's queries, seconds: the work, whatever the load. */
+  clickhouseCpuSec: number;
   context: Record<string, unknown>;
 }
 
@@ -67,15 +69,18 @@ export interface ChurnLevelResult {
   incremental: {
     seconds: Spread;
     rowsRead: Spread;
+    clickhouseCpuSec: Spread;
     usersRecomputed: number[];
     /** Users updated from their ranking buffers (the delta step), value written. */
     usersUpdated: number[];
     usersExtended: number[];
   };
-  full: { seconds: Spread; rowsRead: Spread };
+  full: { seconds: Spread; rowsRead: Spread; clickhouseCpuSec: Spread };
   /** Full / incremental, per repetition. */
   timeRatio: Spread;
   rowsRatio: Spread;
+  /** Full / incremental ClickHouse CPU, per repetition: the time ratio without the machine's load. */
+  clickhouseCpuRatio: Spread;
   /** Active users' values compared key by key with the full refresh's, and how many were equal. */
   agreement: { compared: number; identical: number };
 }
@@ -155,17 +160,23 @@ async function changeFollows(
   return 2 * half;
 }
 
-async function rowsRead(ch: ClickHouseClient, comment: string): Promise<number> {
+/** Rows read and ClickHouse CPU seconds of the queries logged with `comment`. */
+async function queryCosts(
+  ch: ClickHouseClient,
+  comment: string,
+): Promise<{ rowsRead: number; clickhouseCpuSec: number }> {
   await ch.command({ query: 'SYSTEM FLUSH LOGS' });
   const [row] = await (
     await ch.query({
-      query: `SELECT sum(read_rows) AS rows FROM system.query_log
+      query: `SELECT sum(read_rows) AS rows,
+          sum(ProfileEvents['UserTimeMicroseconds'] + ProfileEvents['SystemTimeMicroseconds']) / 1e6 AS cpu
+        FROM system.query_log
         WHERE log_comment = {comment:String} AND type = 'QueryFinish' AND event_date >= yesterday()`,
       query_params: { comment },
       format: 'JSONEachRow',
     })
-  ).json<{ rows: string }>();
-  return Number(row?.rows ?? 0);
+  ).json<{ rows: string; cpu: number }>();
+  return { rowsRead: Number(row?.rows ?? 0), clickhouseCpuSec: round(row?.cpu ?? 0) };
 }
 
 /** Every active user's value under `a` against `b`, key by key (a missing key is a difference). */
@@ -214,7 +225,7 @@ export async function benchIncremental(input: IncrementalBenchInput): Promise<In
       const started = performance.now();
       const result = await run(ch);
       const seconds = (performance.now() - started) / 1000;
-      return { seconds, rowsRead: await rowsRead(admin, comment), context: result.context ?? {} };
+      return { seconds, ...(await queryCosts(admin, comment)), context: result.context ?? {} };
     } finally {
       await ch.close();
     }
@@ -267,9 +278,10 @@ export async function benchIncremental(input: IncrementalBenchInput): Promise<In
         ref.push(f);
         note(
           `  churn ${level.churn * 100} % rep ${rep + 1}: ${changed} follows changed; incremental ${fmt(i.seconds)} s, ` +
-            `${i.rowsRead} rows, ${String(i.context.users_recomputed)} recomputed, ` +
+            `${i.rowsRead} rows, ${fmt(i.clickhouseCpuSec)} ClickHouse CPU-s, ${String(i.context.users_recomputed)} recomputed, ` +
             `${String(i.context.users_updated)} updated from buffers, ` +
-            `${String(i.context.users_extended)} extended; full ${fmt(f.seconds)} s, ${f.rowsRead} rows`,
+            `${String(i.context.users_extended)} extended; full ${fmt(f.seconds)} s, ${f.rowsRead} rows, ` +
+            `${fmt(f.clickhouseCpuSec)} ClickHouse CPU-s`,
         );
         const agreed = await compareAll(admin, input.redis, nowSec, incPrefix, fullPrefix);
         compared += agreed.compared;
@@ -283,6 +295,7 @@ export async function benchIncremental(input: IncrementalBenchInput): Promise<In
         incremental: {
           seconds: spread(inc.map((m) => round(m.seconds))),
           rowsRead: spread(inc.map((m) => m.rowsRead)),
+          clickhouseCpuSec: spread(inc.map((m) => m.clickhouseCpuSec)),
           usersRecomputed: inc.map((m) => Number(m.context.users_recomputed)),
           usersUpdated: inc.map((m) => Number(m.context.users_updated)),
           usersExtended: inc.map((m) => Number(m.context.users_extended)),
@@ -290,9 +303,11 @@ export async function benchIncremental(input: IncrementalBenchInput): Promise<In
         full: {
           seconds: spread(ref.map((m) => round(m.seconds))),
           rowsRead: spread(ref.map((m) => m.rowsRead)),
+          clickhouseCpuSec: spread(ref.map((m) => m.clickhouseCpuSec)),
         },
         timeRatio: spread(ratios((m) => m.seconds)),
         rowsRatio: spread(ratios((m) => m.rowsRead)),
+        clickhouseCpuRatio: spread(ratios((m) => m.clickhouseCpuSec)),
         agreement: { compared, identical },
       });
     }
@@ -372,6 +387,15 @@ export function incrementalReport(r: IncrementalBenchResult): {
       `${x(l.timeRatio)} time, ${x(l.rowsRatio)} rows`,
       l.churn === 0.01 ? '≥ 5× time, ≥ 10× rows' : '',
       l.churn === 0.01 ? (targets.every((t) => t.met) ? 'yes' : 'NO') : '',
+    ]);
+    rows.push([
+      '7',
+      `the same, ClickHouse CPU-seconds of the run's queries (the work, whatever the machine's load)`,
+      `${fmt(l.incremental.clickhouseCpuSec.median)} (${fmt(l.incremental.clickhouseCpuSec.min)}–${fmt(l.incremental.clickhouseCpuSec.max)})`,
+      `full: ${fmt(l.full.clickhouseCpuSec.median)} (${fmt(l.full.clickhouseCpuSec.min)}–${fmt(l.full.clickhouseCpuSec.max)})`,
+      `${x(l.clickhouseCpuRatio)} less CPU`,
+      '',
+      '',
     ]);
   }
   rows.push([
