@@ -101,11 +101,17 @@ WHERE ${ACTIVE_IN_WINDOW_SQL}`;
 /** The share of users a delta-step query takes (parameters `parts`, `part`). */
 const SHARE = 'cityHash64(user_id) % {parts:UInt32} = {part:UInt32}';
 
+/**
+ * The users (column `user_id`) that the run named by query parameter `generationParam` covers, kept
+ * to the rows where `condition` holds when given.
+ */
+function coveredUsersSql(generationParam: 'generation' | 'previous', condition?: string): string {
+  return `SELECT user_id FROM ${COVERED}
+    WHERE key_prefix = {prefix:String} AND generation = {${generationParam}:String}${condition === undefined ? '' : ` AND ${condition}`}`;
+}
+
 /** Users covered by both this run (`generation`) and the previous one (`previous`). */
-const STAYING_USERS_SQL = `SELECT user_id FROM ${COVERED}
-    WHERE key_prefix = {prefix:String} AND generation = {generation:String}
-      AND user_id IN (SELECT user_id FROM ${COVERED}
-        WHERE key_prefix = {prefix:String} AND generation = {previous:String})`;
+const STAYING_USERS_SQL = coveredUsersSql('generation', `user_id IN (${coveredUsersSql('previous')})`);
 
 /**
  * SQL: whether ranking entry `a` ranks strictly before entry `b`, both (mutual count, candidate)
@@ -148,14 +154,10 @@ WITH
   -- at 0.01 % churn, 6 % at 1 %).
   latest AS ${m} (
     SELECT c.user_id AS user_id, b.top AS top, b.complete AS complete, b.present AS present
-    FROM (
-      SELECT user_id FROM ${COVERED}
-      WHERE key_prefix = {prefix:String} AND generation = {generation:String} AND ${SHARE}
-    ) AS c
+    FROM (${coveredUsersSql('generation', SHARE)}) AS c
     LEFT JOIN (
       SELECT user_id, top, complete, toUInt8(1) AS present FROM ${BUFFER} FINAL
-      WHERE key_prefix = {prefix:String} AND ${SHARE} AND user_id IN (SELECT user_id FROM ${COVERED}
-        WHERE key_prefix = {prefix:String} AND generation = {previous:String})
+      WHERE key_prefix = {prefix:String} AND ${SHARE} AND user_id IN (${coveredUsersSql('previous')})
     ) AS b ON b.user_id = c.user_id
   ),
   -- Users a changed pair can reach: its follower, and whoever follows the follower now (whoever
@@ -297,17 +299,15 @@ SETTINGS join_use_nulls = 0${m === '' ? '' : ', enable_materialized_cte = 1'}`;
  * shares.
  */
 export const RECOMPUTE_USERS_SQL = `
-SELECT user_id AS u FROM ${COVERED}
-WHERE key_prefix = {prefix:String} AND generation = {generation:String}
-  AND user_id NOT IN (
+SELECT user_id AS u FROM (${coveredUsersSql('generation')})
+WHERE user_id NOT IN (
     SELECT user_id FROM ${BUFFER} WHERE key_prefix = {prefix:String} AND user_id IN (${STAYING_USERS_SQL}))`;
 
 /** One share of RECOMPUTE_USERS_SQL (a batch of the recompute). */
 export const RECOMPUTE_SHARE_SQL = `SELECT u FROM (${RECOMPUTE_USERS_SQL}) WHERE cityHash64(u) % {parts:UInt32} = {part:UInt32}`;
 
 /** How many users this run covers (column `n`). */
-export const COVERED_COUNT_SQL = `SELECT count() AS n FROM ${COVERED}
-WHERE key_prefix = {prefix:String} AND generation = {generation:String}`;
+export const COVERED_COUNT_SQL = `SELECT count() AS n FROM (${coveredUsersSql('generation')})`;
 
 /** How many users RECOMPUTE_USERS_SQL holds (column `n`). */
 export const RECOMPUTE_COUNT_SQL = `SELECT count() AS n FROM (${RECOMPUTE_USERS_SQL})`;
@@ -319,7 +319,7 @@ export const RECOMPUTE_COUNT_SQL = `SELECT count() AS n FROM (${RECOMPUTE_USERS_
  */
 export const RENDER_PLAN_SQL = `
 SELECT toString(c.user_id), b.changed, if(b.changed != 0, ${renderValueSql('arraySlice(b.top, 1, {per_user:UInt32})')}, '')
-FROM (SELECT user_id FROM ${COVERED} WHERE key_prefix = {prefix:String} AND generation = {generation:String}) AS c
+FROM (${coveredUsersSql('generation')}) AS c
 LEFT JOIN (
   SELECT user_id, changed, top FROM ${BUFFER}
   WHERE key_prefix = {prefix:String} AND version = {version:UInt64}
