@@ -82,11 +82,17 @@ SETTINGS join_use_nulls = 0${materialized ? ', enable_materialized_cte = 1' : ''
 
 /**
  * The values of the users `batchUsersSql` selects from their buffers of version `{version:UInt64}`
- * (`user_id`, `value`, as suggestionsSql returns them).
+ * (`user_id`, `value`, as suggestionsSql returns them), one row per user.
+ *
+ * FINAL: a user's buffer can be stored twice under one version within a run (a batch retried after a
+ * transient failure; a full refresh replacing an incremental attempt that had already stored some
+ * buffers), and until a merge both rows are in the table. FINAL keeps the row every later read of the
+ * buffer keeps (the last stored, of equal versions), so each user is written and counted once, with
+ * that buffer's head (this run's version is the newest of its users).
  */
 export function renderBuffersSql(batchUsersSql: string): string {
   return `SELECT toString(user_id) AS user_id, ${renderValueSql('arraySlice(top, 1, {per_user:UInt32})')} AS value
-FROM ${BUFFER}
+FROM ${BUFFER} FINAL
 WHERE key_prefix = {prefix:String} AND version = {version:UInt64}
   AND user_id IN (SELECT u FROM (${batchUsersSql}))`;
 }

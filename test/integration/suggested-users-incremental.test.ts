@@ -5,6 +5,7 @@ import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { keys } from '../../src/cache/keys.js';
 import { RedisCacheWriter, type Fence } from '../../src/cache/writer.js';
+import { renderBuffersSql } from '../../src/jobs/suggested-users-buffer.js';
 import { incrementalSuggestedUsers, SuggestedUsersJob } from '../../src/jobs/suggested-users.js';
 import type { RunFacts } from '../../src/runner/job.js';
 import { servicesEnv } from './env.js';
@@ -362,6 +363,37 @@ describe('suggested-users incremental mode: run context counts and full-refresh 
       users_key_missing: undefined,
       items: 7,
     });
+    // The marker found gone during the plan, after the delta step stored this run's buffers: the full
+    // refresh replacing the attempt counts and writes each user once. Merges are held back, as on a
+    // large buffer table, so the attempt's rows are still there when the full refresh reads its own.
+    await ch.insert({
+      table: 'user_relationships',
+      values: [{ follower_id: 2, followee_id: 6, status: 'active', updated_at: NOW - 20 }],
+      format: 'JSONEachRow',
+    });
+    await ch.command({ query: 'SYSTEM STOP MERGES suggested_users_buffer' });
+    const markerLost = new RedisCacheWriter(redis, fence);
+    const extendTtl = markerLost.extendTtl.bind(markerLost);
+    markerLost.extendTtl = async (keyList, ttlSec, signal, guard) => {
+      await redis.del(`${prefix}:job:suggested-users:generation`);
+      return extendTtl(keyList, ttlSec, signal, guard);
+    };
+    try {
+      await step(
+        {
+          mode: 'full',
+          full_reason: 'cache_generation_mismatch',
+          users_recomputed: 7,
+          users_updated: undefined,
+          users_extended: 0,
+          users_key_missing: undefined,
+          items: 7,
+        },
+        job(markerLost),
+      );
+    } finally {
+      await ch.command({ query: 'SYSTEM START MERGES suggested_users_buffer' });
+    }
     // A run that fails half-way leaves its start recorded: the next run is full.
     const failing = new RedisCacheWriter(redis, fence);
     failing.extendTtl = () => Promise.reject(new Error('injected'));
@@ -575,4 +607,61 @@ describe('suggested-users incremental mode: a riser spared its recount', () => {
     expect(await both()).toBe('incremental');
     expect(await candidates(prefix)).toEqual(['30', '35']);
   }, 60_000);
+});
+
+/**
+ * A full refresh batch retried after a transient failure stores its users' buffers a second time
+ * under the same version; until a merge, both rows are in the table. Reading the batch's values back
+ * must give each user once, from the row every later read of the buffer keeps (the last inserted).
+ */
+describe('suggested-users buffers stored twice under one version', () => {
+  let db: ScratchDatabase;
+
+  beforeAll(async () => {
+    db = await scratchDatabase('test_incr_twice');
+  });
+
+  afterAll(async () => {
+    await db.drop();
+  });
+
+  it('are read back once per user, the last stored', async () => {
+    const ch = db.client;
+    // Merges held back, as on a large buffer table between a batch and its retry.
+    await ch.command({ query: 'SYSTEM STOP MERGES suggested_users_buffer' });
+    const store = (top: [number, number][]) =>
+      ch.insert({
+        table: 'suggested_users_buffer',
+        values: [1, 2].map((u) => ({
+          key_prefix: 'p',
+          user_id: u,
+          version: 7,
+          changed: 2,
+          complete: 1,
+          top,
+        })),
+        format: 'JSONEachRow',
+      });
+    await store([[1, 30]]);
+    await store([
+      [2, 40],
+      [1, 30],
+    ]);
+    const rows = await (
+      await ch.query({
+        query: renderBuffersSql('SELECT arrayJoin([toUInt64(1), toUInt64(2)]) AS u'),
+        query_params: { prefix: 'p', version: 7, per_user: 5 },
+        format: 'JSONEachRow',
+      })
+    ).json<{ user_id: string; value: string }>();
+    const mutualCounts = (value: string) =>
+      (JSON.parse(value) as { user_id: string; mutual_count: number }[]).map(
+        (s) => `${s.user_id}:${s.mutual_count}`,
+      );
+    expect(rows.map((r) => [r.user_id, mutualCounts(r.value)]).sort()).toEqual([
+      ['1', ['40:2', '30:1']],
+      ['2', ['40:2', '30:1']],
+    ]);
+    await ch.command({ query: 'SYSTEM START MERGES suggested_users_buffer' });
+  });
 });
