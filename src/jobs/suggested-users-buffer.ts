@@ -322,6 +322,12 @@ export const RECOMPUTE_COUNT_SQL = `SELECT count() AS n FROM (${RECOMPUTE_USERS_
  * Every covered user of this run with what to do: `user_id<TAB>changed<TAB>value` where `changed` is
  * UPDATED or COMPUTED for a buffer of this run whose head is new (write the value), UNCHANGED with an
  * empty value otherwise (the value in Redis is still right: extend its TTL).
+ *
+ * Without FINAL (unlike renderBuffersSql): an incremental run stores each user's buffer at most once
+ * under its version (the delta step's shares and the recompute's batches are disjoint and never
+ * retried within the run), and FINAL here would merge every version of every covered user's buffer
+ * (measured at 100 000 users: 0.12 CPU-seconds and 125 000 rows more per run). A retry added to either
+ * would need it.
  */
 export const RENDER_PLAN_SQL = `
 SELECT toString(c.user_id), b.changed, if(b.changed != 0, ${renderValueSql('arraySlice(b.top, 1, {per_user:UInt32})')}, '')
