@@ -86,7 +86,10 @@ export function createStandaloneRedis(
       : redisStandaloneOptions(config.redisUrl, config.security?.redis)),
   });
   logRedisErrors(redis, config.redisUrl, log);
-  if (sentinel) followSentinelMaster(redis, sentinel.name, log);
+  if (sentinel) {
+    followSentinelMaster(redis, sentinel.name, log);
+    connectAgainAfterCutShortConnect(redis, log);
+  }
   return redis;
 }
 
@@ -167,6 +170,48 @@ function followSentinelMaster(redis: Redis, name: string, log: Logger): void {
     else
       log.warn({ master: address, previous: master, sentinel_name: name }, 'redis master changed (failover)');
     master = address;
+  });
+}
+
+/** Delay before connecting again after ioredis gave up a connect (see connectAgainAfterCutShortConnect). */
+const CUT_SHORT_RECONNECT_MS = 500;
+
+/**
+ * Keeps a Sentinel client connecting when ioredis 5 gives up on it. Its failover detector drops the
+ * connection the moment the sentinels announce `+switch-master`; when that lands while a reconnect is
+ * still asking a sentinel for the master (the master went down, so the client is reconnecting, and a
+ * sentinel answers slowly or not at all), ioredis rejects that connect as closed and ends the client
+ * (status `end`): nothing retries it, and every command fails with "Connection is closed." for good,
+ * while the sentinels already name a master. Seen in a kill -9 failover with one sentinel frozen.
+ *
+ * An `end` that comes straight from `connecting`, on a client its owner did not close, is that case:
+ * connect again (after CUT_SHORT_RECONNECT_MS; the sentinels are asked from scratch). `quit()` and
+ * `disconnect()` pass through `close`, or, called mid-connect, set ioredis's own `manuallyClosing`
+ * flag (not in its typings; read defensively: without it a client closed mid-connect would only make
+ * one more connect attempt, on an unref'd timer).
+ */
+function connectAgainAfterCutShortConnect(redis: Redis, log: Logger): void {
+  let previous: string = redis.status;
+  for (const status of ['connecting', 'connect', 'ready', 'close', 'reconnecting'] as const) {
+    redis.on(status, () => {
+      previous = status;
+    });
+  }
+  redis.on('end', () => {
+    const closedByOwner = (redis as unknown as { manuallyClosing?: unknown }).manuallyClosing === true;
+    if (previous !== 'connecting' || closedByOwner) return;
+    log.warn(
+      'redis client gave up a connect cut short by a failover; connecting again through the sentinels',
+    );
+    const timer = setTimeout(() => {
+      if (redis.status !== 'end') return;
+      redis.connect().catch((err: unknown) => {
+        // Reported by the client's own `error` event (logRedisErrors); a connect cut short again
+        // ends the client again and comes back here.
+        log.debug({ err }, 'redis connect after a cut-short connect failed');
+      });
+    }, CUT_SHORT_RECONNECT_MS);
+    timer.unref();
   });
 }
 

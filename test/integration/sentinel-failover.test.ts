@@ -8,7 +8,9 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { Redis } from 'ioredis';
+import { pino } from 'pino';
 import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
+import { createStandaloneRedis } from '../../src/clients.js';
 import { RunnerProcess } from '../fixtures/child.js';
 import { servicesEnv } from './env.js';
 
@@ -220,4 +222,97 @@ describe('Sentinel failover (real master, replica and three sentinels)', () => {
     await newMaster.del(key, `${prefix}:leader`, `${prefix}:leader:epoch`, `${prefix}:job:probe`);
     newMaster.disconnect();
   });
+  it('keeps connecting when the failover lands while a reconnect is asking a frozen sentinel', async () => {
+    // ioredis 5 ends a Sentinel client for good when its failover detector drops the connection
+    // while a reconnect is still waiting on a sentinel's answer (clients.ts). Made likely here: the
+    // sentinel the client asks first is frozen (SIGSTOP, so each reconnect waits out the 2 s sentinel
+    // timeout on it, most of every reconnect cycle), then the master is kill -9'd and the other two
+    // fail over. Before the fix the client ended in about four runs of five and never wrote again.
+    if (killed) await run('bash', [s.servicesScript, 'up', '--sentinel'], { timeout: 200_000 });
+    killed = undefined;
+    const prefix = `test-sentinel-${randomUUID()}`;
+    const key = `${prefix}:probe`;
+    const lines: Record<string, unknown>[] = [];
+    const log = pino(
+      { level: 'debug' },
+      { write: (line: string) => void lines.push(JSON.parse(line) as Record<string, unknown>) },
+    );
+    const client = createStandaloneRedis(
+      {
+        redisUrl: 'redis://127.0.0.1:1',
+        redisTopology: { kind: 'sentinel', sentinels: set.sentinels, name: set.name },
+      },
+      log,
+    );
+    await client.connect();
+    await client.set(key, 'before', 'EX', 60);
+    const oldPort = await masterPort();
+    const newPort = set.nodes.find((n) => n.port !== oldPort)?.port;
+    const oldNode = set.nodes.find((n) => n.port === oldPort);
+    if (newPort === undefined || !oldNode)
+      throw new Error(`master port ${oldPort} is neither node of the set`);
+    const newMaster = new Redis({ port: newPort, maxRetriesPerRequest: 1 });
+    await expect
+      .poll(async () => (await newMaster.info('replication')).includes('master_link_status:up'), {
+        timeout: 20_000,
+      })
+      .toBe(true);
+    // The detector subscribes right after the connect; give it time to be listening.
+    await new Promise((resolve) => setTimeout(resolve, 500));
+
+    const first = set.sentinels[0];
+    const others = set.sentinels.slice(1);
+    if (!first || others.length < 2) throw new Error('the set needs three sentinels');
+    const frozenPid = Number(readFileSync(path.join(stateDir, 'sentinel_1.pid'), 'utf8').trim());
+    const askOther = new Redis({ host: others[0]?.host, port: others[0]?.port, maxRetriesPerRequest: 1 });
+    process.kill(frozenPid, 'SIGSTOP');
+    try {
+      // sentinel_1 is the first sentinel of the list, the one the client asks first.
+      const probe = new Redis({
+        ...first,
+        commandTimeout: 500,
+        maxRetriesPerRequest: 0,
+        retryStrategy: () => null,
+      });
+      probe.on('error', () => undefined);
+      await expect(probe.ping()).rejects.toThrow();
+      probe.disconnect();
+
+      const pid = Number(readFileSync(path.join(stateDir, `${oldNode.name}.pid`), 'utf8').trim());
+      const killedAt = Date.now();
+      process.kill(pid, 'SIGKILL');
+      killed = oldNode.name;
+      await expect
+        .poll(
+          async () =>
+            Number(((await askOther.call('SENTINEL', 'get-master-addr-by-name', set.name)) as string[])[1]),
+          { timeout: 30_000, interval: 50 },
+        )
+        .toBe(newPort);
+      const failoverMs = Date.now() - killedAt;
+
+      // Within 15 s of the switch the client writes to the new master, however its reconnects went.
+      await expect
+        .poll(
+          async () => {
+            await client.set(key, 'after', 'EX', 60).catch(() => undefined);
+            return newMaster.get(key);
+          },
+          { timeout: 15_000, interval: 200 },
+        )
+        .toBe('after');
+      const cutShort = lines.some((l) => String(l.msg).startsWith('redis client gave up a connect'));
+      console.info(
+        `sentinel frozen during failover: switch ${failoverMs} ms after kill -9, client writing to the ` +
+          `new master ${Date.now() - killedAt} ms after it; connect cut short and resumed: ${cutShort}`,
+      );
+      expect(client.status).toBe('ready');
+    } finally {
+      process.kill(frozenPid, 'SIGCONT');
+      client.disconnect();
+      askOther.disconnect();
+      await newMaster.del(key).catch(() => undefined);
+      newMaster.disconnect();
+    }
+  }, 90_000);
 });
