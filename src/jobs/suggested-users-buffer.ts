@@ -323,9 +323,10 @@ export const RECOMPUTE_COUNT_SQL = `SELECT count() AS n FROM (${RECOMPUTE_USERS_
  * UPDATED or COMPUTED for a buffer of this run whose head is new (write the value), UNCHANGED with an
  * empty value otherwise (the value in Redis is still right: extend its TTL).
  *
- * Without FINAL (unlike renderBuffersSql): an incremental run stores each user's buffer at most once
- * under its version (the delta step's shares and the recompute's batches are disjoint and never
- * retried within the run), and FINAL here would merge every version of every covered user's buffer
+ * Without FINAL (unlike renderBuffersSql): before this query an incremental run stores each user's
+ * buffer at most once under its version (the delta step's shares and the recompute's batches are
+ * disjoint and never retried within the run; vanished keys are computed again only after it), and
+ * FINAL here would merge every version of every covered user's buffer
  * (measured at 100 000 users: 0.12 CPU-seconds and 125 000 rows more per run). A retry added to either
  * would need it.
  */

@@ -18,6 +18,7 @@ import {
   UNCHANGED,
 } from './suggested-users-buffer.js';
 import { readChangeLogPosition } from './suggested-users-changes.js';
+import { LISTED_USERS_SQL } from './suggestions-sql.js';
 import type {
   BatchWriter,
   SubsetWritten,
@@ -65,8 +66,6 @@ export interface IncrementalOptions extends Omit<SuggestedUsersOptions, 'paralle
    * whose `items` are the users written).
    */
   runFull: (ctx: RunFacts, writeBatch?: BatchWriter) => Promise<RunResult>;
-  /** Computes and writes the suggestions of exactly these users (decimal ids); `tag` names the query. */
-  writeUsers: (ctx: RunFacts, userIds: readonly string[], tag: string) => Promise<{ written: number }>;
   /** Identity of this process in the state (default host:pid). */
   replica?: string;
   /** Users per delta-step query (default DELTA_BATCHES × batchSize). */
@@ -360,9 +359,17 @@ export class IncrementalSuggestedUsers {
     await write();
     await extend();
     await redis.drain();
+    // A vanished key's user is computed again into a buffer of this run, and written from it. Not
+    // straight into Redis: that value could include follows after this run's watermark, which the next
+    // run applies to the buffer and compares heads with the buffer, not with Redis; a change undone
+    // before then would leave such a value stale, and extended.
     for (let i = 0; i < vanished.length; i += LISTED_CHUNK) {
-      const slice = vanished.slice(i, i + LISTED_CHUNK);
-      counts.recomputed += (await o.writeUsers(ctx, slice, `k${i / LISTED_CHUNK}`)).written;
+      const subset = {
+        sql: LISTED_USERS_SQL,
+        params: { users: vanished.slice(i, i + LISTED_CHUNK) },
+        label: `k${i / LISTED_CHUNK}`,
+      };
+      counts.recomputed += (await this.#fillAndWrite(ctx, run.window, subset, run.version)).written;
     }
     return counts;
   }

@@ -18,7 +18,7 @@ import type {
   SuggestedUsersOptions,
   UserSubset,
 } from './suggested-users-types.js';
-import { ACTIVE_RANGE_USERS_SQL, LISTED_USERS_SQL, suggestionsSql } from './suggestions-sql.js';
+import { ACTIVE_RANGE_USERS_SQL, suggestionsSql } from './suggestions-sql.js';
 import { streamUserValues } from './user-values.js';
 
 export type { SubsetWritten, SuggestedUsersOptions, UserSubset } from './suggested-users-types.js';
@@ -307,15 +307,6 @@ export function incrementalSuggestedUsers(
   return new IncrementalSuggestedUsers({
     ...opts,
     runFull: (facts, writeBatch) => job.fullRefresh(facts, writeBatch),
-    writeUsers: (facts, users, tag) => {
-      const now = Math.floor(facts.startedAt.getTime() / 1000);
-      return writeSuggestions(
-        opts,
-        facts,
-        { now, since: now - opts.activeDays * 86_400 },
-        { sql: LISTED_USERS_SQL, params: { users }, label: tag },
-      );
-    },
   });
 }
 

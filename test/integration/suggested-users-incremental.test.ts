@@ -665,3 +665,86 @@ describe('suggested-users buffers stored twice under one version', () => {
     await ch.command({ query: 'SYSTEM START MERGES suggested_users_buffer' });
   });
 });
+
+/**
+ * A key that vanished from Redis is computed again in the run that finds it gone, from a graph that
+ * may already hold follows after the run's watermark. Those follows reach the next run as changes, and
+ * that run compares each new head with the user's buffer, not with Redis: the value written for the
+ * vanished key must be the buffer's head, or a change undone before the next run leaves it stale.
+ * User 1 follows 2, who follows 10; while the run extends TTLs (after its watermark), 2 follows 11,
+ * and before the next run 2 unfollows 11 again.
+ */
+describe('suggested-users incremental mode: a vanished key and follows after the watermark', () => {
+  let db: ScratchDatabase;
+  let ch: ClickHouseClient;
+  let redis: Redis;
+  const prefix = `test-incr-vanish-${randomUUID()}`;
+  const fullPrefix = `${prefix}-full`;
+  const NOW = Math.floor(Date.now() / 1000) - 600;
+
+  beforeAll(async () => {
+    db = await scratchDatabase('test_incr_vanish');
+    ch = db.client;
+    redis = new Redis(servicesEnv().redisUrl);
+    await redis.set(`${prefix}:leader`, '1:test', 'EX', 600);
+  });
+
+  afterAll(async () => {
+    const stale = await redis.keys(`${prefix}*`);
+    if (stale.length > 0) await redis.del(...stale);
+    redis.disconnect();
+    await db.drop();
+  });
+
+  const follow = (f: number, e: number, status: string, at: number) =>
+    ch.insert({
+      table: 'user_relationships',
+      values: [{ follower_id: f, followee_id: e, status, updated_at: at }],
+      format: 'JSONEachRow',
+    });
+
+  it('is written from its buffer, so the next run sees every change to it', async () => {
+    await follow(1, 2, 'active', NOW - 86_400);
+    await follow(2, 10, 'active', NOW - 86_400);
+    await viewPost(ch, [1, 2], NOW - 60);
+    const fence: Fence = { key: `${prefix}:leader`, token: () => '1:test', lost: () => undefined };
+    const writer = new RedisCacheWriter(redis, fence);
+    const extendTtl = writer.extendTtl.bind(writer);
+    let duringExtension: (() => Promise<unknown>) | undefined;
+    writer.extendTtl = async (keyList, ttlSec, signal, guard) => {
+      const act = duringExtension;
+      duringExtension = undefined;
+      await act?.();
+      return extendTtl(keyList, ttlSec, signal, guard);
+    };
+    const incremental = incrementalSuggestedUsers({
+      clickhouse: ch,
+      cache: writer,
+      keyPrefix: prefix,
+      ...SETTINGS,
+      fullEvery: 1000,
+      replica: 'test',
+    });
+    const full = new SuggestedUsersJob({ clickhouse: ch, cache: writer, keyPrefix: fullPrefix, ...SETTINGS });
+    const value = async (p: string) => redis.get(keys.suggestedUsers(p, '1'));
+    let clock = NOW;
+    const step = async () => {
+      clock += 60;
+      const { context } = await incremental.run(facts(new Date(clock * 1000)));
+      await full.run(facts(new Date(clock * 1000)));
+      expect(await value(prefix)).toBe(await value(fullPrefix));
+      return { mode: context?.mode, users_key_missing: context?.users_key_missing };
+    };
+
+    expect(await step()).toEqual({ mode: 'full', users_key_missing: undefined });
+    await redis.del(keys.suggestedUsers(prefix, '1'));
+    duringExtension = () => follow(2, 11, 'active', NOW - 30);
+    // The vanished key is written in this run; the full refresh after it already sees 2 → 11.
+    clock += 60;
+    const { context } = await incremental.run(facts(new Date(clock * 1000)));
+    expect(context?.users_key_missing).toBe(1);
+    await follow(2, 11, 'removed', NOW - 20);
+    expect(await step()).toEqual({ mode: 'incremental', users_key_missing: 0 });
+    expect(await value(prefix)).toBe('[{"user_id":"10","mutual_count":1,"reason":"1 mutual connection"}]');
+  }, 60_000);
+});
