@@ -173,8 +173,12 @@ function followSentinelMaster(redis: Redis, name: string, log: Logger): void {
   });
 }
 
-/** Delay before connecting again after ioredis gave up a connect (see connectAgainAfterCutShortConnect). */
-const CUT_SHORT_RECONNECT_MS = 500;
+/**
+ * Delay before connecting again after ioredis gave up a connect (connectAgainAfterCutShortConnect).
+ * Short, since the first write after a failover waits on it; it cannot spin: a connect is cut short
+ * only by a failover announcement, once per failover.
+ */
+const CUT_SHORT_RECONNECT_MS = 100;
 
 /**
  * Keeps a Sentinel client connecting when ioredis 5 gives up on it. Its failover detector drops the
