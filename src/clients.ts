@@ -201,14 +201,15 @@ function connectAgainAfterCutShortConnect(redis: Redis, log: Logger): void {
       previous = status;
     });
   }
+  const closedByOwner = () => (redis as unknown as { manuallyClosing?: unknown }).manuallyClosing === true;
   redis.on('end', () => {
-    const closedByOwner = (redis as unknown as { manuallyClosing?: unknown }).manuallyClosing === true;
-    if (previous !== 'connecting' || closedByOwner) return;
+    if (previous !== 'connecting' || closedByOwner()) return;
     log.warn(
       'redis client gave up a connect cut short by a failover; connecting again through the sentinels',
     );
     const timer = setTimeout(() => {
-      if (redis.status !== 'end') return;
+      // Closed meanwhile (a shutdown's quit() fails on an ended client, then disconnect() sets the flag).
+      if (redis.status !== 'end' || closedByOwner()) return;
       redis.connect().catch((err: unknown) => {
         // Reported by the client's own `error` event (logRedisErrors); a connect cut short again
         // ends the client again and comes back here.
