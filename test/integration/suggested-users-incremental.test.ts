@@ -63,6 +63,57 @@ async function viewPost(ch: ClickHouseClient, users: number[], at: number): Prom
   });
 }
 
+/**
+ * suggested-users in incremental mode under `prefix` and its full refresh under `${prefix}-full`,
+ * both writing through `cache`, with `settings` (default SETTINGS) and the test's replica name.
+ */
+function bothModes(
+  ch: ClickHouseClient,
+  cache: RedisCacheWriter,
+  prefix: string,
+  settings: typeof SETTINGS & { deltaShareUsers?: number } = SETTINGS,
+): { incremental: ReturnType<typeof incrementalSuggestedUsers>; full: SuggestedUsersJob } {
+  return {
+    incremental: incrementalSuggestedUsers({
+      clickhouse: ch,
+      cache,
+      keyPrefix: prefix,
+      ...settings,
+      fullEvery: 1000,
+      replica: 'test',
+    }),
+    full: new SuggestedUsersJob({ clickhouse: ch, cache, keyPrefix: `${prefix}-full`, ...settings }),
+  };
+}
+
+/** A describe block's scratch database client and Redis client, filled in by scratchServices' beforeAll. */
+interface Services {
+  ch: ClickHouseClient;
+  redis: Redis;
+}
+
+/**
+ * A scratch database and a Redis client for one describe block: made in a beforeAll (with the lease
+ * token '1:test' under `prefix:leader`), dropped in an afterAll with every key under `prefix`.
+ */
+function scratchServices(dbName: string, prefix: string): Services {
+  const services = {} as Services;
+  let db: ScratchDatabase | undefined;
+  beforeAll(async () => {
+    db = await scratchDatabase(dbName);
+    services.ch = db.client;
+    services.redis = new Redis(servicesEnv().redisUrl);
+    await services.redis.set(`${prefix}:leader`, '1:test', 'EX', 600);
+  });
+  afterAll(async () => {
+    const stale = await services.redis.keys(`${prefix}*`);
+    if (stale.length > 0) await services.redis.del(...stale);
+    services.redis.disconnect();
+    await db?.drop();
+  });
+  return services;
+}
+
 describe(`suggested-users incremental mode equals a full refresh (seed ${SEED})`, () => {
   let db: ScratchDatabase;
   let ch: ClickHouseClient;
@@ -148,17 +199,8 @@ describe(`suggested-users incremental mode equals a full refresh (seed ${SEED})`
     await flush();
 
     const writer = new RedisCacheWriter(redis, fence);
-    const incremental = incrementalSuggestedUsers({
-      clickhouse: ch,
-      cache: writer,
-      keyPrefix: prefix,
-      ...SETTINGS,
-      fullEvery: 1000,
-      replica: 'test',
-      // Several delta-step queries per run (each a share of the users).
-      deltaShareUsers: 30,
-    });
-    const full = new SuggestedUsersJob({ clickhouse: ch, cache: writer, keyPrefix: fullPrefix, ...SETTINGS });
+    // Several delta-step queries per run (each a share of the users).
+    const { incremental, full } = bothModes(ch, writer, prefix, { ...SETTINGS, deltaShareUsers: 30 });
     const modes: string[] = [];
     let extendedTotal = 0;
     let recomputedTotal = 0;
@@ -295,16 +337,18 @@ describe('suggested-users incremental mode: run context counts and full-refresh 
       expect(counts(await run(j))).toEqual(expected);
     };
     const inc = { mode: 'incremental', full_reason: undefined };
-    // No state yet.
-    await step({
+    /** The counts of a full refresh of `users` users, for `reason`. */
+    const full = (reason: string, users: number) => ({
       mode: 'full',
-      full_reason: 'no_state',
-      users_recomputed: 6,
+      full_reason: reason,
+      users_recomputed: users,
       users_updated: undefined,
       users_extended: 0,
       users_key_missing: undefined,
-      items: 6,
+      items: users,
     });
+    // No state yet.
+    await step(full('no_state', 6));
     // Nothing changed: every key only extended.
     await step({
       ...inc,
@@ -354,15 +398,7 @@ describe('suggested-users incremental mode: run context counts and full-refresh 
     );
     // Redis no longer holds the last run's marker (data loss, a lagging replica promoted): full.
     await redis.del(`${prefix}:job:suggested-users:generation`);
-    await step({
-      mode: 'full',
-      full_reason: 'cache_generation_mismatch',
-      users_recomputed: 7,
-      users_updated: undefined,
-      users_extended: 0,
-      users_key_missing: undefined,
-      items: 7,
-    });
+    await step(full('cache_generation_mismatch', 7));
     // The marker found gone during the plan, after the delta step stored this run's buffers: the full
     // refresh replacing the attempt counts and writes each user once. Merges are held back, as on a
     // large buffer table, so the attempt's rows are still there when the full refresh reads its own.
@@ -379,18 +415,7 @@ describe('suggested-users incremental mode: run context counts and full-refresh 
       return extendTtl(keyList, ttlSec, signal, guard);
     };
     try {
-      await step(
-        {
-          mode: 'full',
-          full_reason: 'cache_generation_mismatch',
-          users_recomputed: 7,
-          users_updated: undefined,
-          users_extended: 0,
-          users_key_missing: undefined,
-          items: 7,
-        },
-        job(markerLost),
-      );
+      await step(full('cache_generation_mismatch', 7), job(markerLost));
     } finally {
       await ch.command({ query: 'SYSTEM START MERGES suggested_users_buffer' });
     }
@@ -398,15 +423,7 @@ describe('suggested-users incremental mode: run context counts and full-refresh 
     const failing = new RedisCacheWriter(redis, fence);
     failing.extendTtl = () => Promise.reject(new Error('injected'));
     await expect(run(job(failing))).rejects.toThrow('injected');
-    await step({
-      mode: 'full',
-      full_reason: 'previous_run_unfinished',
-      users_recomputed: 7,
-      users_updated: undefined,
-      users_extended: 0,
-      users_key_missing: undefined,
-      items: 7,
-    });
+    await step(full('previous_run_unfinished', 7));
     // Another process's state (a leader change or a restart): full.
     const other = incrementalSuggestedUsers({
       clickhouse: ch,
@@ -416,27 +433,8 @@ describe('suggested-users incremental mode: run context counts and full-refresh 
       fullEvery: 1000,
       replica: 'another',
     });
-    await step(
-      {
-        mode: 'full',
-        full_reason: 'replica_changed',
-        users_recomputed: 7,
-        users_updated: undefined,
-        users_extended: 0,
-        users_key_missing: undefined,
-        items: 7,
-      },
-      other,
-    );
-    await step({
-      mode: 'full',
-      full_reason: 'replica_changed',
-      users_recomputed: 7,
-      users_updated: undefined,
-      users_extended: 0,
-      users_key_missing: undefined,
-      items: 7,
-    });
+    await step(full('replica_changed', 7), other);
+    await step(full('replica_changed', 7));
     // Other settings: full.
     const perUser3 = incrementalSuggestedUsers({
       clickhouse: ch,
@@ -447,31 +445,9 @@ describe('suggested-users incremental mode: run context counts and full-refresh 
       fullEvery: 1000,
       replica: 'test',
     });
-    await step(
-      {
-        mode: 'full',
-        full_reason: 'config_changed',
-        users_recomputed: 7,
-        users_updated: undefined,
-        users_extended: 0,
-        users_key_missing: undefined,
-        items: 7,
-      },
-      perUser3,
-    );
+    await step(full('config_changed', 7), perUser3);
     // FULL_EVERY 3: full, incremental, incremental, full.
-    await step(
-      {
-        mode: 'full',
-        full_reason: 'config_changed',
-        users_recomputed: 7,
-        users_updated: undefined,
-        users_extended: 0,
-        users_key_missing: undefined,
-        items: 7,
-      },
-      job(undefined, 3),
-    );
+    await step(full('config_changed', 7), job(undefined, 3));
     await step(
       { ...inc, users_recomputed: 0, users_updated: 0, users_extended: 7, users_key_missing: 0, items: 7 },
       job(undefined, 3),
@@ -480,29 +456,10 @@ describe('suggested-users incremental mode: run context counts and full-refresh 
       { ...inc, users_recomputed: 0, users_updated: 0, users_extended: 7, users_key_missing: 0, items: 7 },
       job(undefined, 3),
     );
-    await step(
-      {
-        mode: 'full',
-        full_reason: 'scheduled',
-        users_recomputed: 7,
-        users_updated: undefined,
-        users_extended: 0,
-        users_key_missing: undefined,
-        items: 7,
-      },
-      job(undefined, 3),
-    );
+    await step(full('scheduled', 7), job(undefined, 3));
     // The change log emptied (block numbers no longer cover the state's watermark): full.
     await ch.command({ query: 'TRUNCATE TABLE user_follow_changes' });
-    await step({
-      mode: 'full',
-      full_reason: 'watermark_ahead',
-      users_recomputed: 7,
-      users_updated: undefined,
-      users_extended: 0,
-      users_key_missing: undefined,
-      items: 7,
-    });
+    await step(full('watermark_ahead', 7));
     // The extended keys got the run's TTL again.
     const ttl = await redis.ttl(keys.suggestedUsers(prefix, '6'));
     expect(ttl).toBeGreaterThan(SETTINGS.ttlSec - 60);
@@ -519,36 +476,21 @@ describe('suggested-users incremental mode: run context counts and full-refresh 
  * Run 2: u follows 10 and 20, which leave; the truth is [30, 35].
  */
 describe('suggested-users incremental mode: a riser spared its recount', () => {
-  let db: ScratchDatabase;
-  let ch: ClickHouseClient;
-  let redis: Redis;
   const prefix = `test-incr-riser-${randomUUID()}`;
   const fullPrefix = `${prefix}-full`;
   const NOW = Math.floor(Date.now() / 1000) - 600;
   const settings = { ...SETTINGS, perUser: 2, maxFollowees: 10 };
-
-  beforeAll(async () => {
-    db = await scratchDatabase('test_incr_riser');
-    ch = db.client;
-    redis = new Redis(servicesEnv().redisUrl);
-    await redis.set(`${prefix}:leader`, '1:test', 'EX', 600);
-  });
-
-  afterAll(async () => {
-    const stale = await redis.keys(`${prefix}*`);
-    if (stale.length > 0) await redis.del(...stale);
-    redis.disconnect();
-    await db.drop();
-  });
+  const services = scratchServices('test_incr_riser', prefix);
 
   const follow = (pairs: number[][], at: number) =>
-    ch.insert({
+    services.ch.insert({
       table: 'user_relationships',
       values: pairs.map(([f, e]) => ({ follower_id: f, followee_id: e, status: 'active', updated_at: at })),
       format: 'JSONEachRow',
     });
 
   it('never hides behind the entries it outranks', async () => {
+    const { ch, redis } = services;
     await follow(
       [
         [1, 2],
@@ -570,15 +512,7 @@ describe('suggested-users incremental mode: a riser spared its recount', () => {
     await viewPost(ch, [1, 2, 3, 4], NOW - 60);
     const fence: Fence = { key: `${prefix}:leader`, token: () => '1:test', lost: () => undefined };
     const writer = new RedisCacheWriter(redis, fence);
-    const incremental = incrementalSuggestedUsers({
-      clickhouse: ch,
-      cache: writer,
-      keyPrefix: prefix,
-      ...settings,
-      fullEvery: 1000,
-      replica: 'test',
-    });
-    const full = new SuggestedUsersJob({ clickhouse: ch, cache: writer, keyPrefix: fullPrefix, ...settings });
+    const { incremental, full } = bothModes(ch, writer, prefix, settings);
     const candidates = async (p: string): Promise<string[]> =>
       (JSON.parse((await redis.get(keys.suggestedUsers(p, '1'))) ?? 'null') as { user_id: string }[]).map(
         (s) => s.user_id,
@@ -675,35 +609,20 @@ describe('suggested-users buffers stored twice under one version', () => {
  * and before the next run 2 unfollows 11 again.
  */
 describe('suggested-users incremental mode: a vanished key and follows after the watermark', () => {
-  let db: ScratchDatabase;
-  let ch: ClickHouseClient;
-  let redis: Redis;
   const prefix = `test-incr-vanish-${randomUUID()}`;
   const fullPrefix = `${prefix}-full`;
   const NOW = Math.floor(Date.now() / 1000) - 600;
-
-  beforeAll(async () => {
-    db = await scratchDatabase('test_incr_vanish');
-    ch = db.client;
-    redis = new Redis(servicesEnv().redisUrl);
-    await redis.set(`${prefix}:leader`, '1:test', 'EX', 600);
-  });
-
-  afterAll(async () => {
-    const stale = await redis.keys(`${prefix}*`);
-    if (stale.length > 0) await redis.del(...stale);
-    redis.disconnect();
-    await db.drop();
-  });
+  const services = scratchServices('test_incr_vanish', prefix);
 
   const follow = (f: number, e: number, status: string, at: number) =>
-    ch.insert({
+    services.ch.insert({
       table: 'user_relationships',
       values: [{ follower_id: f, followee_id: e, status, updated_at: at }],
       format: 'JSONEachRow',
     });
 
   it('is written from its buffer, so the next run sees every change to it', async () => {
+    const { ch, redis } = services;
     await follow(1, 2, 'active', NOW - 86_400);
     await follow(2, 10, 'active', NOW - 86_400);
     await viewPost(ch, [1, 2], NOW - 60);
@@ -717,15 +636,7 @@ describe('suggested-users incremental mode: a vanished key and follows after the
       await act?.();
       return extendTtl(keyList, ttlSec, signal, guard);
     };
-    const incremental = incrementalSuggestedUsers({
-      clickhouse: ch,
-      cache: writer,
-      keyPrefix: prefix,
-      ...SETTINGS,
-      fullEvery: 1000,
-      replica: 'test',
-    });
-    const full = new SuggestedUsersJob({ clickhouse: ch, cache: writer, keyPrefix: fullPrefix, ...SETTINGS });
+    const { incremental, full } = bothModes(ch, writer, prefix);
     const value = async (p: string) => redis.get(keys.suggestedUsers(p, '1'));
     let clock = NOW;
     const step = async () => {
