@@ -326,9 +326,8 @@ export const RECOMPUTE_COUNT_SQL = `SELECT count() AS n FROM (${RECOMPUTE_USERS_
  * Without FINAL (unlike renderBuffersSql): before this query an incremental run stores each user's
  * buffer at most once under its version (the delta step's shares and the recompute's batches are
  * disjoint and never retried within the run; vanished keys are computed again only after it), and
- * FINAL here would merge every version of every covered user's buffer
- * (measured at 100 000 users: 0.12 CPU-seconds and 125 000 rows more per run). A retry added to either
- * would need it.
+ * FINAL here would merge every version of every covered user's buffer (measured at 100 000 users:
+ * 0.12 CPU-seconds and 125 000 rows more per run). A retry added to either would need it.
  */
 export const RENDER_PLAN_SQL = `
 SELECT toString(c.user_id), b.changed, if(b.changed != 0, ${renderValueSql('arraySlice(b.top, 1, {per_user:UInt32})')}, '')
