@@ -57,8 +57,14 @@ describe('Sentinel failover (real master, replica and three sentinels)', () => {
   let r: RunnerProcess;
   let killed: string | undefined;
 
-  async function masterPort(): Promise<number> {
-    const reply = (await sentinel.call('SENTINEL', 'get-master-addr-by-name', set.name)) as string[];
+  /** The server pid of a node of the set (`sentinel_master`, `sentinel_1`, …), from services.sh. */
+  function pidOf(name: string): number {
+    return Number(readFileSync(path.join(stateDir, `${name}.pid`), 'utf8').trim());
+  }
+
+  /** The master's port as a sentinel names it (default: the first sentinel). */
+  async function masterPort(via: Redis = sentinel): Promise<number> {
+    const reply = (await via.call('SENTINEL', 'get-master-addr-by-name', set.name)) as string[];
     return Number(reply[1]);
   }
 
@@ -126,7 +132,7 @@ describe('Sentinel failover (real master, replica and three sentinels)', () => {
     // The replica has what the master wrote (the lease included) before the kill.
     await expect.poll(() => newMaster.get(`${prefix}:leader`), { timeout: 5_000 }).toBe(token);
 
-    const pid = Number(readFileSync(path.join(stateDir, `${oldNode.name}.pid`), 'utf8').trim());
+    const pid = pidOf(oldNode.name);
     const killedAt = Date.now();
     process.kill(pid, 'SIGKILL');
     killed = oldNode.name;
@@ -263,7 +269,7 @@ describe('Sentinel failover (real master, replica and three sentinels)', () => {
     const first = set.sentinels[0];
     const others = set.sentinels.slice(1);
     if (!first || others.length < 2) throw new Error('the set needs three sentinels');
-    const frozenPid = Number(readFileSync(path.join(stateDir, 'sentinel_1.pid'), 'utf8').trim());
+    const frozenPid = pidOf('sentinel_1');
     const askOther = new Redis({ host: others[0]?.host, port: others[0]?.port, maxRetriesPerRequest: 1 });
     process.kill(frozenPid, 'SIGSTOP');
     try {
@@ -278,17 +284,11 @@ describe('Sentinel failover (real master, replica and three sentinels)', () => {
       await expect(probe.ping()).rejects.toThrow();
       probe.disconnect();
 
-      const pid = Number(readFileSync(path.join(stateDir, `${oldNode.name}.pid`), 'utf8').trim());
+      const pid = pidOf(oldNode.name);
       const killedAt = Date.now();
       process.kill(pid, 'SIGKILL');
       killed = oldNode.name;
-      await expect
-        .poll(
-          async () =>
-            Number(((await askOther.call('SENTINEL', 'get-master-addr-by-name', set.name)) as string[])[1]),
-          { timeout: 30_000, interval: 50 },
-        )
-        .toBe(newPort);
+      await expect.poll(() => masterPort(askOther), { timeout: 30_000, interval: 50 }).toBe(newPort);
       const failoverMs = Date.now() - killedAt;
 
       // Within 15 s of the switch the client writes to the new master, however its reconnects went.
