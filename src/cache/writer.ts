@@ -1,6 +1,7 @@
 import type { Fence } from './fence.js';
 import type { RedisClient } from './redis-client.js';
 import { replaceHashes, replaceSortedSet, type HashEntry, type ScoredMember } from './replace.js';
+import { compareAndSet } from './compare-and-set.js';
 import { extendTtls, type ExtendGuard } from './extend.js';
 import { setFenced } from './fenced-sets.js';
 import { slotCalls } from './slot-scripts.js';
@@ -49,6 +50,18 @@ export interface CacheWriter {
     signal: AbortSignal,
     guard?: ExtendGuard,
   ): Promise<{ missing: number[] }>;
+  /**
+   * Sets `key` to `value` (TTL `ttlSec` seconds) only while it holds `expected`, atomically and fenced
+   * (see cache/compare-and-set.ts); resolves to whether it was set. Optional, like extendTtl: without
+   * it suggested-users' incremental mode makes every run a full refresh.
+   */
+  compareAndSet?(
+    key: string,
+    expected: string,
+    value: string,
+    ttlSec: number,
+    signal: AbortSignal,
+  ): Promise<boolean>;
 }
 
 /** Keys per transaction (or script): large enough to amortise round trips, small enough that one never
@@ -103,6 +116,16 @@ export class RedisCacheWriter implements CacheWriter {
     guard?: ExtendGuard,
   ): Promise<{ missing: number[] }> {
     return extendTtls(this.redis, this.fence, { keys, ttlSec, signal, ...(guard ? { guard } : {}) });
+  }
+
+  compareAndSet(
+    key: string,
+    expected: string,
+    value: string,
+    ttlSec: number,
+    signal: AbortSignal,
+  ): Promise<boolean> {
+    return compareAndSet(this.redis, this.fence, { key, expected, value, ttlSec, signal });
   }
 }
 

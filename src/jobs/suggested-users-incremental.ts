@@ -18,6 +18,7 @@ import {
   UNCHANGED,
 } from './suggested-users-buffer.js';
 import { readChangeLogPosition } from './suggested-users-changes.js';
+import { claimMarker, generationMarkerKey, runningMarker, settleMarker } from './suggested-users-marker.js';
 import { LISTED_USERS_SQL } from './suggestions-sql.js';
 import type {
   BatchWriter,
@@ -30,7 +31,6 @@ import { OneInFlight } from './one-in-flight.js';
 import {
   configFingerprint,
   decideRefresh,
-  MAX_STATE_AGE_SEC,
   readLatestRun,
   writeRun,
   type RefreshDecision,
@@ -45,15 +45,18 @@ import {
  * whenever the state is doubtful (suggested-users-state.ts).
  *
  * One run:
- * 1. read the change log's watermark W (before any input), the newest state row, and decide;
+ * 1. read the change log's watermark W (before any input), the newest state row, and decide; claim
+ *    the Redis marker (suggested-users-marker.ts): an incremental run only if it still names the
+ *    previous run (else the run is a full refresh);
  * 2. record a `started` row and the run's covered set (the active users of the window), before writing
  *    anything: every covered user gets a fresh value or a verified extension in this run;
  * 3. incremental: the delta step (one INSERT … SELECT in ClickHouse) stores new buffers for the users
  *    with touched candidates; users without a usable buffer are recomputed into buffers in batches;
  *    then the plan streams each covered user's action: write the new head, or extend the TTL in fenced
- *    batches guarded by the Redis marker (which must still name the previous run); a key that vanished
- *    is computed again. Full: the full refresh, which also stores every covered user's buffer;
- * 4. record a `finished` row with W, then set the marker to this run's generation.
+ *    batches guarded by the marker (which must still hold this run's claim); a key that vanished is
+ *    computed again. Full: the full refresh, which also stores every covered user's buffer;
+ * 4. record a `finished` row with W, then hand the marker to this run's generation if it still holds
+ *    the claim (another writer during the run leaves it naming nobody).
  * A failure anywhere leaves the `started` row last, so the next run is a full one.
  */
 
@@ -90,11 +93,6 @@ const LISTED_CHUNK = 5000;
  */
 const DELTA_BATCHES = 20;
 
-/** The Redis key holding the generation of the last successful run (see step 4). */
-export function generationMarkerKey(keyPrefix: string): string {
-  return `${keyPrefix}:job:suggested-users:generation`;
-}
-
 export class IncrementalSuggestedUsers {
   readonly #o: IncrementalOptions;
   readonly #replica: string;
@@ -119,9 +117,22 @@ export class IncrementalSuggestedUsers {
       replica: this.#replica,
       nowSec,
       fullEvery: o.fullEvery,
-      canExtend: typeof o.cache.extendTtl === 'function',
+      canExtend: typeof o.cache.extendTtl === 'function' && typeof o.cache.compareAndSet === 'function',
     });
     const generation = `${ctx.runId}:${ctx.attempt}`;
+    // Before anything is written: the marker must still name the previous run, or someone else wrote
+    // suggestions since (see suggested-users-marker.ts) and only a full refresh is sure.
+    const claimed = await claimMarker(
+      o.cache,
+      o.keyPrefix,
+      { previous: decision.mode === 'incremental' ? decision.previous.generation : undefined, generation },
+      ctx.signal,
+    );
+    if (!claimed) {
+      ctx.log.warn('suggested-users: cache marker does not name the last run; full refresh');
+      decision = { mode: 'full', reason: 'cache_generation_mismatch' };
+      await claimMarker(o.cache, o.keyPrefix, { previous: undefined, generation }, ctx.signal);
+    }
     const seq = (latest?.seq ?? 0) + 1;
     const version = String(seq);
     const row = (phase: RunStateRow['phase'], mode: RunStateRow['mode'], extra: Partial<RunStateRow>) => ({
@@ -159,6 +170,7 @@ export class IncrementalSuggestedUsers {
         if (!(err instanceof GuardMismatchError)) throw err;
         ctx.log.warn({ err }, 'suggested-users: cache marker does not match the state; full refresh');
         decision = { mode: 'full', reason: 'cache_generation_mismatch' };
+        await claimMarker(o.cache, o.keyPrefix, { previous: undefined, generation }, ctx.signal);
       }
     }
     let fullContext: Record<string, unknown> = {};
@@ -183,11 +195,13 @@ export class IncrementalSuggestedUsers {
       { ...row('finished', decision.mode, { incrementalRuns }), seq: seq + 1 },
       ctx.signal,
     );
-    await o.cache.write(
-      [{ key: generationMarkerKey(o.keyPrefix), value: generation }],
-      MAX_STATE_AGE_SEC,
-      ctx.signal,
-    );
+    if (!(await settleMarker(o.cache, o.keyPrefix, generation, ctx.signal))) {
+      // Another writer (a one-off full-mode run, say) wrote suggestions during this run: its marker
+      // stays, and the next run is a full refresh.
+      ctx.log.warn(
+        'suggested-users: another writer changed the cache marker during the run; next run is full',
+      );
+    }
     const context = {
       ...fullContext,
       mode: decision.mode,
@@ -262,7 +276,7 @@ export class IncrementalSuggestedUsers {
     const o = this.#o;
     const extendTtl = o.cache.extendTtl?.bind(o.cache);
     if (extendTtl === undefined) throw new Error('suggested-users: the cache writer cannot extend TTLs');
-    const guard = { key: generationMarkerKey(o.keyPrefix), value: run.previous.generation };
+    const guard = { key: generationMarkerKey(o.keyPrefix), value: runningMarker(run.generation) };
     const params = {
       ...this.#bufferParams(run.version),
       ...run.window,

@@ -65,7 +65,10 @@ export interface DecisionInput {
   nowSec: number;
   /** `SUGGESTED_USERS_FULL_EVERY`: a full refresh after fullEvery − 1 incremental runs. */
   fullEvery: number;
-  /** Whether the cache writer can extend TTLs (CacheWriter.extendTtl). */
+  /**
+   * Whether the cache writer can extend TTLs and hand the marker over (CacheWriter.extendTtl and
+   * compareAndSet).
+   */
   canExtend: boolean;
 }
 
@@ -79,9 +82,11 @@ export interface DecisionInput {
  * block numbers restarted); a state from the future or older than MAX_STATE_AGE_SEC (the runner's clock
  * stepped back, or the log may have expired rows the run needs); a state written by another process (a
  * leader change or a restart: another replica's last writes may have been fenced off half-way); a
- * writer that cannot extend TTLs; and the schedule (every `fullEvery`-th run).
+ * writer that cannot extend TTLs or compare-and-set the marker; and the schedule (every `fullEvery`-th
+ * run).
  * At run time one more: the Redis marker differs from the state's generation (Redis lost data, failed
- * over to a replica behind, or another leader wrote since), see suggested-users-incremental.ts.
+ * over to a replica behind, or another leader or a full-mode run wrote since), see
+ * suggested-users-marker.ts.
  */
 export function decideRefresh(input: DecisionInput): RefreshDecision {
   const full = (reason: FullReason): RefreshDecision => ({ mode: 'full', reason });

@@ -12,6 +12,7 @@ import { JOB_DEFAULTS, type Config } from '../config.js';
 import { JobError, type RunFacts, type RunResult } from '../runner/job.js';
 import { defineJob, type RefreshJob } from './define.js';
 import { IncrementalSuggestedUsers } from './suggested-users-incremental.js';
+import { markFullModeWrites } from './suggested-users-marker.js';
 import type {
   BatchWriter,
   SubsetWritten,
@@ -89,6 +90,8 @@ export function batchRanges(starts: readonly string[]): { lo: string; hi: string
 const OUTAGE_BATCHES = 2;
 /** How often a long run reports progress. */
 const PROGRESS_EVERY_MS = 5000;
+/** How long the mark after a full-mode run's last write may take (a cancelled run's signal is spent). */
+const MARK_AFTER_MS = 5000;
 
 /**
  * Computes and writes the suggestions of one subset of users with one query (suggestionsSql), its
@@ -133,9 +136,25 @@ export class SuggestedUsersJob {
     this.#o = opts;
   }
 
-  /** One run: where a refresh mode is chosen (today every run is a full refresh). */
+  /**
+   * One run of the full mode (SUGGESTED_USERS_MODE=full, and any one-off `once` under it): a full
+   * refresh, with the incremental mode's cache marker set to name nobody before the first write and
+   * again after the last (see suggested-users-marker.ts), so an incremental sidecar beside it never
+   * extends a value this run wrote. The second mark is made whatever the outcome, within
+   * MARK_AFTER_MS even when the run was cancelled; its failure is logged, not thrown: the values are
+   * written, and the first mark already keeps an incremental run that starts later from trusting them.
+   */
   async run(ctx: RunFacts): Promise<RunResult> {
-    return this.fullRefresh(ctx);
+    const { cache, keyPrefix } = this.#o;
+    const generation = `${ctx.runId}:${ctx.attempt}`;
+    await markFullModeWrites(cache, keyPrefix, generation, ctx.signal);
+    try {
+      return await this.fullRefresh(ctx);
+    } finally {
+      await markFullModeWrites(cache, keyPrefix, generation, AbortSignal.timeout(MARK_AFTER_MS)).catch(
+        (err: unknown) => ctx.log.warn({ err }, 'suggested-users: could not mark the cache after the run'),
+      );
+    }
   }
 
   /**

@@ -186,6 +186,38 @@ return n`;
     await lb.stop();
   });
 
+  it("compare-and-set (the incremental mode's marker): sets value and TTL only on a match; fenced like every write", async () => {
+    const a: boolean[] = [];
+    const la = lease(client(), 10_000, a);
+    la.start();
+    await expect.poll(() => la.isLeader).toBe(true);
+    const writerA = new RedisCacheWriter(client(), la.fence());
+    const key = `${prefix}:job:suggested-users:generation`;
+    const signal = new AbortController().signal;
+    expect(await writerA.compareAndSet(key, 'g1', 'g2', 60, signal)).toBe(false); // no key: no match
+    expect(await admin.exists(key)).toBe(0);
+    await admin.set(key, 'g1');
+    expect(await writerA.compareAndSet(key, 'other', 'g2', 60, signal)).toBe(false);
+    expect(await admin.get(key)).toBe('g1');
+    expect(await admin.ttl(key)).toBe(-1);
+    expect(await writerA.compareAndSet(key, 'g1', 'g2', 60, signal)).toBe(true);
+    expect(await admin.get(key)).toBe('g2');
+    expect(await admin.ttl(key)).toBeGreaterThan(55);
+
+    // A deposed leader's compare-and-set is refused inside Redis even when the value matches.
+    await admin.del(leaseKey);
+    const lb = lease(client(), 10_000, []);
+    lb.start();
+    await expect.poll(() => lb.isLeader).toBe(true);
+    await new RedisCacheWriter(client(), lb.fence()).write([{ key, value: 'from-b' }], 60, signal);
+    await expect(writerA.compareAndSet(key, 'from-b', 'stale-a', 60, signal)).rejects.toBeInstanceOf(
+      FencedError,
+    );
+    expect(await admin.get(key)).toBe('from-b');
+    expect(a).toEqual([true, false]);
+    await lb.stop();
+  });
+
   it('a connection lost in the middle of a transaction: what the client sends again after reconnecting is fenced, the rest never lands', async () => {
     const l = lease(client(), 10_000, []);
     l.start();

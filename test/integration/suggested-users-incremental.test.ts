@@ -659,3 +659,136 @@ describe('suggested-users incremental mode: a vanished key and follows after the
     expect(await value(prefix)).toBe('[{"user_id":"10","mutual_count":1,"reason":"1 mutual connection"}]');
   }, 60_000);
 });
+
+/**
+ * Another writer of the same suggestion keys beside the incremental mode: a one-off `cache-refresher
+ * once suggested-users` under the default full mode (unfenced, outside the lease). Its values come from
+ * a graph the incremental state never saw; if the next incremental run extends them, a follow made
+ * before the one-off and undone after it stays cached. User u follows v, who follows w; the one-off
+ * runs while v also follows x, and v unfollows x before the next incremental run. Whenever the one-off
+ * runs (between two runs, during a run's TTL extensions, just before a run hands over the marker), the
+ * value after the next run must equal a full refresh.
+ */
+describe('suggested-users incremental mode beside a one-off full-mode run', () => {
+  const base = `test-incr-oneoff-${randomUUID()}`;
+  const NOW = Math.floor(Date.now() / 1000) - 600;
+  const services = scratchServices('test_incr_oneoff', base);
+  const fence: Fence = { key: `${base}:leader`, token: () => '1:test', lost: () => undefined };
+
+  const follow = (f: number, e: number, status: string, at: number) =>
+    services.ch.insert({
+      table: 'user_relationships',
+      values: [{ follower_id: f, followee_id: e, status, updated_at: at }],
+      format: 'JSONEachRow',
+    });
+
+  /** An action to take once, at the next such point of a run. */
+  type Hooks = Partial<Record<'beforeExtend' | 'beforeHandOver', (() => Promise<unknown>) | undefined>>;
+
+  /**
+   * The sidecar's writer under `prefix`, with two places to act from: before its next TTL extension,
+   * and before it hands the marker to its run's generation (the last write of a run).
+   */
+  function hookedWriter(prefix: string): {
+    writer: RedisCacheWriter;
+    hooks: Hooks;
+  } {
+    const writer = new RedisCacheWriter(services.redis, fence);
+    const hooks: Hooks = {};
+    const fire = async (name: keyof Hooks) => {
+      const act = hooks[name];
+      hooks[name] = undefined;
+      await act?.();
+    };
+    const marker = `${prefix}:job:suggested-users:generation`;
+    const handsOver = (key: string, value: string) => key === marker && !/^(running|full):/.test(value);
+    const extendTtl = writer.extendTtl.bind(writer);
+    const write = writer.write.bind(writer);
+    writer.extendTtl = async (keyList, ttlSec, signal, guard) => {
+      await fire('beforeExtend');
+      return extendTtl(keyList, ttlSec, signal, guard);
+    };
+    // Optional in the writer interface (a writer without it gets full refreshes only).
+    const compareAndSet = (writer as Partial<RedisCacheWriter>).compareAndSet?.bind(writer);
+    if (compareAndSet !== undefined) {
+      writer.compareAndSet = async (key, expected, value, ttlSec, signal) => {
+        if (handsOver(key, value)) await fire('beforeHandOver');
+        return compareAndSet(key, expected, value, ttlSec, signal);
+      };
+    }
+    writer.write = async (entries, ttlSec, signal) => {
+      if (entries.some((e) => handsOver(e.key, e.value))) await fire('beforeHandOver');
+      return write(entries, ttlSec, signal);
+    };
+    return { writer, hooks };
+  }
+
+  // `runs`: each incremental-mode run's mode (and why it was full) after the first.
+  const MISMATCH = 'full:cache_generation_mismatch';
+  const cases = [
+    { when: 'between two incremental runs', users: [1, 2, 10, 11], hook: undefined, runs: [MISMATCH] },
+    {
+      when: 'during a run’s TTL extensions',
+      users: [21, 22, 30, 31],
+      hook: 'beforeExtend',
+      runs: [MISMATCH, 'incremental'],
+    },
+    {
+      when: 'after a run’s last value, before its marker',
+      users: [41, 42, 50, 51],
+      hook: 'beforeHandOver',
+      runs: ['incremental', MISMATCH],
+    },
+  ] as const;
+
+  for (const { when, users, hook, runs } of cases) {
+    it(`a one-off run ${when}: the next run's values equal a full refresh`, async () => {
+      const { ch, redis } = services;
+      const [u, v, w, x] = users;
+      const prefix = `${base}-${u}`;
+      await follow(u, v, 'active', NOW - 86_400);
+      await follow(v, w, 'active', NOW - 86_400);
+      await viewPost(ch, [u, v], NOW - 60);
+      const { writer, hooks } = hookedWriter(prefix);
+      const { incremental, full } = bothModes(ch, writer, prefix);
+      // Like `once`: its own unfenced writer, the default (full) mode, the sidecar's key prefix.
+      const oneOff = new SuggestedUsersJob({
+        clickhouse: ch,
+        cache: new RedisCacheWriter(redis),
+        keyPrefix: prefix,
+        ...SETTINGS,
+      });
+      let clock = NOW;
+      const run = async (job: { run: (f: RunFacts) => Promise<{ context?: Record<string, unknown> }> }) => {
+        clock += 60;
+        return (await job.run(facts(new Date(clock * 1000)))).context ?? {};
+      };
+      const oneOffWhileVFollowsX = async () => {
+        await follow(v, x, 'active', NOW - 30);
+        await run(oneOff);
+        expect(await redis.get(keys.suggestedUsers(prefix, String(u)))).toContain(`"user_id":"${x}"`);
+      };
+      const value = (p: string) => redis.get(keys.suggestedUsers(p, String(u)));
+
+      const modes: string[] = [];
+      const sidecarRun = async () => {
+        const context = await run(incremental);
+        modes.push(context.mode === 'full' ? `full:${String(context.full_reason)}` : String(context.mode));
+      };
+      await sidecarRun();
+      expect(modes).toEqual(['full:no_state']);
+      if (hook === undefined) await oneOffWhileVFollowsX();
+      else hooks[hook] = oneOffWhileVFollowsX;
+      if (hook !== undefined) await sidecarRun();
+      expect(hooks[hook ?? 'beforeExtend']).toBeUndefined();
+      await follow(v, x, 'removed', NOW - 20);
+      await sidecarRun();
+      await full.run(facts(new Date(clock * 1000)));
+      expect(await value(prefix)).toBe(await value(`${prefix}-full`));
+      expect(await value(prefix)).toBe(
+        `[{"user_id":"${w}","mutual_count":1,"reason":"1 mutual connection"}]`,
+      );
+      expect(modes.slice(1)).toEqual(runs);
+    }, 60_000);
+  }
+});
