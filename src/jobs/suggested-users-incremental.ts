@@ -17,6 +17,7 @@ import {
   renderBuffersSql,
   UNCHANGED,
 } from './suggested-users-buffer.js';
+import { isMemoryLimitExceeded } from '../clickhouse/memory-limit.js';
 import { readChangeLogPosition } from './suggested-users-changes.js';
 import { claimMarker, generationMarkerKey, runningMarker, settleMarker } from './suggested-users-marker.js';
 import { LISTED_USERS_SQL } from './suggestions-sql.js';
@@ -89,18 +90,41 @@ const LISTED_CHUNK = 5000;
  * ClickHouse memory is the follow graph plus 6–9 KB per user of the query (measured: 0.7 GiB for
  * 100 000 users and 1.8 M follows; 3.7–3.9 GiB for 333 000 users and 18 M follows), and each query reads
  * the whole follow graph, so its shares are larger than a full refresh's batches (the default 20 000
- * gives 400 000 users per query).
+ * gives 400 000 users per query). A share that runs out of ClickHouse memory halves the users per
+ * query for this process's later runs (see #outOfMemory).
  */
 const DELTA_BATCHES = 20;
+
+/**
+ * A delta-step query ran out of ClickHouse memory (MEMORY_LIMIT_EXCEEDED) with `shareUsers` users per
+ * query. The run carries on as a full refresh, whose batches read only their own users' follows.
+ */
+class DeltaOutOfMemoryError extends Error {
+  override readonly name = 'DeltaOutOfMemoryError';
+  constructor(
+    readonly shareUsers: number,
+    options: { cause: unknown },
+  ) {
+    super(`a delta-step query of up to ${shareUsers} users ran out of ClickHouse memory`, options);
+  }
+}
 
 export class IncrementalSuggestedUsers {
   readonly #o: IncrementalOptions;
   readonly #replica: string;
   #materializedCte: Promise<boolean> | undefined;
+  /** Users per delta-step query now: the configured share, halved after each one out of memory. */
+  #shareUsers: number;
+  /** The smallest share: one full-refresh batch (or the configured share, if smaller). */
+  readonly #minShareUsers: number;
+  /** Runs left that skip the delta step: the smallest share ran out of memory too. */
+  #deltaPausedRuns = 0;
 
   constructor(opts: IncrementalOptions) {
     this.#o = opts;
     this.#replica = opts.replica ?? `${hostname()}:${process.pid}`;
+    this.#shareUsers = Math.max(1, opts.deltaShareUsers ?? DELTA_BATCHES * Math.max(1, opts.batchSize));
+    this.#minShareUsers = Math.min(this.#shareUsers, Math.max(1, opts.batchSize));
   }
 
   async run(ctx: RunFacts): Promise<RunResult> {
@@ -119,6 +143,10 @@ export class IncrementalSuggestedUsers {
       fullEvery: o.fullEvery,
       canExtend: typeof o.cache.extendTtl === 'function' && typeof o.cache.compareAndSet === 'function',
     });
+    if (decision.mode === 'incremental' && this.#deltaPausedRuns > 0) {
+      this.#deltaPausedRuns--;
+      decision = { mode: 'full', reason: 'delta_out_of_memory' };
+    }
     const generation = `${ctx.runId}:${ctx.attempt}`;
     // Before anything is written: the marker must still name the previous run, or someone else wrote
     // suggestions since (see suggested-users-marker.ts) and only a full refresh is sure.
@@ -167,9 +195,16 @@ export class IncrementalSuggestedUsers {
           log,
         });
       } catch (err) {
-        if (!(err instanceof GuardMismatchError)) throw err;
-        ctx.log.warn({ err }, 'suggested-users: cache marker does not match the state; full refresh');
-        decision = { mode: 'full', reason: 'cache_generation_mismatch' };
+        if (err instanceof GuardMismatchError) {
+          ctx.log.warn({ err }, 'suggested-users: cache marker does not match the state; full refresh');
+          decision = { mode: 'full', reason: 'cache_generation_mismatch' };
+        } else if (err instanceof DeltaOutOfMemoryError) {
+          this.#outOfMemory(ctx, err);
+          decision = { mode: 'full', reason: 'delta_out_of_memory' };
+        } else {
+          throw err;
+        }
+        // The full refresh replaces whatever the attempt wrote (buffers of this version included).
         await claimMarker(o.cache, o.keyPrefix, { previous: undefined, generation }, ctx.signal);
       }
     }
@@ -291,15 +326,20 @@ export class IncrementalSuggestedUsers {
       // The delta step, in shares of users: new buffers for every user with a touched candidate, and
       // users without a usable buffer (newly active, or not answered by it) computed from scratch.
       const covered = await this.#count(ctx, COVERED_COUNT_SQL, params);
-      const perShare = o.deltaShareUsers ?? DELTA_BATCHES * Math.max(1, o.batchSize);
-      const shares = Math.max(1, Math.ceil(covered / Math.max(1, perShare)));
+      const perShare = this.#shareUsers;
+      const shares = Math.max(1, Math.ceil(covered / perShare));
       for (let part = 0; part < shares; part++) {
-        await o.clickhouse.command({
-          query: deltaSql(materialized),
-          query_params: { ...params, parts: shares, part },
-          abort_signal: ctx.signal,
-          query_id: this.#queryId(ctx, `d${part}`),
-        });
+        try {
+          await o.clickhouse.command({
+            query: deltaSql(materialized),
+            query_params: { ...params, parts: shares, part },
+            abort_signal: ctx.signal,
+            query_id: this.#queryId(ctx, `d${part}`),
+          });
+        } catch (err) {
+          if (isMemoryLimitExceeded(err)) throw new DeltaOutOfMemoryError(perShare, { cause: err });
+          throw err;
+        }
       }
     } else {
       // No block since the last run: nothing is touched; only users without a usable buffer (newly
@@ -386,6 +426,29 @@ export class IncrementalSuggestedUsers {
       counts.recomputed += (await this.#fillAndWrite(ctx, run.window, subset, run.version)).written;
     }
     return counts;
+  }
+
+  /**
+   * After a delta-step query ran out of ClickHouse memory: later runs of this process take half as many
+   * users per query (memory is the follow graph plus a part per user), down to one full-refresh batch;
+   * when even that ran out, the next `fullEvery - 1` runs skip the delta step (full refreshes, which
+   * read only their batch's follows), and the one after tries again.
+   */
+  #outOfMemory(ctx: RunFacts, err: DeltaOutOfMemoryError): void {
+    const before = err.shareUsers;
+    if (before > this.#minShareUsers) {
+      this.#shareUsers = Math.max(this.#minShareUsers, Math.floor(before / 2));
+      ctx.log.warn(
+        { err, share_users_before: before, share_users: this.#shareUsers },
+        'suggested-users: delta step out of ClickHouse memory; full refresh now, smaller delta queries from the next run',
+      );
+      return;
+    }
+    this.#deltaPausedRuns = Math.max(0, this.#o.fullEvery - 1);
+    ctx.log.warn(
+      { err, share_users: before, paused_runs: this.#deltaPausedRuns },
+      'suggested-users: delta step out of ClickHouse memory at its smallest share; full refreshes for a cycle (give ClickHouse more memory, or lower SUGGESTED_USERS_BATCH_SIZE)',
+    );
   }
 
   /** The number in column `n` of a one-row query. */

@@ -43,7 +43,8 @@ export type FullReason =
   | 'replica_changed'
   | 'writer_cannot_extend'
   | 'scheduled'
-  | 'cache_generation_mismatch';
+  | 'cache_generation_mismatch'
+  | 'delta_out_of_memory';
 
 export type RefreshDecision =
   { mode: 'incremental'; previous: RunStateRow } | { mode: 'full'; reason: FullReason };
