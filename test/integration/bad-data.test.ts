@@ -146,6 +146,8 @@ describe('bad data in every built-in job', () => {
       [
         `${prefix}:feed:1`,
         `${prefix}:feed:3`,
+        // The full mode's mark for an incremental sidecar beside it (README "Incremental suggested-users").
+        `${prefix}:job:suggested-users:generation`,
         `${prefix}:suggested_users:1`,
         `${prefix}:suggested_users:3`,
         `${prefix}:trending:1h`,
