@@ -70,6 +70,19 @@ export const WEIGHT_X10_SQL = `multiIf(${EVENT_TYPES.map((t) => `event_type = '$
 export const BAD_EVENT_SQL = `(post_id = 0 OR author_id = 0 OR user_id = 0 OR NOT ${KNOWN_EVENT_TYPE})`;
 export const GOOD_EVENT_SQL = `NOT ${BAD_EVENT_SQL}`;
 
+/**
+ * The number of bad events (BAD_EVENT_SQL) in a window cut at hour boundaries (the parameters of
+ * `windowPlanParams` for a `planWindow` at the hour rollup's bucket size): whole hours from the hour
+ * rollup's `bad` column, the partial hours at the window's edges from raw rows. Exact, and it reads one
+ * rollup row per (hour, post) instead of every event of the window. A scalar SQL expression.
+ */
+export const BAD_EVENTS_IN_WINDOW_SQL = `((SELECT sum(bad) FROM ${ROLLUPS.hour.table}
+    WHERE bucket >= toDateTime({buckets_from:UInt32}) AND bucket < toDateTime({buckets_to:UInt32}))
+  + (SELECT count() FROM post_events
+    WHERE ((event_time >= toDateTime({head_from:UInt32}) AND event_time < toDateTime({head_to:UInt32}))
+        OR (event_time >= toDateTime({tail_from:UInt32}) AND event_time < toDateTime({tail_to:UInt32})))
+      AND ${BAD_EVENT_SQL}))`;
+
 /** CONTRACT §3's relationship statuses; any other is bad data. */
 export const RELATIONSHIP_STATUSES = ['active', 'removed'] as const;
 export const BAD_RELATIONSHIP_SQL = `(follower_id = 0 OR followee_id = 0 OR status NOT IN (${RELATIONSHIP_STATUSES.map((t) => `'${t}'`).join(', ')}))`;

@@ -3,7 +3,7 @@ import { keys } from '../cache/keys.js';
 import type { CacheWriter } from '../cache/writer.js';
 import { readJsonEachRow } from '../clickhouse/result-stream.js';
 import {
-  BAD_EVENT_SQL,
+  BAD_EVENTS_IN_WINDOW_SQL,
   BAD_POST_SQL,
   BAD_RELATIONSHIP_SQL,
   GOOD_EVENT_SQL,
@@ -97,12 +97,7 @@ SETTINGS join_use_nulls = 0`;
  */
 export const FEED_SKIPPED_SQL = `
 SELECT
-  (SELECT sum(bad) FROM ${ROLLUPS.hour.table}
-    WHERE bucket >= toDateTime({buckets_from:UInt32}) AND bucket < toDateTime({buckets_to:UInt32}))
-  + (SELECT count() FROM post_events
-    WHERE ((event_time >= toDateTime({head_from:UInt32}) AND event_time < toDateTime({head_to:UInt32}))
-        OR (event_time >= toDateTime({tail_from:UInt32}) AND event_time < toDateTime({tail_to:UInt32})))
-      AND ${BAD_EVENT_SQL}) AS bad_events,
+  ${BAD_EVENTS_IN_WINDOW_SQL} AS bad_events,
   (SELECT count() FROM posts
     WHERE created_at > toDateTime({lookback_since:UInt32}) AND created_at <= toDateTime({now:UInt32})
       AND ${BAD_POST_SQL}) AS bad_posts,

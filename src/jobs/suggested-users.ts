@@ -3,8 +3,9 @@ import { keys } from '../cache/keys.js';
 import { readJsonEachRow } from '../clickhouse/result-stream.js';
 import {
   ACTIVE_IN_WINDOW_SQL,
-  BAD_EVENT_SQL,
+  BAD_EVENTS_IN_WINDOW_SQL,
   BAD_RELATIONSHIP_SQL,
+  ROLLUPS,
   USER_ACTIVITY,
 } from '../clickhouse/schema.js';
 import { isTransientError } from '../runner/retry.js';
@@ -20,6 +21,7 @@ import type {
   UserSubset,
 } from './suggested-users-types.js';
 import { ACTIVE_RANGE_USERS_SQL, suggestionsSql } from './suggestions-sql.js';
+import { planWindow, windowPlanParams } from './trending.js';
 import { streamUserValues } from './user-values.js';
 
 export type { SubsetWritten, SuggestedUsersOptions, UserSubset } from './suggested-users-types.js';
@@ -57,15 +59,16 @@ FROM (SELECT DISTINCT user_id FROM ${USER_ACTIVITY.table} WHERE ${ACTIVE_IN_WIND
 
 /**
  * The run's bad rows: events of the activity window, and relationship rows of the whole follow graph
- * (both hops may reach any of them). Relationship rows are counted as stored, without FINAL: a bad row
- * is bad whichever row of its pair is the latest, and the count stays a cheap scan.
+ * (both hops may reach any of them). Events are counted from the hour rollup for whole hours and from
+ * raw rows at the window's edges (BAD_EVENTS_IN_WINDOW_SQL, as feed-warmer counts them): measured on
+ * the bench's 100 000-user data, the raw window scan this replaces read 10 M of a full refresh's 33 M
+ * rows. Relationship rows are counted as stored, without FINAL: a bad row is bad whichever row of its
+ * pair is the latest, and the count stays a cheap scan.
  */
 export const SKIPPED_ROWS_SQL = `
 SELECT
-  countIf(${BAD_EVENT_SQL}) AS bad_events,
-  (SELECT count() FROM user_relationships WHERE ${BAD_RELATIONSHIP_SQL}) AS bad_relationships
-FROM post_events
-WHERE event_time > toDateTime({since:UInt32}) AND event_time <= toDateTime({now:UInt32})`;
+  ${BAD_EVENTS_IN_WINDOW_SQL} AS bad_events,
+  (SELECT count() FROM user_relationships WHERE ${BAD_RELATIONSHIP_SQL}) AS bad_relationships`;
 
 /** The largest UInt64: the last batch's range is open-ended. */
 const MAX_USER_ID = '18446744073709551615';
@@ -170,7 +173,7 @@ export class SuggestedUsersJob {
     // The bad-row count scans the window's raw events and is only reported at the end: it runs beside
     // the batches instead of delaying the first one. Settled into a value so an early failure of the
     // plan cannot leave it rejected with nobody listening.
-    const counted = this.#skippedRows(ctx, window).then(
+    const counted = this.#skippedRows(ctx).then(
       (n) => ({ n }),
       (err: unknown) => ({ err }),
     );
@@ -268,10 +271,13 @@ export class SuggestedUsersJob {
     return { activeUsers: Number(row?.n ?? 0), starts: row?.starts ?? [] };
   }
 
-  async #skippedRows(ctx: RunFacts, window: { now: number; since: number }): Promise<number> {
+  async #skippedRows(ctx: RunFacts): Promise<number> {
+    const activitySec = this.#o.activeDays * 86_400;
     const result = await this.#o.clickhouse.query({
       query: SKIPPED_ROWS_SQL,
-      query_params: window,
+      query_params: windowPlanParams(
+        planWindow(ctx.startedAt.getTime(), activitySec, ROLLUPS.hour.bucketSec),
+      ),
       format: 'JSONEachRow',
       abort_signal: ctx.signal,
     });
@@ -336,7 +342,7 @@ export function suggestedUsersJob(config: Pick<Config, 'suggestedUsers'>): Refre
     id: 'suggested-users',
     schedule: { intervalSec },
     priority,
-    readsTables: ['post_events', 'user_relationships', USER_ACTIVITY.table],
+    readsTables: ['post_events', 'user_relationships', USER_ACTIVITY.table, ROLLUPS.hour.table],
     run: (ctx) => {
       const opts: SuggestedUsersOptions = {
         clickhouse: ctx.clickhouse,

@@ -30,7 +30,9 @@ const BAD_EVENTS = [
   { event_time: at(600), post_id: 0, author_id: 2, user_id: 3, event_type: 'post_share' },
   { event_time: at(25), post_id: 100, author_id: 0, user_id: 3, event_type: 'post_share' },
   { event_time: at(700), post_id: 100, author_id: 2, user_id: 0, event_type: 'post_share' },
-  ...[40, 400, 1200].map((ago) => ({
+  // Older ones too: whole hours (counted from the hour rollup) and the far edges of the 7-day windows
+  // (raw rows: one just inside, one just outside).
+  ...[40, 400, 1200, 5 * 3600 + 17, 7 * 86_400 - 10, 7 * 86_400 + 10].map((ago) => ({
     event_time: at(ago),
     post_id: 100,
     author_id: 2,
@@ -184,12 +186,17 @@ describe('bad data in every built-in job', () => {
 
   it('counts the bad rows each job read in its skipped_rows', () => {
     const skipped = Object.fromEntries([...results].map(([id, r]) => [id, r.context?.skipped_rows]));
+    // The bad events of a window (now − sec, now].
+    const badIn = (sec: number) => BAD_EVENTS.filter((e) => NOW_S - e.event_time < sec).length;
+    const week = 7 * 86_400;
+    expect(badIn(3600)).toBe(7);
+    expect(badIn(week)).toBe(9);
     expect(skipped).toEqual({
-      'trending-1h': BAD_EVENTS.length,
-      'trending-24h': BAD_EVENTS.length,
-      'trending-7d': BAD_EVENTS.length,
-      'suggested-users': BAD_EVENTS.length + BAD_RELATIONSHIPS.length,
-      'feed-warmer': BAD_EVENTS.length + BAD_POSTS.length + BAD_RELATIONSHIPS.length,
+      'trending-1h': badIn(3600),
+      'trending-24h': badIn(86_400),
+      'trending-7d': badIn(week),
+      'suggested-users': badIn(week) + BAD_RELATIONSHIPS.length,
+      'feed-warmer': badIn(week) + BAD_POSTS.length + BAD_RELATIONSHIPS.length,
     });
     expect(results.get('suggested-users')?.context).toMatchObject({ active_users: 2, users: 2 });
     expect(results.get('feed-warmer')).toMatchObject({ items: 2 });

@@ -67,7 +67,7 @@ describe('readsTables', () => {
         'post_moments_1h',
         'post_engagement_1m',
       ],
-      'suggested-users': ['post_events', 'user_relationships', 'user_activity_1d'],
+      'suggested-users': ['post_events', 'user_relationships', 'user_activity_1d', 'post_engagement_1h'],
       'feed-warmer': [
         'post_events',
         'user_relationships',
