@@ -3,7 +3,6 @@
 // a user active, and are counted in each run's skipped_rows.
 import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
-import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RedisCacheWriter } from '../../src/cache/writer.js';
 import { GOOD_EVENT_SQL, migrate, rollupSelectSql, ROLLUPS } from '../../src/clickhouse/schema.js';
@@ -11,6 +10,7 @@ import { FeedWarmerJob } from '../../src/jobs/feed-warmer.js';
 import { SuggestedUsersJob } from '../../src/jobs/suggested-users.js';
 import { TrendingJob, type TrendingWindow } from '../../src/jobs/trending.js';
 import type { RunFacts, RunResult } from '../../src/runner/job.js';
+import { runFacts } from './run-facts.js';
 import { servicesEnv } from './env.js';
 import { scratchDatabase, type ScratchDatabase } from './scratch-database.js';
 
@@ -68,18 +68,6 @@ interface Job {
   run(ctx: RunFacts): Promise<RunResult>;
 }
 
-function ctxFor(jobId: string): RunFacts {
-  return {
-    jobId,
-    runId: randomUUID(),
-    scheduledAt: NOW,
-    startedAt: NOW,
-    signal: new AbortController().signal,
-    log: pino({ level: 'silent' }),
-    attempt: 1,
-  };
-}
-
 describe('bad data in every built-in job', () => {
   let db: ScratchDatabase;
   let redis: Redis;
@@ -132,7 +120,7 @@ describe('bad data in every built-in job', () => {
         ttlSec: 600,
       }),
     ];
-    for (const job of jobs) results.set(job.id, await job.run(ctxFor(job.id)));
+    for (const job of jobs) results.set(job.id, await job.run(runFacts(job.id, NOW)));
   }, 120_000);
 
   afterAll(async () => {

@@ -2,13 +2,12 @@ import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { promisify } from 'node:util';
 import { Redis } from 'ioredis';
-import { pino } from 'pino';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { RedisCacheWriter } from '../../src/cache/writer.js';
 import { seedDatabase } from '../../src/clickhouse/seed.js';
 import { TrendingJob } from '../../src/jobs/trending.js';
-import type { RunFacts } from '../../src/runner/job.js';
 import { clusterDatabase, startLocalCluster, type ClusterDatabase } from './clickhouse-cluster.js';
+import { runFacts } from './run-facts.js';
 import { servicesEnv } from './env.js';
 import { exactTrendingTop, expectTrendingMatches, type TrendingEntry } from './job-expectations.js';
 
@@ -38,18 +37,6 @@ function job(): TrendingJob {
   });
 }
 
-function ctx(): RunFacts {
-  return {
-    jobId: 'trending-24h',
-    runId: randomUUID(),
-    scheduledAt: NOW,
-    startedAt: NOW,
-    signal: new AbortController().signal,
-    log: pino({ level: 'silent' }),
-    attempt: 1,
-  };
-}
-
 beforeAll(async () => {
   db = await clusterDatabase(await startLocalCluster(), 'test_cluster_faults');
   redis = new Redis(servicesEnv().redisUrl);
@@ -66,17 +53,19 @@ afterAll(async () => {
 
 it('a shard down fails the run and keeps the last good list; the node back, the run is right again', async () => {
   const key = `${prefix}:trending:24h`;
-  await job().run(ctx());
+  await job().run(runFacts('trending-24h', NOW));
   const good = await redis.get(key);
   expect(JSON.parse(good!)).toHaveLength(50);
 
   await services('stop', 'clickhouse_node2');
-  await expect(job().run(ctx())).rejects.toThrow(/Connection refused|ALL_CONNECTION_TRIES_FAILED/);
+  await expect(job().run(runFacts('trending-24h', NOW))).rejects.toThrow(
+    /Connection refused|ALL_CONNECTION_TRIES_FAILED/,
+  );
   expect(await redis.get(key)).toBe(good);
 
   await services('start', 'clickhouse_node2');
   await redis.del(key);
-  await job().run(ctx());
+  await job().run(runFacts('trending-24h', NOW));
   const want = await exactTrendingTop(db.client, '24h', NOW.getTime(), 50);
   expectTrendingMatches('24h', JSON.parse((await redis.get(key))!) as TrendingEntry[], want);
 }, 120_000);

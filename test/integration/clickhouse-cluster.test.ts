@@ -1,7 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { ClickHouseError } from '@clickhouse/client';
 import { Redis } from 'ioredis';
-import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RedisCacheWriter } from '../../src/cache/writer.js';
 import { missingTables } from '../../src/clickhouse/missing-tables.js';
@@ -13,13 +12,13 @@ import { parseJobsFile } from '../../src/declarative/parse-jobs-file.js';
 import { FEED_SQL, FEED_WARMER_TABLES, FeedWarmerJob } from '../../src/jobs/feed-warmer.js';
 import { SUGGESTIONS_BATCH_SQL, SuggestedUsersJob } from '../../src/jobs/suggested-users.js';
 import { planWindow, TrendingJob, windowPlanParams } from '../../src/jobs/trending.js';
-import type { RunFacts } from '../../src/runner/job.js';
 import {
   clusterDatabase,
   startLocalCluster,
   type ClusterDatabase,
   type LocalCluster,
 } from './clickhouse-cluster.js';
+import { runFacts } from './run-facts.js';
 import { servicesEnv } from './env.js';
 import {
   activeUsers,
@@ -51,18 +50,6 @@ const prefix = `test-cluster-${randomUUID()}`;
 let cluster: LocalCluster;
 let db: ClusterDatabase;
 let redis: Redis;
-
-function ctxFor(jobId: string): RunFacts {
-  return {
-    jobId,
-    runId: randomUUID(),
-    scheduledAt: NOW,
-    startedAt: NOW,
-    signal: new AbortController().signal,
-    log: pino({ level: 'silent' }),
-    attempt: 1,
-  };
-}
 
 async function count(client: ClusterDatabase['client'], query: string): Promise<number> {
   const rs = await client.query({ query, format: 'JSONEachRow' });
@@ -211,7 +198,7 @@ describe('the built-in jobs on the Distributed tables', () => {
         topK: 50,
         decay: TRENDING_DECAY[window],
         ttlSec: 300,
-      }).run(ctxFor(`trending-${window}`));
+      }).run(runFacts(`trending-${window}`, NOW));
       const raw = await redis.get(`${prefix}:trending:${window}`);
       const got = raw === null ? null : (JSON.parse(raw) as TrendingEntry[]);
       const want = await exactTrendingTop(db.client, window, NOW.getTime(), 50);
@@ -232,7 +219,7 @@ describe('the built-in jobs on the Distributed tables', () => {
       maxFollowees: 1000,
       batchSize: 1000, // several batches
       ttlSec: 600,
-    }).run(ctxFor('suggested-users'));
+    }).run(runFacts('suggested-users', NOW));
     const active = await activeUsers(db.client, NOW_S);
     expect(active.size).toBeGreaterThan(1000);
     expect(result.context).toMatchObject({ users: active.size, skipped_rows: 3 });
@@ -261,7 +248,7 @@ describe('the built-in jobs on the Distributed tables', () => {
       lookbackHours: 72,
       decay: 0.95,
       ttlSec: 120,
-    }).run(ctxFor('feed-warmer'));
+    }).run(runFacts('feed-warmer', NOW));
     expect(result.items).toBe(1000);
     expect(result.context).toMatchObject({ skipped_rows: 4 });
     const top = await topFeedUsers(db.client, NOW_S, 1000);
@@ -304,7 +291,7 @@ describe('the built-in jobs on the Distributed tables', () => {
       cache: new RedisCacheWriter(redis),
       keyPrefix: prefix,
       ttlSec: 180,
-    }).run(ctxFor('top-followed'));
+    }).run(runFacts('top-followed', NOW));
     const got = await redis.zrevrange(`${prefix}:top_followed`, 0, -1, 'WITHSCORES');
     const graph = await followGraph(db.client);
     const followers = new Map<string, number>();

@@ -1,13 +1,13 @@
 import { randomUUID } from 'node:crypto';
 import type { ClickHouseClient } from '@clickhouse/client';
 import { Redis } from 'ioredis';
-import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { keys } from '../../src/cache/keys.js';
 import { RedisCacheWriter, type Fence } from '../../src/cache/writer.js';
 import { renderBuffersSql } from '../../src/jobs/suggested-users-buffer.js';
 import { incrementalSuggestedUsers, SuggestedUsersJob } from '../../src/jobs/suggested-users.js';
 import type { RunFacts } from '../../src/runner/job.js';
+import { runFacts } from './run-facts.js';
 import { servicesEnv } from './env.js';
 import { scratchDatabase, type ScratchDatabase } from './scratch-database.js';
 
@@ -33,18 +33,6 @@ function mulberry32(seed: number): () => number {
     let t = Math.imul(a ^ (a >>> 15), 1 | a);
     t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-function facts(now: Date): RunFacts {
-  return {
-    jobId: 'suggested-users',
-    runId: randomUUID(),
-    scheduledAt: now,
-    startedAt: now,
-    signal: new AbortController().signal,
-    log: pino({ level: 'silent' }),
-    attempt: 1,
   };
 }
 
@@ -230,13 +218,13 @@ describe(`suggested-users incremental mode equals a full refresh (seed ${SEED})`
         await flush();
       }
       const at = new Date(now * 1000);
-      const result = await incremental.run(facts(at));
+      const result = await incremental.run(runFacts('suggested-users', at));
       const ctx = result.context ?? {};
       modes.push(String(ctx.mode));
       extendedTotal += Number(ctx.users_extended);
       recomputedTotal += Number(ctx.users_recomputed);
       updatedTotal += Number(ctx.users_updated ?? 0);
-      const reference = await full.run(facts(at));
+      const reference = await full.run(runFacts('suggested-users', at));
 
       // Every active user's key in the full refresh's prefix, compared with the incremental prefix.
       const active = await ch.query({
@@ -318,7 +306,7 @@ describe('suggested-users incremental mode: run context counts and full-refresh 
 
   async function run(j = job()): Promise<Record<string, unknown>> {
     clock += 60;
-    const result = await j.run(facts(new Date(clock * 1000)));
+    const result = await j.run(runFacts('suggested-users', new Date(clock * 1000)));
     return { items: result.items, ...result.context };
   }
 
@@ -520,8 +508,8 @@ describe('suggested-users incremental mode: a riser spared its recount', () => {
     let clock = NOW;
     const both = async (): Promise<string> => {
       clock += 60;
-      const result = await incremental.run(facts(new Date(clock * 1000)));
-      await full.run(facts(new Date(clock * 1000)));
+      const result = await incremental.run(runFacts('suggested-users', new Date(clock * 1000)));
+      await full.run(runFacts('suggested-users', new Date(clock * 1000)));
       expect(await candidates(prefix)).toEqual(await candidates(fullPrefix));
       return String(result.context?.mode);
     };
@@ -641,8 +629,8 @@ describe('suggested-users incremental mode: a vanished key and follows after the
     let clock = NOW;
     const step = async () => {
       clock += 60;
-      const { context } = await incremental.run(facts(new Date(clock * 1000)));
-      await full.run(facts(new Date(clock * 1000)));
+      const { context } = await incremental.run(runFacts('suggested-users', new Date(clock * 1000)));
+      await full.run(runFacts('suggested-users', new Date(clock * 1000)));
       expect(await value(prefix)).toBe(await value(fullPrefix));
       return { mode: context?.mode, users_key_missing: context?.users_key_missing };
     };
@@ -652,7 +640,7 @@ describe('suggested-users incremental mode: a vanished key and follows after the
     duringExtension = () => follow(2, 11, 'active', NOW - 30);
     // The vanished key is written in this run; the full refresh after it already sees 2 → 11.
     clock += 60;
-    const { context } = await incremental.run(facts(new Date(clock * 1000)));
+    const { context } = await incremental.run(runFacts('suggested-users', new Date(clock * 1000)));
     expect(context?.users_key_missing).toBe(1);
     await follow(2, 11, 'removed', NOW - 20);
     expect(await step()).toEqual({ mode: 'incremental', users_key_missing: 0 });
@@ -761,7 +749,7 @@ describe('suggested-users incremental mode beside a one-off full-mode run', () =
       let clock = NOW;
       const run = async (job: { run: (f: RunFacts) => Promise<{ context?: Record<string, unknown> }> }) => {
         clock += 60;
-        return (await job.run(facts(new Date(clock * 1000)))).context ?? {};
+        return (await job.run(runFacts('suggested-users', new Date(clock * 1000)))).context ?? {};
       };
       const oneOffWhileVFollowsX = async () => {
         await follow(v, x, 'active', NOW - 30);
@@ -783,7 +771,7 @@ describe('suggested-users incremental mode beside a one-off full-mode run', () =
       expect(hooks[hook ?? 'beforeExtend']).toBeUndefined();
       await follow(v, x, 'removed', NOW - 20);
       await sidecarRun();
-      await full.run(facts(new Date(clock * 1000)));
+      await full.run(runFacts('suggested-users', new Date(clock * 1000)));
       expect(await value(prefix)).toBe(await value(`${prefix}-full`));
       expect(await value(prefix)).toBe(
         `[{"user_id":"${w}","mutual_count":1,"reason":"1 mutual connection"}]`,

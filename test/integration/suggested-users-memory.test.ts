@@ -1,13 +1,12 @@
 import { randomUUID } from 'node:crypto';
 import { createClient, type ClickHouseClient } from '@clickhouse/client';
 import { Redis } from 'ioredis';
-import { pino } from 'pino';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { keys } from '../../src/cache/keys.js';
 import { RedisCacheWriter } from '../../src/cache/writer.js';
 import { seedDatabase } from '../../src/clickhouse/seed.js';
 import { incrementalSuggestedUsers, SuggestedUsersJob } from '../../src/jobs/suggested-users.js';
-import type { RunFacts } from '../../src/runner/job.js';
+import { runFacts } from './run-facts.js';
 import { servicesEnv } from './env.js';
 import { longRequests, scratchDatabase, type ScratchDatabase } from './scratch-database.js';
 
@@ -22,19 +21,6 @@ import { longRequests, scratchDatabase, type ScratchDatabase } from './scratch-d
  */
 const USERS = 20_000;
 const SETTINGS = { perUser: 20, activeDays: 30, maxFollowees: 50, batchSize: 1000, ttlSec: 600 };
-
-function facts(): RunFacts {
-  const now = new Date();
-  return {
-    jobId: 'suggested-users',
-    runId: randomUUID(),
-    scheduledAt: now,
-    startedAt: now,
-    signal: new AbortController().signal,
-    log: pino({ level: 'silent' }),
-    attempt: 1,
-  };
-}
 
 describe('suggested-users incremental mode under a ClickHouse memory limit', () => {
   let db: ScratchDatabase;
@@ -111,7 +97,7 @@ describe('suggested-users incremental mode under a ClickHouse memory limit', () 
       cache,
       keyPrefix: `${prefix}-full`,
       ...SETTINGS,
-    }).run(facts());
+    }).run(runFacts('suggested-users'));
     const ids = Array.from({ length: USERS }, (_, i) => String(i + 1));
     const got = await redis.mget(...ids.map((id) => keys.suggestedUsers(prefix, id)));
     const want = await redis.mget(...ids.map((id) => keys.suggestedUsers(`${prefix}-full`, id)));
@@ -130,10 +116,10 @@ describe('suggested-users incremental mode under a ClickHouse memory limit', () 
       replica: 'test',
       deltaShareUsers: USERS,
     });
-    const outcomes = [outcome((await job.run(facts())).context)];
+    const outcomes = [outcome((await job.run(runFacts('suggested-users'))).context)];
     for (let run = 0; run < 3 && outcomes.at(-1) !== 'incremental'; run++) {
       await churn();
-      outcomes.push(outcome((await job.run(facts())).context));
+      outcomes.push(outcome((await job.run(runFacts('suggested-users'))).context));
     }
     // 20 000 users at once do not fit; 10 000 may or may not; 5 000 do.
     expect(outcomes.slice(0, 2)).toEqual(['full:no_state', 'full:delta_out_of_memory']);
@@ -157,7 +143,7 @@ describe('suggested-users incremental mode under a ClickHouse memory limit', () 
     const runs: { outcome: string; deltaQueries: number }[] = [];
     for (let run = 0; run < 6; run++) {
       if (run > 0) await churn();
-      const f = facts();
+      const f = runFacts('suggested-users');
       const { context } = await job.run(f);
       runs.push({ outcome: outcome(context), deltaQueries: await deltaQueries(f.runId) });
     }

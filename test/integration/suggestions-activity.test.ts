@@ -3,12 +3,11 @@
 // `migrate --backfill`, and independent of batch size and parallelism.
 import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
-import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RedisCacheWriter } from '../../src/cache/writer.js';
 import { backfillRollups, migrate, USER_ACTIVITY } from '../../src/clickhouse/schema.js';
 import { SuggestedUsersJob } from '../../src/jobs/suggested-users.js';
-import type { RunFacts } from '../../src/runner/job.js';
+import { runFacts } from './run-facts.js';
 import { servicesEnv } from './env.js';
 import { scratchDatabase, type ScratchDatabase } from './scratch-database.js';
 
@@ -44,18 +43,6 @@ const EVENTS = [
 const ACTIVE = ['12', '13', '16'];
 const SUGGESTION = JSON.stringify([{ user_id: '2', mutual_count: 1, reason: '1 mutual connection' }]);
 
-function ctx(): RunFacts {
-  return {
-    jobId: 'suggested-users',
-    runId: randomUUID(),
-    scheduledAt: NOW,
-    startedAt: NOW,
-    signal: new AbortController().signal,
-    log: pino({ level: 'silent' }),
-    attempt: 1,
-  };
-}
-
 describe('suggested-users over the activity rollup', () => {
   let db: ScratchDatabase;
   let redis: Redis;
@@ -73,7 +60,7 @@ describe('suggested-users over the activity rollup', () => {
       parallelism,
       ttlSec: 600,
     });
-    await job.run(ctx());
+    await job.run(runFacts('suggested-users', NOW));
     const keys = await redis.keys(`${keyPrefix}:suggested_users:*`);
     for (const k of keys) expect(await redis.get(k), k).toBe(SUGGESTION);
     return keys.map((k) => k.slice(k.lastIndexOf(':') + 1)).sort();

@@ -1,13 +1,12 @@
 import { randomUUID } from 'node:crypto';
 import type { ClickHouseClient } from '@clickhouse/client';
 import { Redis } from 'ioredis';
-import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RedisCacheWriter, type RedisClient } from '../../src/cache/writer.js';
 import { seedDatabase } from '../../src/clickhouse/seed.js';
 import { FeedWarmerJob } from '../../src/jobs/feed-warmer.js';
 import { incrementalSuggestedUsers, SuggestedUsersJob } from '../../src/jobs/suggested-users.js';
-import type { RunFacts } from '../../src/runner/job.js';
+import { runFacts } from './run-facts.js';
 import { servicesEnv } from './env.js';
 import {
   activeUsers as activeUsersAt,
@@ -42,18 +41,6 @@ function mulberry32(seed: number): () => number {
     let t = Math.imul(a ^ (a >>> 15), 1 | a);
     t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-function ctxFor(jobId: string): RunFacts {
-  return {
-    jobId,
-    runId: randomUUID(),
-    scheduledAt: NOW,
-    startedAt: NOW,
-    signal: new AbortController().signal,
-    log: pino({ level: 'silent' }),
-    attempt: 1,
   };
 }
 
@@ -128,7 +115,7 @@ describe('suggested-users and feed-warmer on a seeded power-law graph', () => {
         batchSize: 3000, // several batches
         ttlSec: 600,
       });
-      const result = await job.run(ctxFor('suggested-users'));
+      const result = await job.run(runFacts('suggested-users', NOW));
       const active = await activeUsers();
       expect(active.size).toBeGreaterThan(5000);
       expect(result.items).toBe(active.size);
@@ -214,7 +201,7 @@ describe('suggested-users and feed-warmer on a seeded power-law graph', () => {
     }
     expect(cutMatters).toBeGreaterThan(100);
     for (const [mode, job] of Object.entries(modes)) {
-      await job.run(ctxFor('suggested-users'));
+      await job.run(runFacts('suggested-users', NOW));
       const keyPrefix = `${prefix}-cut-${mode === 'full' ? 'full' : 'incr'}`;
       for (const u of sample) {
         const raw = await redis.get(`${keyPrefix}:suggested_users:${u}`);
@@ -241,7 +228,7 @@ describe('suggested-users and feed-warmer on a seeded power-law graph', () => {
         decay: 0.95,
         ttlSec: 120,
       });
-      const result = await job.run(ctxFor('feed-warmer'));
+      const result = await job.run(runFacts('feed-warmer', NOW));
       expect(result.items).toBe(1000);
 
       // Independent: top users and feeds from raw tables, latest relationship row by argMax.
