@@ -40,17 +40,23 @@ export function runningMarker(generation: string): string {
  * A full-mode run's mark: sets the marker to `full:<generation>` (fenced like every write of the run).
  * Called before the run's first write and again after its last, whatever the outcome.
  */
-export async function markFullModeWrites(
+export function markFullModeWrites(
   cache: Pick<CacheWriter, 'write'>,
   keyPrefix: string,
   generation: string,
   signal: AbortSignal,
 ): Promise<void> {
-  await cache.write(
-    [{ key: generationMarkerKey(keyPrefix), value: `full:${generation}` }],
-    MARKER_TTL_SEC,
-    signal,
-  );
+  return setMarker(cache, keyPrefix, `full:${generation}`, signal);
+}
+
+/** Sets the marker outright to `value`, with its TTL. */
+async function setMarker(
+  cache: Pick<CacheWriter, 'write'>,
+  keyPrefix: string,
+  value: string,
+  signal: AbortSignal,
+): Promise<void> {
+  await cache.write([{ key: generationMarkerKey(keyPrefix), value }], MARKER_TTL_SEC, signal);
 }
 
 /**
@@ -72,7 +78,7 @@ export async function claimMarker(
     if (cache.compareAndSet === undefined) return false;
     return cache.compareAndSet(key, run.previous, value, MARKER_TTL_SEC, signal);
   }
-  await cache.write([{ key, value }], MARKER_TTL_SEC, signal);
+  await setMarker(cache, keyPrefix, value, signal);
   return true;
 }
 
@@ -90,7 +96,7 @@ export async function settleMarker(
 ): Promise<boolean> {
   const key = generationMarkerKey(keyPrefix);
   if (cache.compareAndSet === undefined) {
-    await cache.write([{ key, value: generation }], MARKER_TTL_SEC, signal);
+    await setMarker(cache, keyPrefix, generation, signal);
     return true;
   }
   return cache.compareAndSet(key, runningMarker(generation), generation, MARKER_TTL_SEC, signal);

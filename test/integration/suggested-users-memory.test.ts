@@ -61,6 +61,22 @@ describe('suggested-users incremental mode under a ClickHouse memory limit', () 
     return client;
   }
 
+  /** The incremental mode under `prefix` on a client limited to `bytes` (see limitedClient). */
+  function limitedJob(
+    prefix: string,
+    bytes: number,
+    settings: { batchSize?: number; fullEvery: number; deltaShareUsers: number },
+  ): ReturnType<typeof incrementalSuggestedUsers> {
+    return incrementalSuggestedUsers({
+      clickhouse: limitedClient(bytes),
+      cache: new RedisCacheWriter(redis),
+      keyPrefix: prefix,
+      ...SETTINGS,
+      ...settings,
+      replica: 'test',
+    });
+  }
+
   /** 2 000 follows removed (1 % of the graph): every run after it has a delta step to do. */
   async function churn(): Promise<void> {
     await db.client.command({
@@ -107,15 +123,7 @@ describe('suggested-users incremental mode under a ClickHouse memory limit', () 
 
   it('a share out of memory: that run is a full refresh, later runs take smaller shares and are incremental again', async () => {
     const prefix = `${base}-halves`;
-    const job = incrementalSuggestedUsers({
-      clickhouse: limitedClient(130_000_000),
-      cache: new RedisCacheWriter(redis),
-      keyPrefix: prefix,
-      ...SETTINGS,
-      fullEvery: 100,
-      replica: 'test',
-      deltaShareUsers: USERS,
-    });
+    const job = limitedJob(prefix, 130_000_000, { fullEvery: 100, deltaShareUsers: USERS });
     const outcomes = [outcome((await job.run(runFacts('suggested-users'))).context)];
     for (let run = 0; run < 3 && outcomes.at(-1) !== 'incremental'; run++) {
       await churn();
@@ -130,16 +138,7 @@ describe('suggested-users incremental mode under a ClickHouse memory limit', () 
 
   it('out of memory at the smallest share: full refreshes without trying the delta step for a cycle, then it tries again', async () => {
     const prefix = `${base}-floor`;
-    const job = incrementalSuggestedUsers({
-      clickhouse: limitedClient(50_000_000),
-      cache: new RedisCacheWriter(redis),
-      keyPrefix: prefix,
-      ...SETTINGS,
-      batchSize: 500,
-      fullEvery: 3,
-      replica: 'test',
-      deltaShareUsers: 1000,
-    });
+    const job = limitedJob(prefix, 50_000_000, { batchSize: 500, fullEvery: 3, deltaShareUsers: 1000 });
     const runs: { outcome: string; deltaQueries: number }[] = [];
     for (let run = 0; run < 6; run++) {
       if (run > 0) await churn();
