@@ -57,7 +57,7 @@ import {
  *    batches guarded by the marker (which must still hold this run's claim); a key that vanished is
  *    computed again. Full: the full refresh, which also stores every covered user's buffer;
  * 4. record a `finished` row with W, then hand the marker to this run's generation if it still holds
- *    the claim (another writer during the run leaves it naming nobody).
+ *    the claim (else this run sets it to name nobody: another writer claimed it meanwhile).
  * A failure anywhere leaves the `started` row last, so the next run is a full one.
  */
 
@@ -231,8 +231,8 @@ export class IncrementalSuggestedUsers {
       ctx.signal,
     );
     if (!(await settleMarker(o.cache, o.keyPrefix, generation, ctx.signal))) {
-      // Another writer (a one-off full-mode run, say) wrote suggestions during this run: its marker
-      // stays, and the next run is a full refresh.
+      // Another writer (a one-off run, say) claimed the marker during this run; settleMarker set it
+      // to name nobody, so the next run of either is a full refresh.
       ctx.log.warn(
         'suggested-users: another writer changed the cache marker during the run; next run is full',
       );

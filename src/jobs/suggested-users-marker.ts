@@ -13,14 +13,17 @@ import { MAX_STATE_AGE_SEC } from './suggested-users-state.js';
  * - `g`: the incremental-mode run g finished, and nobody wrote suggestions while it ran or since;
  * - `running:g`: the incremental-mode run g is writing (set before its first write);
  * - `full:g`: the full-mode run g (a sidecar with SUGGESTED_USERS_MODE=full, or a one-off `once`
- *   beside an incremental sidecar) is writing or wrote values no state describes.
+ *   beside an incremental sidecar) is writing or wrote values no state describes, or the
+ *   incremental-mode run g lost its claim while it wrote.
  *
  * The hand-over: an incremental run claims the marker at its start, from the previous run's `g` to
  * `running:g'` by compare-and-set (a full run in that mode sets it outright), extends keys only while it
- * still reads `running:g'`, and at its end sets `g'` only if it still reads `running:g'`. A full-mode
- * run sets `full:g` before its first write and again after its last. So whichever way another writer's
- * writes overlap an incremental run, the marker ends naming nobody, and the next run is a full refresh
- * (`full_reason` `cache_generation_mismatch`).
+ * still reads `running:g'`, and at its end sets `g'` only if it still reads `running:g'`; if it does
+ * not (another writer claimed it meanwhile, perhaps already handed it to its own run), it sets
+ * `full:g'`, because its own writes may have landed after that writer's. A full-mode run sets `full:g`
+ * before its first write and again after its last. So whichever way another writer's writes overlap
+ * an incremental-mode run (or two incremental-mode processes' runs overlap), the marker ends naming
+ * nobody, and the next run is a full refresh (`full_reason` `cache_generation_mismatch`).
  */
 
 /** The marker's key. */
@@ -84,9 +87,11 @@ export async function claimMarker(
 
 /**
  * An incremental-mode run's last step: the marker names `generation` if it still reads
- * `running:<generation>`. Resolves to false when another writer changed it during the run; it is then
- * left as that writer left it, and the next run is a full refresh. A writer without compareAndSet
- * (every run of it is a full refresh) sets the marker outright.
+ * `running:<generation>`. Resolves to false when another writer changed it during the run: the marker
+ * is then set to `full:<generation>`, so the next run of any process is a full refresh. (Left as the
+ * other writer left it, it could name that writer's finished run, whose next run would then extend
+ * the values this run wrote after that writer's claim as if its own state described them.) A writer
+ * without compareAndSet (every run of it is a full refresh) sets the marker outright.
  */
 export async function settleMarker(
   cache: Pick<CacheWriter, 'write' | 'compareAndSet'>,
@@ -99,5 +104,9 @@ export async function settleMarker(
     await setMarker(cache, keyPrefix, generation, signal);
     return true;
   }
-  return cache.compareAndSet(key, runningMarker(generation), generation, MARKER_TTL_SEC, signal);
+  if (await cache.compareAndSet(key, runningMarker(generation), generation, MARKER_TTL_SEC, signal)) {
+    return true;
+  }
+  await setMarker(cache, keyPrefix, `full:${generation}`, signal);
+  return false;
 }

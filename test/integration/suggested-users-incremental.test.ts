@@ -780,3 +780,88 @@ describe('suggested-users incremental mode beside a one-off full-mode run', () =
     }, 60_000);
   }
 });
+
+/**
+ * Two incremental-mode processes at once: the sidecar and a one-off `cache-refresher once
+ * suggested-users` with SUGGESTED_USERS_MODE=incremental (another replica, so a full refresh that
+ * stores buffers and hands the marker over like the sidecar's runs). User u follows v, who follows w.
+ * The one-off reads the graph while v also follows x; before it writes u's value, v unfollows x and the
+ * sidecar runs a whole refresh. The one-off's late value for u must not be extended by the sidecar's
+ * next run as if the sidecar's state described it.
+ */
+describe('suggested-users incremental mode beside a one-off incremental-mode run', () => {
+  const base = `test-incr-twoproc-${randomUUID()}`;
+  const NOW = Math.floor(Date.now() / 1000) - 600;
+  const services = scratchServices('test_incr_twoproc', base);
+  const fence: Fence = { key: `${base}:leader`, token: () => '1:test', lost: () => undefined };
+
+  const follow = (f: number, e: number, status: string, at: number) =>
+    services.ch.insert({
+      table: 'user_relationships',
+      values: [{ follower_id: f, followee_id: e, status, updated_at: at }],
+      format: 'JSONEachRow',
+    });
+
+  it('a run that lost the marker during its writes leaves it naming nobody', async () => {
+    const { ch, redis } = services;
+    const [u, v, w, x] = [1, 2, 10, 11];
+    const prefix = `${base}-${u}`;
+    await follow(u, v, 'active', NOW - 86_400);
+    await follow(v, w, 'active', NOW - 86_400);
+    await viewPost(ch, [u, v], NOW - 60);
+    const writer = new RedisCacheWriter(redis, fence);
+    const { incremental: sidecar, full } = bothModes(ch, writer, prefix);
+    // The one-off: its own writer (unfenced, as `once` runs), which holds back u's value until
+    // `beforeValue` has run.
+    const oneOffWriter = new RedisCacheWriter(redis);
+    const uKey = keys.suggestedUsers(prefix, String(u));
+    let beforeValue: (() => Promise<void>) | undefined;
+    const write = oneOffWriter.write.bind(oneOffWriter);
+    oneOffWriter.write = async (entries, ttlSec, signal) => {
+      const act = entries.some((e) => e.key === uKey) ? beforeValue : undefined;
+      if (act !== undefined) {
+        beforeValue = undefined;
+        await act();
+      }
+      return write(entries, ttlSec, signal);
+    };
+    const oneOff = incrementalSuggestedUsers({
+      clickhouse: ch,
+      cache: oneOffWriter,
+      keyPrefix: prefix,
+      ...SETTINGS,
+      fullEvery: 1000,
+      replica: 'one-off',
+    });
+    let clock = NOW;
+    const modes: string[] = [];
+    const run = async (job: { run: (f: RunFacts) => Promise<{ context?: Record<string, unknown> }> }) => {
+      clock += 60;
+      const context = (await job.run(runFacts('suggested-users', new Date(clock * 1000)))).context ?? {};
+      return context.mode === 'full' ? `full:${String(context.full_reason)}` : String(context.mode);
+    };
+
+    modes.push(await run(sidecar));
+    await follow(v, x, 'active', NOW - 30);
+    beforeValue = async () => {
+      await follow(v, x, 'removed', NOW - 20);
+      modes.push(await run(sidecar));
+    };
+    const oneOffMode = await run(oneOff);
+    expect(beforeValue).toBeUndefined();
+    // The one-off's value for u came from the graph it read, with x.
+    expect(await redis.get(uKey)).toContain(`"user_id":"${x}"`);
+    modes.push(await run(sidecar));
+    await full.run(runFacts('suggested-users', new Date(clock * 1000)));
+    expect(await redis.get(uKey)).toBe(await redis.get(keys.suggestedUsers(`${prefix}-full`, String(u))));
+    expect(await redis.get(uKey)).toBe(
+      `[{"user_id":"${w}","mutual_count":1,"reason":"1 mutual connection"}]`,
+    );
+    expect(oneOffMode).toBe('full:replica_changed');
+    expect(modes).toEqual([
+      'full:no_state',
+      'full:previous_run_unfinished',
+      'full:cache_generation_mismatch',
+    ]);
+  }, 60_000);
+});
