@@ -59,6 +59,10 @@ interface Measured {
   rowsRead: number;
   /** ClickHouse CPU (user + system) of the run's queries, seconds: the work, whatever the load. */
   clickhouseCpuSec: number;
+  /** The largest ClickHouse memory of one of the run's queries, MiB. */
+  peakMemoryMiB: number;
+  /** ClickHouse memory of the incremental run's plan query (RENDER_PLAN_SQL), MiB; 0 for a full run. */
+  planMemoryMiB: number;
   context: Record<string, unknown>;
 }
 
@@ -70,12 +74,16 @@ export interface ChurnLevelResult {
     seconds: Spread;
     rowsRead: Spread;
     clickhouseCpuSec: Spread;
+    /** Largest ClickHouse memory of one query of the run (the delta step's), MiB. */
+    peakMemoryMiB: Spread;
+    /** ClickHouse memory of the plan query, MiB. */
+    planMemoryMiB: Spread;
     usersRecomputed: number[];
     /** Users updated from their ranking buffers (the delta step), value written. */
     usersUpdated: number[];
     usersExtended: number[];
   };
-  full: { seconds: Spread; rowsRead: Spread; clickhouseCpuSec: Spread };
+  full: { seconds: Spread; rowsRead: Spread; clickhouseCpuSec: Spread; peakMemoryMiB: Spread };
   /** Full / incremental, per repetition. */
   timeRatio: Spread;
   rowsRatio: Spread;
@@ -160,23 +168,34 @@ async function changeFollows(
   return 2 * half;
 }
 
-/** Rows read and ClickHouse CPU seconds of the queries logged with `comment`. */
+/**
+ * Rows read, ClickHouse CPU seconds and memory (the largest of one query, and the plan query's) of the
+ * queries logged with `comment`.
+ */
 async function queryCosts(
   ch: ClickHouseClient,
   comment: string,
-): Promise<{ rowsRead: number; clickhouseCpuSec: number }> {
+): Promise<{ rowsRead: number; clickhouseCpuSec: number; peakMemoryMiB: number; planMemoryMiB: number }> {
   await ch.command({ query: 'SYSTEM FLUSH LOGS' });
   const [row] = await (
     await ch.query({
       query: `SELECT sum(read_rows) AS rows,
-          sum(ProfileEvents['UserTimeMicroseconds'] + ProfileEvents['SystemTimeMicroseconds']) / 1e6 AS cpu
+          sum(ProfileEvents['UserTimeMicroseconds'] + ProfileEvents['SystemTimeMicroseconds']) / 1e6 AS cpu,
+          max(memory_usage) / 1048576 AS peak,
+          -- The job's query ids end in their label (suggested-users-incremental.ts #queryId).
+          maxIf(memory_usage, endsWith(query_id, ':plan')) / 1048576 AS plan
         FROM system.query_log
         WHERE log_comment = {comment:String} AND type = 'QueryFinish' AND event_date >= yesterday()`,
       query_params: { comment },
       format: 'JSONEachRow',
     })
-  ).json<{ rows: string; cpu: number }>();
-  return { rowsRead: Number(row?.rows ?? 0), clickhouseCpuSec: round(row?.cpu ?? 0) };
+  ).json<{ rows: string; cpu: number; peak: number; plan: number }>();
+  return {
+    rowsRead: Number(row?.rows ?? 0),
+    clickhouseCpuSec: round(row?.cpu ?? 0),
+    peakMemoryMiB: round(row?.peak ?? 0),
+    planMemoryMiB: round(row?.plan ?? 0),
+  };
 }
 
 /** Every active user's value under `a` against `b`, key by key (a missing key is a difference). */
@@ -296,6 +315,8 @@ export async function benchIncremental(input: IncrementalBenchInput): Promise<In
           seconds: spread(inc.map((m) => round(m.seconds))),
           rowsRead: spread(inc.map((m) => m.rowsRead)),
           clickhouseCpuSec: spread(inc.map((m) => m.clickhouseCpuSec)),
+          peakMemoryMiB: spread(inc.map((m) => m.peakMemoryMiB)),
+          planMemoryMiB: spread(inc.map((m) => m.planMemoryMiB)),
           usersRecomputed: inc.map((m) => Number(m.context.users_recomputed)),
           usersUpdated: inc.map((m) => Number(m.context.users_updated)),
           usersExtended: inc.map((m) => Number(m.context.users_extended)),
@@ -304,6 +325,7 @@ export async function benchIncremental(input: IncrementalBenchInput): Promise<In
           seconds: spread(ref.map((m) => round(m.seconds))),
           rowsRead: spread(ref.map((m) => m.rowsRead)),
           clickhouseCpuSec: spread(ref.map((m) => m.clickhouseCpuSec)),
+          peakMemoryMiB: spread(ref.map((m) => m.peakMemoryMiB)),
         },
         timeRatio: spread(ratios((m) => m.seconds)),
         rowsRatio: spread(ratios((m) => m.rowsRead)),
@@ -394,6 +416,16 @@ export function incrementalReport(r: IncrementalBenchResult): {
       `${fmt(l.incremental.clickhouseCpuSec.median)} (${fmt(l.incremental.clickhouseCpuSec.min)}–${fmt(l.incremental.clickhouseCpuSec.max)})`,
       `full: ${fmt(l.full.clickhouseCpuSec.median)} (${fmt(l.full.clickhouseCpuSec.min)}–${fmt(l.full.clickhouseCpuSec.max)})`,
       `${x(l.clickhouseCpuRatio)} less CPU`,
+      '',
+      '',
+    ]);
+    const mib = (v: Spread): string => `${fmt(v.median)} (${fmt(v.min)}–${fmt(v.max)}) MiB`;
+    rows.push([
+      '7',
+      'the same, ClickHouse memory: largest query of the run (the delta step) / the plan query',
+      `${mib(l.incremental.peakMemoryMiB)} / ${mib(l.incremental.planMemoryMiB)}`,
+      `full: largest query ${mib(l.full.peakMemoryMiB)}`,
+      '',
       '',
       '',
     ]);

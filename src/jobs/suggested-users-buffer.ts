@@ -328,12 +328,19 @@ export const RECOMPUTE_COUNT_SQL = `SELECT count() AS n FROM (${RECOMPUTE_USERS_
  * disjoint and never retried within the run; vanished keys are computed again only after it), and
  * FINAL here would merge every version of every covered user's buffer (measured at 100 000 users:
  * 0.12 CPU-seconds and 125 000 rows more per run). A retry added to either would need it.
+ *
+ * RIGHT JOIN: ClickHouse builds its hash table from the right side, here the covered users' ids
+ * (a few bytes each), and streams this run's buffer rows past it; with the buffers on the right, the
+ * table held every changed user's whole buffer (measured at 100 000 users, 57 000 changed: 314 MiB
+ * of ClickHouse memory and 358 ms, against 72 MiB and 135 ms, output discarded in ClickHouse). Every
+ * covered user still gets exactly one row: a covered user without a buffer row of this version comes
+ * from the right side with `changed` 0 (join_use_nulls = 0).
  */
 export const RENDER_PLAN_SQL = `
 SELECT toString(c.user_id), b.changed, if(b.changed != 0, ${renderValueSql('arraySlice(b.top, 1, {per_user:UInt32})')}, '')
-FROM (${coveredUsersSql('generation')}) AS c
-LEFT JOIN (
+FROM (
   SELECT user_id, changed, top FROM ${BUFFER}
   WHERE key_prefix = {prefix:String} AND version = {version:UInt64}
-) AS b ON b.user_id = c.user_id
+) AS b
+RIGHT JOIN (${coveredUsersSql('generation')}) AS c ON b.user_id = c.user_id
 SETTINGS join_use_nulls = 0`;
