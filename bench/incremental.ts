@@ -91,6 +91,14 @@ export interface ChurnLevelResult {
   clickhouseCpuRatio: Spread;
   /** Active users' values compared key by key with the full refresh's, and how many were equal. */
   agreement: { compared: number; identical: number };
+  /**
+   * The Redis part alone, per repetition, seconds: the run's written values written again and every
+   * other active user's TTL extended, through the same fenced writer in the job's chunks, with no
+   * ClickHouse work. Any design that refreshes from this process does at least this.
+   */
+  redisFloorSeconds: Spread;
+  /** Full refresh / Redis floor, per repetition: the largest time ratio any such design could reach. */
+  timeRatioLimit: Spread;
 }
 
 export interface IncrementalBenchResult {
@@ -198,14 +206,8 @@ async function queryCosts(
   };
 }
 
-/** Every active user's value under `a` against `b`, key by key (a missing key is a difference). */
-async function compareAll(
-  ch: ClickHouseClient,
-  redis: Redis,
-  nowSec: number,
-  a: string,
-  b: string,
-): Promise<{ compared: number; identical: number }> {
+/** The ids of the window's active users (decimal strings), as the jobs count them. */
+async function activeUserIds(ch: ClickHouseClient, nowSec: number): Promise<string[]> {
   const users = await (
     await ch.query({
       query: `SELECT DISTINCT toString(user_id) AS u FROM post_events
@@ -215,14 +217,64 @@ async function compareAll(
       format: 'JSONEachRow',
     })
   ).json<{ u: string }>();
+  return users.map((r) => r.u);
+}
+
+/** Every active user's value under `a` against `b`, key by key (a missing key is a difference). */
+async function compareAll(
+  ch: ClickHouseClient,
+  redis: Redis,
+  nowSec: number,
+  a: string,
+  b: string,
+): Promise<{ compared: number; identical: number }> {
+  const users = await activeUserIds(ch, nowSec);
   let identical = 0;
   for (let k = 0; k < users.length; k += 5000) {
-    const ids = users.slice(k, k + 5000).map((r) => r.u);
+    const ids = users.slice(k, k + 5000);
     const va = await redis.mget(ids.map((u) => keys.suggestedUsers(a, u)));
     const vb = await redis.mget(ids.map((u) => keys.suggestedUsers(b, u)));
     identical += ids.filter((_, j) => va[j] !== null && va[j] === vb[j]).length;
   }
   return { compared: users.length, identical };
+}
+
+/** The job's Redis chunks (suggested-users-incremental.ts WRITE_CHUNK and EXTEND_CHUNK). */
+const FLOOR_WRITE_CHUNK = 2000;
+const FLOOR_EXTEND_CHUNK = 4000;
+
+/**
+ * The Redis floor of an incremental run (see ChurnLevelResult.redisFloorSeconds): the first `written`
+ * of `ids` get their current value under `prefix` written again (read first, untimed), the rest get
+ * their TTL extended under a guard, one call at a time. Resolves to the seconds it took.
+ */
+async function redisFloor(
+  redis: Redis,
+  writer: RedisCacheWriter,
+  prefix: string,
+  ids: readonly string[],
+  written: number,
+): Promise<number> {
+  const signal = new AbortController().signal;
+  const key = (u: string): string => keys.suggestedUsers(prefix, u);
+  const entries: { key: string; value: string }[] = [];
+  for (let k = 0; k < written; k += 5000) {
+    const batch = ids.slice(k, Math.min(written, k + 5000));
+    const values = await redis.mget(batch.map(key));
+    batch.forEach((u, j) => entries.push({ key: key(u), value: values[j] ?? '[]' }));
+  }
+  const guard = { key: `${prefix}:bench-floor-guard`, value: 'floor' };
+  await redis.set(guard.key, guard.value, 'EX', 600);
+  const started = performance.now();
+  for (let k = 0; k < entries.length; k += FLOOR_WRITE_CHUNK) {
+    await writer.write(entries.slice(k, k + FLOOR_WRITE_CHUNK), 3600, signal);
+  }
+  for (let k = written; k < ids.length; k += FLOOR_EXTEND_CHUNK) {
+    await writer.extendTtl(ids.slice(k, k + FLOOR_EXTEND_CHUNK).map(key), 3600, signal, guard);
+  }
+  const seconds = (performance.now() - started) / 1000;
+  await redis.del(guard.key);
+  return seconds;
 }
 
 export async function benchIncremental(input: IncrementalBenchInput): Promise<IncrementalBenchResult> {
@@ -286,6 +338,7 @@ export async function benchIncremental(input: IncrementalBenchInput): Promise<In
       const changedPerRep: number[] = [];
       let compared = 0;
       let identical = 0;
+      const floors: number[] = [];
       for (let rep = 0; rep < level.reps; rep++) {
         const changed = await changeFollows(admin, level.churn, `${tag}-${salt++}`, nowSec);
         changedPerRep.push(changed);
@@ -305,6 +358,9 @@ export async function benchIncremental(input: IncrementalBenchInput): Promise<In
         const agreed = await compareAll(admin, input.redis, nowSec, incPrefix, fullPrefix);
         compared += agreed.compared;
         identical += agreed.identical;
+        const written = Number(i.context.users_updated) + Number(i.context.users_recomputed);
+        const ids = await activeUserIds(admin, nowSec);
+        floors.push(await redisFloor(input.redis, writer, incPrefix, ids, written));
       }
       const ratios = (pick: (m: Measured) => number): number[] =>
         inc.map((m, j) => round(pick(ref[j] as Measured) / Math.max(pick(m), 1e-9)));
@@ -331,6 +387,8 @@ export async function benchIncremental(input: IncrementalBenchInput): Promise<In
         rowsRatio: spread(ratios((m) => m.rowsRead)),
         clickhouseCpuRatio: spread(ratios((m) => m.clickhouseCpuSec)),
         agreement: { compared, identical },
+        redisFloorSeconds: spread(floors.map((f) => round(f))),
+        timeRatioLimit: spread(ref.map((m, j) => round(m.seconds / Math.max(floors[j] ?? 0, 1e-9)))),
       });
     }
     return {
@@ -416,6 +474,15 @@ export function incrementalReport(r: IncrementalBenchResult): {
       `${fmt(l.incremental.clickhouseCpuSec.median)} (${fmt(l.incremental.clickhouseCpuSec.min)}–${fmt(l.incremental.clickhouseCpuSec.max)})`,
       `full: ${fmt(l.full.clickhouseCpuSec.median)} (${fmt(l.full.clickhouseCpuSec.min)}–${fmt(l.full.clickhouseCpuSec.max)})`,
       `${x(l.clickhouseCpuRatio)} less CPU`,
+      '',
+      '',
+    ]);
+    rows.push([
+      '7',
+      'the same, the Redis part alone (values written again, TTLs extended, no ClickHouse work)',
+      `${fmt(l.redisFloorSeconds.median)} s (${fmt(l.redisFloorSeconds.min)}–${fmt(l.redisFloorSeconds.max)})`,
+      `full: ${fmt(l.full.seconds.median)} s`,
+      `${x(l.timeRatioLimit)}: the most any design writing from this process could reach`,
       '',
       '',
     ]);
