@@ -1,6 +1,8 @@
 import { execFileSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
+import { rm } from 'node:fs/promises';
 import type { ClickHouseClient } from '@clickhouse/client';
+import { Redis } from 'ioredis';
 import type { Kafka } from 'kafkajs';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { seedDatabase } from '../../src/clickhouse/seed.js';
@@ -8,6 +10,7 @@ import { RunnerProcess } from '../fixtures/child.js';
 import { servicesEnv } from './env.js';
 import { scratchDatabase, type ScratchDatabase } from './scratch-database.js';
 import { createTopic, testKafka, TopicReader } from './kafka-helpers.js';
+import { deleteMatching } from './topologies.js';
 
 /**
  * What the runner does on a dependency's worst day, injected with scripts/services.sh and signals:
@@ -25,6 +28,9 @@ describe('fault injection against a running runner', () => {
   let ch: ClickHouseClient;
   let kafka: Kafka;
   let runner: RunnerProcess | undefined;
+  // What the runners leave behind (a seeded suggestions run writes 20 000 keys), removed in afterAll.
+  const keyPrefixes: string[] = [];
+  const spoolDirs: string[] = [];
 
   beforeAll(async () => {
     db = await scratchDatabase('test_faults');
@@ -43,10 +49,24 @@ describe('fault injection against a running runner', () => {
 
   afterAll(async () => {
     await db.drop();
+    const redis = new Redis(servicesEnv().redisUrl);
+    try {
+      for (const prefix of keyPrefixes) {
+        await deleteMatching(redis, `${prefix}:*`);
+        await deleteMatching(redis, `{${prefix}*`);
+      }
+    } finally {
+      redis.disconnect();
+    }
+    for (const dir of spoolDirs) await rm(dir, { recursive: true, force: true });
   });
 
   function startRunner(topic: string, env: Record<string, string>): RunnerProcess {
     const s = servicesEnv();
+    const prefix = `test-faults-${randomUUID()}`;
+    const spoolDir = `/tmp/cache-refresher-test-${randomUUID()}`;
+    keyPrefixes.push(prefix);
+    spoolDirs.push(spoolDir);
     return new RunnerProcess(
       {
         REDIS_URL: s.redisUrl,
@@ -54,8 +74,8 @@ describe('fault injection against a running runner', () => {
         CLICKHOUSE_DATABASE: db.name,
         KAFKA_BROKERS: s.kafkaBrokers.join(','),
         DLQ_TOPIC: topic,
-        DLQ_SPOOL_DIR: `/tmp/cache-refresher-test-${randomUUID()}`,
-        CACHE_KEY_PREFIX: `test-faults-${randomUUID()}`,
+        DLQ_SPOOL_DIR: spoolDir,
+        CACHE_KEY_PREFIX: prefix,
         HTTP_PORT: '0',
         ADMIN_TOKEN: TOKEN,
         FIXTURE_KEEP_BUILTINS: '1',
