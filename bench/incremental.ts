@@ -1,4 +1,4 @@
-import { randomBytes, randomUUID } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -13,8 +13,9 @@ import { migrate } from '../src/clickhouse/schema.js';
 import { SUGGESTED_USERS_BATCH_DEFAULTS } from '../src/config.js';
 import { seedDatabase } from '../src/clickhouse/seed.js';
 import { incrementalSuggestedUsers, SuggestedUsersJob } from '../src/jobs/suggested-users.js';
-import type { RunFacts, RunResult } from '../src/runner/job.js';
+import type { RunResult } from '../src/runner/job.js';
 import { fmt, round, spread, type Spread } from './stats.js';
+import { runFacts } from '../test/integration/run-facts.js';
 
 /**
  * suggested-users' incremental mode against its full refresh, on the same data in the same run:
@@ -114,18 +115,6 @@ export interface IncrementalBenchResult {
   levels: ChurnLevelResult[];
 }
 
-function facts(now: Date): RunFacts {
-  return {
-    jobId: 'suggested-users',
-    runId: randomUUID(),
-    scheduledAt: now,
-    startedAt: now,
-    signal: new AbortController().signal,
-    log: silent,
-    attempt: 1,
-  };
-}
-
 function client(url: string, database: string, comment?: string): ClickHouseClient {
   return createClient({
     url,
@@ -220,15 +209,13 @@ async function activeUserIds(ch: ClickHouseClient, nowSec: number): Promise<stri
   return users.map((r) => r.u);
 }
 
-/** Every active user's value under `a` against `b`, key by key (a missing key is a difference). */
+/** The value of each of `users` under `a` against `b`, key by key (a missing key is a difference). */
 async function compareAll(
-  ch: ClickHouseClient,
   redis: Redis,
-  nowSec: number,
+  users: readonly string[],
   a: string,
   b: string,
 ): Promise<{ compared: number; identical: number }> {
-  const users = await activeUserIds(ch, nowSec);
   let identical = 0;
   for (let k = 0; k < users.length; k += 5000) {
     const ids = users.slice(k, k + 5000);
@@ -310,7 +297,7 @@ export async function benchIncremental(input: IncrementalBenchInput): Promise<In
       ttlSec: 3600,
       fullEvery: 1000,
       replica,
-    }).run(facts(input.now));
+    }).run(runFacts('suggested-users', input.now));
   const full = (ch: ClickHouseClient) =>
     new SuggestedUsersJob({
       clickhouse: ch,
@@ -318,7 +305,7 @@ export async function benchIncremental(input: IncrementalBenchInput): Promise<In
       keyPrefix: fullPrefix,
       ...SETTINGS,
       ttlSec: 3600,
-    }).run(facts(input.now));
+    }).run(runFacts('suggested-users', input.now));
 
   try {
     note(`incremental: initial full run (no state yet)`);
@@ -330,6 +317,8 @@ export async function benchIncremental(input: IncrementalBenchInput): Promise<In
     const same = await measure(incremental);
     const sameFull = await measure(full);
 
+    // The window's active users: the data's events and `now` stay as they are through every level.
+    const activeIds = await activeUserIds(admin, nowSec);
     const levels: ChurnLevelResult[] = [];
     let salt = 0;
     for (const level of input.levels) {
@@ -355,12 +344,11 @@ export async function benchIncremental(input: IncrementalBenchInput): Promise<In
             `${String(i.context.users_extended)} extended; full ${fmt(f.seconds)} s, ${f.rowsRead} rows, ` +
             `${fmt(f.clickhouseCpuSec)} ClickHouse CPU-s`,
         );
-        const agreed = await compareAll(admin, input.redis, nowSec, incPrefix, fullPrefix);
+        const agreed = await compareAll(input.redis, activeIds, incPrefix, fullPrefix);
         compared += agreed.compared;
         identical += agreed.identical;
         const written = Number(i.context.users_updated) + Number(i.context.users_recomputed);
-        const ids = await activeUserIds(admin, nowSec);
-        floors.push(await redisFloor(input.redis, writer, incPrefix, ids, written));
+        floors.push(await redisFloor(input.redis, writer, incPrefix, activeIds, written));
       }
       const ratios = (pick: (m: Measured) => number): number[] =>
         inc.map((m, j) => round(pick(ref[j] as Measured) / Math.max(pick(m), 1e-9)));

@@ -1,5 +1,5 @@
 import { execFileSync, spawn } from 'node:child_process';
-import { randomBytes, randomUUID } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { createConnection } from 'node:net';
 import os, { availableParallelism, cpus } from 'node:os';
@@ -20,7 +20,7 @@ import { FeedWarmerJob } from '../src/jobs/feed-warmer.js';
 import { SuggestedUsersJob } from '../src/jobs/suggested-users.js';
 import { planWindow, TrendingJob, TRENDING_WINDOWS, type TrendingWindow } from '../src/jobs/trending.js';
 import { createSystemClock } from '../src/runner/clock.js';
-import type { RunnerJob, RunFacts } from '../src/runner/job.js';
+import type { RunnerJob } from '../src/runner/job.js';
 import { Runner, type FreshnessStore } from '../src/runner/runner.js';
 import {
   feedBaseline,
@@ -35,6 +35,7 @@ import { benchTrendingExact, trendingExactRows, trendingExactTargets } from './t
 import { benchMillion } from './suggestions.js';
 import { benchIncremental, incrementalLevels, incrementalReport } from './incremental.js';
 import { benchFencedWrites } from './writes.js';
+import { runFacts } from '../test/integration/run-facts.js';
 
 /**
  * `npm run bench [-- --quick | --users N --events N --reps N --keep --with-1m]`
@@ -136,18 +137,6 @@ function servicesEnv(): { redisUrl: string; clickhouseUrl: string } {
   return { redisUrl, clickhouseUrl };
 }
 
-function runContext(jobId: string, now: Date): RunFacts {
-  return {
-    jobId,
-    runId: randomUUID(),
-    scheduledAt: now,
-    startedAt: now,
-    signal: new AbortController().signal,
-    log: silent,
-    attempt: 1,
-  };
-}
-
 async function timed<T>(fn: () => Promise<T>): Promise<{ value: T; ms: number }> {
   const started = performance.now();
   const value = await fn();
@@ -246,7 +235,7 @@ async function jobVersusBaseline(job: RunnerJob, env: Env, baseline: () => Promi
   let jobUsers = 0;
   let lastBaseline = new Map<string, string>();
   for (let rep = 0; rep < scale.reps; rep++) {
-    const run = await timed(() => job.run(runContext(job.id, env.now)));
+    const run = await timed(() => job.run(runFacts(job.id, env.now)));
     jobUsers = run.value.items;
     jobRate.push(jobUsers / (run.ms / 1000));
     jobSeconds.push(run.ms / 1000);
@@ -466,7 +455,7 @@ async function benchTrending(env: Env) {
     let rawRows = 0;
     let rawTop: { pid: string; score: number }[] = [];
     for (let rep = 0; rep < scale.reps; rep++) {
-      const run = await timed(() => job.run(runContext(job.id, env.now)));
+      const run = await timed(() => job.run(runFacts(job.id, env.now)));
       jobMs.push(run.ms);
       jobRows = Number(run.value.context?.rows_read ?? 0);
       const raw = await timed(async () => {

@@ -1,12 +1,12 @@
 import type { ClickHouseClient } from '@clickhouse/client';
 import type { Redis } from 'ioredis';
-import { pino } from 'pino';
 import { keys } from '../src/cache/keys.js';
 import type { CacheWriter } from '../src/cache/writer.js';
 import { TrendingJob, TRENDING_WINDOWS, type TrendingWindow } from '../src/jobs/trending.js';
 import { planTrending, trendingLevels, type TrendingPlan } from '../src/jobs/trending-plan.js';
 import { TRENDING_RAW_SQL } from './baselines.js';
 import { spread, type Spread } from './stats.js';
+import { runFacts } from '../test/integration/run-facts.js';
 
 /**
  * Trending, exact over coarse buckets (issue 16 point 3): for each window, the real `TrendingJob`
@@ -84,18 +84,6 @@ async function timedMs<T>(fn: () => Promise<T>): Promise<{ value: T; ms: number 
   const started = performance.now();
   const value = await fn();
   return { value, ms: performance.now() - started };
-}
-
-function runFacts(jobId: string, now: Date) {
-  return {
-    jobId,
-    runId: `bench-${Math.random().toString(36).slice(2)}`,
-    scheduledAt: now,
-    startedAt: now,
-    signal: new AbortController().signal,
-    log: pino({ level: 'silent' }),
-    attempt: 1,
-  };
 }
 
 async function planRows(ch: ClickHouseClient, plan: TrendingPlan): Promise<number> {
