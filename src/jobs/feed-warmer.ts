@@ -13,7 +13,7 @@ import {
 import { JOB_DEFAULTS, type Config } from '../config.js';
 import type { RunFacts, RunResult } from '../runner/job.js';
 import { defineJob, type RefreshJob } from './define.js';
-import { planWindow, windowPlanParams } from './trending.js';
+import { planWindow, windowPlanParams } from './window-plan.js';
 import { streamUserValues } from './user-values.js';
 
 /**

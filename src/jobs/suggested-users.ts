@@ -21,7 +21,7 @@ import type {
   UserSubset,
 } from './suggested-users-types.js';
 import { ACTIVE_RANGE_USERS_SQL, suggestionsSql } from './suggestions-sql.js';
-import { planWindow, windowPlanParams } from './trending.js';
+import { planWindow, windowPlanParams } from './window-plan.js';
 import { streamUserValues } from './user-values.js';
 
 export type { SubsetWritten, SuggestedUsersOptions, UserSubset } from './suggested-users-types.js';
@@ -62,8 +62,9 @@ FROM (SELECT DISTINCT user_id FROM ${USER_ACTIVITY.table} WHERE ${ACTIVE_IN_WIND
  * (both hops may reach any of them). Events are counted from the hour rollup for whole hours and from
  * raw rows at the window's edges (BAD_EVENTS_IN_WINDOW_SQL, as feed-warmer counts them): measured on
  * the bench's 100 000-user data, this count read 12.2 M of a full refresh's 33 M rows with a raw scan
- * of the window's events, and reads 3.9 M (relationship rows included) this way. Relationship rows are counted as stored, without FINAL: a bad row is bad whichever row of its
- * pair is the latest, and the count stays a cheap scan.
+ * of the window's events, and reads 3.9 M (relationship rows included) this way. Relationship rows
+ * are counted as stored, without FINAL: a bad row is bad whichever row of its pair is the latest, and
+ * the count stays a cheap scan.
  */
 export const SKIPPED_ROWS_SQL = `
 SELECT
@@ -170,9 +171,9 @@ export class SuggestedUsersJob {
     writeBatch: BatchWriter = (c, w, s) => writeSuggestions(this.#o, c, w, s),
   ): Promise<RunResult> {
     const window = this.#window(ctx);
-    // The bad-row count scans the window's raw events and is only reported at the end: it runs beside
-    // the batches instead of delaying the first one. Settled into a value so an early failure of the
-    // plan cannot leave it rejected with nobody listening.
+    // The bad-row count (the hour rollup, the window's raw edges, the follow graph) is only reported at
+    // the end: it runs beside the batches instead of delaying the first one. Settled into a value so an
+    // early failure of the plan cannot leave it rejected with nobody listening.
     const counted = this.#skippedRows(ctx).then(
       (n) => ({ n }),
       (err: unknown) => ({ err }),

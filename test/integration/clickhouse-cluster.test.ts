@@ -11,7 +11,8 @@ import { DeclarativeJob } from '../../src/declarative/declarative-job.js';
 import { parseJobsFile } from '../../src/declarative/parse-jobs-file.js';
 import { FEED_SQL, FEED_WARMER_TABLES, FeedWarmerJob } from '../../src/jobs/feed-warmer.js';
 import { SUGGESTIONS_BATCH_SQL, SuggestedUsersJob } from '../../src/jobs/suggested-users.js';
-import { planWindow, TrendingJob, windowPlanParams } from '../../src/jobs/trending.js';
+import { TrendingJob } from '../../src/jobs/trending.js';
+import { planWindow, windowPlanParams } from '../../src/jobs/window-plan.js';
 import {
   clusterDatabase,
   startLocalCluster,

@@ -7,13 +7,13 @@ import { UsageError } from '../../src/main.js';
 import type { RunEnded } from '../../src/runner/runner.js';
 import {
   buildTrendingValue,
-  planWindow,
   roundScore,
   trendingQuery,
   TRENDING_WINDOWS,
   type SecondsRange,
 } from '../../src/jobs/trending.js';
 import { planTrending, trendingLevels } from '../../src/jobs/trending-plan.js';
+import { planWindow } from '../../src/jobs/window-plan.js';
 
 const T0 = Date.UTC(2026, 0, 1, 0, 0, 0);
 const len = (r: SecondsRange): number => Math.max(0, r.to - r.from);
