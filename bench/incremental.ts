@@ -12,6 +12,7 @@ import { createStandaloneRedis } from '../src/clients.js';
 import { migrate } from '../src/clickhouse/schema.js';
 import { SUGGESTED_USERS_BATCH_DEFAULTS } from '../src/config.js';
 import { seedDatabase } from '../src/clickhouse/seed.js';
+import { IncrementalMemory } from '../src/jobs/suggested-users-incremental.js';
 import { incrementalSuggestedUsers, SuggestedUsersJob } from '../src/jobs/suggested-users.js';
 import type { RunResult } from '../src/runner/job.js';
 import { fmt, round, spread, type Spread } from './stats.js';
@@ -62,8 +63,8 @@ interface Measured {
   clickhouseCpuSec: number;
   /** The largest ClickHouse memory of one of the run's queries, MiB. */
   peakMemoryMiB: number;
-  /** ClickHouse memory of the incremental run's plan query (RENDER_PLAN_SQL), MiB; 0 for a full run. */
-  planMemoryMiB: number;
+  /** This process's resident memory after the run, MiB (the incremental mode's state lives here). */
+  rssMiB: number;
   context: Record<string, unknown>;
 }
 
@@ -77,8 +78,8 @@ export interface ChurnLevelResult {
     clickhouseCpuSec: Spread;
     /** Largest ClickHouse memory of one query of the run (the delta step's), MiB. */
     peakMemoryMiB: Spread;
-    /** ClickHouse memory of the plan query, MiB. */
-    planMemoryMiB: Spread;
+    /** This process's RSS after the run, MiB: the follow graph and buffers held between runs. */
+    rssMiB: Spread;
     usersRecomputed: number[];
     /** Users updated from their ranking buffers (the delta step), value written. */
     usersUpdated: number[];
@@ -166,32 +167,29 @@ async function changeFollows(
 }
 
 /**
- * Rows read, ClickHouse CPU seconds and memory (the largest of one query, and the plan query's) of the
+ * Rows read, ClickHouse CPU seconds and memory (the largest of one query) of the
  * queries logged with `comment`.
  */
 async function queryCosts(
   ch: ClickHouseClient,
   comment: string,
-): Promise<{ rowsRead: number; clickhouseCpuSec: number; peakMemoryMiB: number; planMemoryMiB: number }> {
+): Promise<{ rowsRead: number; clickhouseCpuSec: number; peakMemoryMiB: number }> {
   await ch.command({ query: 'SYSTEM FLUSH LOGS' });
   const [row] = await (
     await ch.query({
       query: `SELECT sum(read_rows) AS rows,
           sum(ProfileEvents['UserTimeMicroseconds'] + ProfileEvents['SystemTimeMicroseconds']) / 1e6 AS cpu,
-          max(memory_usage) / 1048576 AS peak,
-          -- The job's query ids end in their label (suggested-users-incremental.ts #queryId).
-          maxIf(memory_usage, endsWith(query_id, ':plan')) / 1048576 AS plan
+          max(memory_usage) / 1048576 AS peak
         FROM system.query_log
         WHERE log_comment = {comment:String} AND type = 'QueryFinish' AND event_date >= yesterday()`,
       query_params: { comment },
       format: 'JSONEachRow',
     })
-  ).json<{ rows: string; cpu: number; peak: number; plan: number }>();
+  ).json<{ rows: string; cpu: number; peak: number }>();
   return {
     rowsRead: Number(row?.rows ?? 0),
     clickhouseCpuSec: round(row?.cpu ?? 0),
     peakMemoryMiB: round(row?.peak ?? 0),
-    planMemoryMiB: round(row?.plan ?? 0),
   };
 }
 
@@ -272,6 +270,8 @@ export async function benchIncremental(input: IncrementalBenchInput): Promise<In
   const fullPrefix = `${input.prefix}:full`;
   const writer = new RedisCacheWriter(input.redis, input.fence);
   const replica = `bench:${randomBytes(4).toString('hex')}`;
+  // One process's incremental state across the measured runs (each run builds its job anew).
+  const memory = new IncrementalMemory();
   const tag = randomBytes(4).toString('hex');
   let runNo = 0;
 
@@ -283,7 +283,8 @@ export async function benchIncremental(input: IncrementalBenchInput): Promise<In
       const started = performance.now();
       const result = await run(ch);
       const seconds = (performance.now() - started) / 1000;
-      return { seconds, ...(await queryCosts(admin, comment)), context: result.context ?? {} };
+      const rssMiB = round(process.memoryUsage().rss / 1048576);
+      return { seconds, rssMiB, ...(await queryCosts(admin, comment)), context: result.context ?? {} };
     } finally {
       await ch.close();
     }
@@ -297,6 +298,7 @@ export async function benchIncremental(input: IncrementalBenchInput): Promise<In
       ttlSec: 3600,
       fullEvery: 1000,
       replica,
+      memory,
     }).run(runFacts('suggested-users', input.now));
   const full = (ch: ClickHouseClient) =>
     new SuggestedUsersJob({
@@ -360,7 +362,7 @@ export async function benchIncremental(input: IncrementalBenchInput): Promise<In
           rowsRead: spread(inc.map((m) => m.rowsRead)),
           clickhouseCpuSec: spread(inc.map((m) => m.clickhouseCpuSec)),
           peakMemoryMiB: spread(inc.map((m) => m.peakMemoryMiB)),
-          planMemoryMiB: spread(inc.map((m) => m.planMemoryMiB)),
+          rssMiB: spread(inc.map((m) => m.rssMiB)),
           usersRecomputed: inc.map((m) => Number(m.context.users_recomputed)),
           usersUpdated: inc.map((m) => Number(m.context.users_updated)),
           usersExtended: inc.map((m) => Number(m.context.users_extended)),
@@ -477,8 +479,8 @@ export function incrementalReport(r: IncrementalBenchResult): {
     const mib = (v: Spread): string => `${fmt(v.median)} (${fmt(v.min)}–${fmt(v.max)}) MiB`;
     rows.push([
       '7',
-      'the same, ClickHouse memory: largest query of the run (the delta step) / the plan query',
-      `${mib(l.incremental.peakMemoryMiB)} / ${mib(l.incremental.planMemoryMiB)}`,
+      "the same, memory: ClickHouse's largest query of the run / this process's RSS after it (graph and buffers in memory)",
+      `${mib(l.incremental.peakMemoryMiB)} / ${mib(l.incremental.rssMiB)}`,
       `full: largest query ${mib(l.full.peakMemoryMiB)}`,
       '',
       '',

@@ -231,10 +231,11 @@ export function momentRollupSelectSql(rollup: Rollup, where = '', table: TableNa
  * suggested-users' incremental mode (jobs/suggested-users-incremental.ts): a change log of the follow
  * graph and the job's own state.
  *
- * `user_follow_changes` gets one row (the pair: follower and followee) per row inserted into
- * `user_relationships`, through a materialized view, so it sees every insert whatever its `updated_at`
- * (late rows included). (It replaces `user_relationship_changes`, which held the follower only: the
- * delta refresh needs the pair. An older version's table and view are left alone; see README.)
+ * `user_follow_log` gets a copy of every row inserted into `user_relationships` (follower, followee,
+ * status, updated_at), through a materialized view, so it sees every insert whatever its `updated_at`
+ * (late rows included), and a run can bring its in-memory follow graph forward from these rows alone.
+ * (It replaces `user_follow_changes`, which held the pair only, and `user_relationship_changes` before
+ * it. An older version's tables and views are left alone; see README.)
  * Readers select new rows by the persisted `_block_number` (`enable_block_number_column`): in a plain
  * MergeTree an insert's block number is taken from the table's counter and the part made visible in
  * the same critical section, so a row not yet visible when a run reads the highest block number will
@@ -242,23 +243,18 @@ export function momentRollupSelectSql(rollup: Rollup, where = '', table: TableNa
  * the job trusts.
  */
 export const FOLLOW_CHANGES = {
-  table: 'user_follow_changes',
-  view: 'user_follow_changes_mv',
+  table: 'user_follow_log',
+  view: 'user_follow_log_mv',
   retentionDays: 2,
 } as const;
 
 /**
- * The incremental mode's state: one row per run start and end, the users each run covered, and each
- * user's ranking buffer (jobs/suggested-users-buffer.ts): the exact head of their candidate ranking,
- * deeper than the cached list, which lets a run update a user from the changed follows alone.
+ * The incremental mode's state in ClickHouse: one row per run start and end, which says whether the
+ * next run may be incremental (jobs/suggested-users-state.ts). The follow graph and the users' ranking
+ * buffers live in the process (jobs/follow-graph.ts, jobs/suggested-users-ranking.ts).
  */
 export const SUGGESTED_USERS_STATE = {
   runs: 'suggested_users_runs',
-  covered: 'suggested_users_covered',
-  buffer: 'suggested_users_buffer',
-  retentionDays: 2,
-  /** Buffer rows not rewritten for this long are dropped (the user is then recomputed). */
-  bufferRetentionDays: 7,
 } as const;
 
 function momentRollupTableDefinition(): string {
@@ -430,6 +426,8 @@ export const MIGRATIONS: readonly Migration[] = [
     definition: `(
       follower_id UInt64,
       followee_id UInt64,
+      status      LowCardinality(String),
+      updated_at  DateTime,
       logged_at   DateTime
     )
     ENGINE = MergeTree
@@ -442,7 +440,7 @@ export const MIGRATIONS: readonly Migration[] = [
     name: FOLLOW_CHANGES.view,
     to: FOLLOW_CHANGES.table,
     select: (table) =>
-      `SELECT follower_id, followee_id, now() AS logged_at FROM ${table('user_relationships')}`,
+      `SELECT follower_id, followee_id, status, updated_at, now() AS logged_at FROM ${table('user_relationships')}`,
   },
   {
     kind: 'table',
@@ -468,42 +466,6 @@ export const MIGRATIONS: readonly Migration[] = [
     ORDER BY (key_prefix, seq)
     TTL written_at + INTERVAL 30 DAY`,
   },
-  {
-    kind: 'table',
-    name: SUGGESTED_USERS_STATE.covered,
-    shardingKey: 'cityHash64(user_id)',
-    definition: `(
-      key_prefix String,
-      generation String,
-      user_id    UInt64,
-      written_at DateTime DEFAULT now()
-    )
-    ENGINE = MergeTree
-    PARTITION BY toYYYYMMDD(written_at)
-    ORDER BY (key_prefix, generation, user_id)
-    TTL written_at + INTERVAL ${SUGGESTED_USERS_STATE.retentionDays} DAY
-    SETTINGS ttl_only_drop_parts = 1`,
-  },
-  {
-    kind: 'table',
-    name: SUGGESTED_USERS_STATE.buffer,
-    shardingKey: 'cityHash64(user_id)',
-    // The newest row per (key_prefix, user_id) is the user's buffer (`version`: the writing run's
-    // seq). `top` holds (mutual count, candidate) pairs in ranking order; `changed` says whether the
-    // run changed the head (suggested-users-buffer.ts).
-    definition: `(
-      key_prefix String,
-      user_id    UInt64,
-      version    UInt64,
-      changed    UInt8,
-      complete   UInt8,
-      top        Array(Tuple(UInt32, UInt64)),
-      written_at DateTime DEFAULT now()
-    )
-    ENGINE = ReplacingMergeTree(version)
-    ORDER BY (key_prefix, user_id)
-    TTL written_at + INTERVAL ${SUGGESTED_USERS_STATE.bufferRetentionDays} DAY`,
-  },
 ];
 
 /** Tables the seed and `--replace` empty, rollups included. */
@@ -520,7 +482,6 @@ export const DATA_TABLES = [
   // Replacing the data makes the incremental state meaningless: emptied, the next run is a full one.
   FOLLOW_CHANGES.table,
   SUGGESTED_USERS_STATE.runs,
-  SUGGESTED_USERS_STATE.covered,
 ] as const;
 
 /**

@@ -1,33 +1,29 @@
 import { hostname } from 'node:os';
-import { GuardMismatchError, type CacheEntry } from '../cache/writer.js';
+import { GuardMismatchError, yieldToLoop, type CacheEntry } from '../cache/writer.js';
 import { keys } from '../cache/keys.js';
-import { readJsonEachRow, streamLines } from '../clickhouse/result-stream.js';
+import { streamLines } from '../clickhouse/result-stream.js';
 import type { RunFacts, RunResult } from '../runner/job.js';
-import {
-  bufferDepth,
-  COMPUTED,
-  COVERED_COUNT_SQL,
-  deltaSql,
-  fillBuffersSql,
-  INSERT_COVERED_SQL,
-  MATERIALIZED_CTE_SQL,
-  RECOMPUTE_COUNT_SQL,
-  RECOMPUTE_SHARE_SQL,
-  RENDER_PLAN_SQL,
-  renderBuffersSql,
-  UNCHANGED,
-} from './suggested-users-buffer.js';
-import { isMemoryLimitExceeded } from '../clickhouse/memory-limit.js';
+import { UserIds, type FollowGraph } from './follow-graph.js';
 import { readChangeLogPosition } from './suggested-users-changes.js';
 import { claimMarker, generationMarkerKey, runningMarker, settleMarker } from './suggested-users-marker.js';
-import { LISTED_USERS_SQL } from './suggestions-sql.js';
+import { bufferBatchSql, loadFollowGraph, readActiveUsers, readLoggedRows } from './suggested-users-reads.js';
+import {
+  bringForward,
+  bufferDepth,
+  rankFromScratch,
+  RankingScratch,
+  renderHead,
+  sameHead,
+  type LoggedPairs,
+  type RankingBuffer,
+} from './suggested-users-ranking.js';
 import type {
   BatchWriter,
   SubsetWritten,
   SuggestedUsersOptions,
   UserSubset,
 } from './suggested-users-types.js';
-import { streamUserValues } from './user-values.js';
+import { parseUserValueRow } from './user-values.js';
 import { OneInFlight } from './one-in-flight.js';
 import {
   configFingerprint,
@@ -40,25 +36,31 @@ import {
 
 /**
  * suggested-users with `SUGGESTED_USERS_MODE=incremental`: update only the active users whose inputs
- * changed since the last successful run, from the changed follows and each user's ranking buffer
- * (suggested-users-buffer.ts), recompute from scratch only those the buffer cannot answer, extend the
- * TTL of every other active user's key, and fall back to a full refresh every `fullEvery` runs and
- * whenever the state is doubtful (suggested-users-state.ts).
+ * changed since the last successful run, from the follow rows logged since then, in this process;
+ * extend the TTL of every other active user's key; and fall back to a full refresh every `fullEvery`
+ * runs and whenever the state is doubtful (suggested-users-state.ts).
+ *
+ * The state between runs is in this process's memory: the follow graph (follow-graph.ts) and each
+ * active user's ranking buffer (suggested-users-ranking.ts), both as of the last successful run. A
+ * full refresh (every first run of a process, so after any restart) computes the buffers in
+ * ClickHouse, writes their heads, and then reads the whole follow graph. An incremental run reads only
+ * the change log's new rows and the window's active users: it applies the rows to the graph, brings
+ * forward the buffers of the users those rows can reach, ranks new users from scratch, writes the
+ * values whose head changed and extends the others' TTLs.
  *
  * One run:
- * 1. read the change log's watermark W (before any input), the newest state row, and decide; claim
- *    the Redis marker (suggested-users-marker.ts): an incremental run only if it still names the
- *    previous run (else the run is a full refresh);
- * 2. record a `started` row and the run's covered set (the active users of the window), before writing
- *    anything: every covered user gets a fresh value or a verified extension in this run;
- * 3. incremental: the delta step (one INSERT … SELECT in ClickHouse) stores new buffers for the users
- *    with touched candidates; users without a usable buffer are recomputed into buffers in batches;
- *    then the plan streams each covered user's action: write the new head, or extend the TTL in fenced
- *    batches guarded by the marker (which must still hold this run's claim); a key that vanished is
- *    computed again. Full: the full refresh, which also stores every covered user's buffer;
+ * 1. read the change log's watermark W (before any input), the newest state row, and decide (an
+ *    incremental run also needs this process to hold the state of that very run); claim the Redis
+ *    marker (suggested-users-marker.ts): an incremental run only if it still names the previous run
+ *    (else the run is a full refresh);
+ * 2. record a `started` row;
+ * 3. incremental: as above, the writes and TTL extensions fenced and guarded by the marker (which must
+ *    still hold this run's claim); a key that vanished is written from its buffer. Full: the full
+ *    refresh, keeping every user's buffer, then the graph;
  * 4. record a `finished` row with W, then hand the marker to this run's generation if it still holds
  *    the claim (else this run sets it to name nobody: another writer claimed it meanwhile).
- * A failure anywhere leaves the `started` row last, so the next run is a full one.
+ * A failure anywhere leaves the `started` row last, so the next run is a full one; the state in memory
+ * is dropped at the start of every run and kept only when the run succeeds.
  */
 
 /** What the incremental mode needs of suggested-users (given by suggested-users.ts, no import cycle). */
@@ -72,63 +74,63 @@ export interface IncrementalOptions extends Omit<SuggestedUsersOptions, 'paralle
   runFull: (ctx: RunFacts, writeBatch?: BatchWriter) => Promise<RunResult>;
   /** Identity of this process in the state (default host:pid). */
   replica?: string;
-  /** Users per delta-step query (default DELTA_BATCHES × batchSize). */
-  deltaShareUsers?: number;
+  /**
+   * Where the state is kept between runs: give every run of one job in one process the same (the
+   * job's runs may each build their own IncrementalSuggestedUsers). Default: this instance's own.
+   */
+  memory?: IncrementalMemory;
+}
+
+/** The incremental mode's state between runs, held by the job that runs it (see MemoryState). */
+export class IncrementalMemory {
+  /** The last successful run's state; undefined before one, and while a run is under way. */
+  state: MemoryState | undefined;
 }
 
 /** Keys per TTL-extension call (the writer pipelines them further). */
 const EXTEND_CHUNK = 4000;
 /** Values per Redis write call. */
 const WRITE_CHUNK = 2000;
-/**
- * Users per recompute of vanished keys: their ids travel as a query parameter, which ClickHouse's HTTP
- * interface limits (128 KiB per field by default): 5 000 ids of up to 20 digits fit.
- */
-const LISTED_CHUNK = 5000;
-/**
- * The delta step takes up to this many batches (SUGGESTED_USERS_BATCH_SIZE) of users per query: its
- * ClickHouse memory is the follow graph plus 6–9 KB per user of the query (measured: 0.7 GiB for
- * 100 000 users and 1.8 M follows; 3.7–3.9 GiB for 333 000 users and 18 M follows), and each query reads
- * the whole follow graph, so its shares are larger than a full refresh's batches (the default 20 000
- * gives 400 000 users per query). A share that runs out of ClickHouse memory halves the users per
- * query for this process's later runs (see #outOfMemory).
- */
-const DELTA_BATCHES = 20;
+/** Users brought forward between two turns of the event loop (a few milliseconds of work). */
+const USERS_PER_TURN = 2000;
 
 /**
- * A delta-step query ran out of ClickHouse memory (MEMORY_LIMIT_EXCEEDED) with `shareUsers` users per
- * query. The run carries on as a full refresh, whose batches read only their own users' follows.
+ * The change log holds a row with the same `updated_at` as its pair's newest row, but another status.
+ * ReplacingMergeTree keeps the row inserted last, which this process cannot tell (the graph may
+ * already hold rows the log gives again): the run is a full refresh.
  */
-class DeltaOutOfMemoryError extends Error {
-  override readonly name = 'DeltaOutOfMemoryError';
-  constructor(
-    readonly shareUsers: number,
-    options: { cause: unknown },
-  ) {
-    super(`a delta-step query of up to ${shareUsers} users ran out of ClickHouse memory`, options);
-  }
+class ChangeLogTieError extends Error {
+  override readonly name = 'ChangeLogTieError';
+}
+
+/** What this process keeps between runs (see the module comment). */
+interface MemoryState {
+  /** The run that left it (`runId:attempt`), as its state row names it. */
+  generation: string;
+  graph: FollowGraph;
+  /** By user index: the ranking buffer of each user that run covered (an active user). */
+  buffers: (RankingBuffer | undefined)[];
+  /** That run's active users, in id order (an incremental run's; a full run does not list them). */
+  active?: { ids: string[]; users: number[] };
 }
 
 export class IncrementalSuggestedUsers {
   readonly #o: IncrementalOptions;
   readonly #replica: string;
-  #materializedCte: Promise<boolean> | undefined;
-  /** Users per delta-step query now: the configured share, halved after each one out of memory. */
-  #shareUsers: number;
-  /** The smallest share: one full-refresh batch (or the configured share, if smaller). */
-  readonly #minShareUsers: number;
-  /** Runs left that skip the delta step: the smallest share ran out of memory too. */
-  #deltaPausedRuns = 0;
+  readonly #scratch = new RankingScratch();
+  readonly #memory: IncrementalMemory;
 
   constructor(opts: IncrementalOptions) {
     this.#o = opts;
     this.#replica = opts.replica ?? `${hostname()}:${process.pid}`;
-    this.#shareUsers = Math.max(1, opts.deltaShareUsers ?? DELTA_BATCHES * Math.max(1, opts.batchSize));
-    this.#minShareUsers = Math.min(this.#shareUsers, Math.max(1, opts.batchSize));
+    this.#memory = opts.memory ?? new IncrementalMemory();
   }
 
   async run(ctx: RunFacts): Promise<RunResult> {
     const o = this.#o;
+    // Taken, not read: a run that fails part-way has changed it; only a successful run puts it back.
+    const memory = this.#memory.state;
+    this.#memory.state = undefined;
     const nowSec = Math.floor(ctx.startedAt.getTime() / 1000);
     const window = { now: nowSec, since: nowSec - o.activeDays * 86_400 };
     const log = await readChangeLogPosition(o.clickhouse, ctx.signal);
@@ -143,9 +145,8 @@ export class IncrementalSuggestedUsers {
       fullEvery: o.fullEvery,
       canExtend: typeof o.cache.extendTtl === 'function' && typeof o.cache.compareAndSet === 'function',
     });
-    if (decision.mode === 'incremental' && this.#deltaPausedRuns > 0) {
-      this.#deltaPausedRuns--;
-      decision = { mode: 'full', reason: 'delta_out_of_memory' };
+    if (decision.mode === 'incremental' && memory?.generation !== decision.previous.generation) {
+      decision = { mode: 'full', reason: 'state_not_in_memory' };
     }
     const generation = `${ctx.runId}:${ctx.attempt}`;
     // Before anything is written: the marker must still name the previous run, or someone else wrote
@@ -162,7 +163,6 @@ export class IncrementalSuggestedUsers {
       await claimMarker(o.cache, o.keyPrefix, { previous: undefined, generation }, ctx.signal);
     }
     const seq = (latest?.seq ?? 0) + 1;
-    const version = String(seq);
     const row = (phase: RunStateRow['phase'], mode: RunStateRow['mode'], extra: Partial<RunStateRow>) => ({
       seq,
       generation,
@@ -178,46 +178,49 @@ export class IncrementalSuggestedUsers {
       ...extra,
     });
     await writeRun(o.clickhouse, o.keyPrefix, row('started', decision.mode, {}), ctx.signal);
-    await o.clickhouse.command({
-      query: INSERT_COVERED_SQL,
-      query_params: { prefix: o.keyPrefix, generation, ...window },
-      abort_signal: ctx.signal,
-    });
 
     let counts: Counts | undefined;
-    if (decision.mode === 'incremental') {
+    let next: MemoryState | undefined;
+    if (decision.mode === 'incremental' && memory !== undefined) {
       try {
-        counts = await this.#incremental(ctx, {
-          previous: decision.previous,
+        counts = await this.#incremental(ctx, memory, {
           generation,
-          version,
           window,
-          log,
+          blocks: { from: decision.previous.watermark, to: log.watermark },
         });
+        next = { ...memory, generation };
       } catch (err) {
         if (err instanceof GuardMismatchError) {
           ctx.log.warn({ err }, 'suggested-users: cache marker does not match the state; full refresh');
           decision = { mode: 'full', reason: 'cache_generation_mismatch' };
-        } else if (err instanceof DeltaOutOfMemoryError) {
-          this.#outOfMemory(ctx, err);
-          decision = { mode: 'full', reason: 'delta_out_of_memory' };
+        } else if (err instanceof ChangeLogTieError) {
+          ctx.log.warn({ err }, 'suggested-users: a change-log row ties with its pair; full refresh');
+          decision = { mode: 'full', reason: 'change_log_tie' };
         } else {
           throw err;
         }
-        // The full refresh replaces whatever the attempt wrote (buffers of this version included).
         await claimMarker(o.cache, o.keyPrefix, { previous: undefined, generation }, ctx.signal);
       }
     }
     let fullContext: Record<string, unknown> = {};
     if (decision.mode === 'full') {
-      // Buffers only help a next incremental run; without a usable change log (on a ClickHouse
+      // The state only helps a next incremental run; without a usable change log (on a ClickHouse
       // cluster it is a Distributed table) every run is full, so write values directly.
       const reason = decision.reason;
       const buffered = reason !== 'change_log_missing' && reason !== 'change_log_not_plain_mergetree';
+      const ids = new UserIds();
+      const buffers = new Map<number, RankingBuffer>();
       const result = await o.runFull(
         ctx,
-        buffered ? (facts, w, subset) => this.#fillAndWrite(facts, w, subset, version) : undefined,
+        buffered ? (facts, w, subset) => this.#rankAndWrite(facts, w, subset, ids, buffers) : undefined,
       );
+      if (buffered) {
+        // Read after the buffers: a graph at least as new as theirs (see suggested-users-ranking.ts).
+        const graph = await loadFollowGraph(o.clickhouse, ids, ctx.signal, this.#queryId(ctx, 'graph'));
+        const byUser = new Array<RankingBuffer | undefined>(ids.size).fill(undefined);
+        for (const [u, b] of buffers) byUser[u] = b;
+        next = { generation, graph, buffers: byUser };
+      }
       fullContext = result.context ?? {};
       counts = { recomputed: result.items, updated: 0, extended: 0, missing: 0, covered: result.items };
     }
@@ -237,6 +240,7 @@ export class IncrementalSuggestedUsers {
         'suggested-users: another writer changed the cache marker during the run; next run is full',
       );
     }
+    this.#memory.state = next;
     const context = {
       ...fullContext,
       mode: decision.mode,
@@ -252,139 +256,139 @@ export class IncrementalSuggestedUsers {
     return { items: counts.recomputed + counts.updated + counts.extended, context };
   }
 
-  /** Parameters every buffer query takes. */
-  #bufferParams(version: string): Record<string, unknown> {
-    const o = this.#o;
-    return {
-      prefix: o.keyPrefix,
-      version,
-      max_followees: o.maxFollowees,
-      per_user: o.perUser,
-      buffer_size: bufferDepth(o.perUser),
-    };
-  }
-
   #queryId(ctx: RunFacts, label: string): string {
     return `cache-refresher:${ctx.jobId}:${ctx.runId}:${ctx.attempt}:${label}`;
   }
 
-  /** A full refresh's batch: its users' buffers computed and stored, then their values written. */
-  async #fillAndWrite(
+  /**
+   * A full refresh's batch: its users' ranking buffers computed in ClickHouse, kept in `buffers`
+   * (indexed in `ids`), and their heads written.
+   */
+  async #rankAndWrite(
     ctx: RunFacts,
     window: { now: number; since: number },
     subset: UserSubset,
-    version: string,
+    ids: UserIds,
+    buffers: Map<number, RankingBuffer>,
   ): Promise<SubsetWritten> {
     const o = this.#o;
-    const params = { ...subset.params, ...window, ...this.#bufferParams(version) };
-    await o.clickhouse.command({
-      query: fillBuffersSql(subset.sql),
-      query_params: params,
-      abort_signal: ctx.signal,
-      query_id: this.#queryId(ctx, `${subset.label}-fill`),
-    });
+    const depth = bufferDepth(o.perUser);
     const result = await o.clickhouse.query({
-      query: renderBuffersSql(subset.sql),
-      query_params: params,
+      query: bufferBatchSql(subset.sql),
+      query_params: { ...subset.params, ...window, max_followees: o.maxFollowees, buffer_size: depth },
       format: 'TabSeparatedRaw',
       abort_signal: ctx.signal,
       query_id: this.#queryId(ctx, subset.label),
     });
-    return streamUserValues(result, {
-      keyOf: (userId) => keys.suggestedUsers(o.keyPrefix, userId),
-      cache: o.cache,
-      ttlSec: o.ttlSec,
-      signal: ctx.signal,
-    });
+    let written = 0;
+    let skipped = 0;
+    let chunk: CacheEntry[] = [];
+    const redis = new OneInFlight();
+    const flush = async (): Promise<void> => {
+      const entries = chunk;
+      chunk = [];
+      await redis.submit(async () => (written += await o.cache.write(entries, o.ttlSec, ctx.signal)));
+    };
+    for await (const lines of streamLines(result)) {
+      for (const line of lines) {
+        const buffered = parseBufferRow(line, ids, depth);
+        if (buffered === undefined) {
+          if (line !== '') skipped++;
+          continue;
+        }
+        buffers.set(buffered.user, buffered.buffer);
+        chunk.push({
+          key: keys.suggestedUsers(o.keyPrefix, ids.id(buffered.user)),
+          value: renderHead(buffered.buffer, ids, o.perUser),
+        });
+        if (chunk.length >= WRITE_CHUNK) await flush();
+      }
+    }
+    if (chunk.length > 0) await flush();
+    await redis.drain();
+    return { written, skipped };
   }
 
   async #incremental(
     ctx: RunFacts,
+    memory: MemoryState,
     run: {
-      previous: RunStateRow;
       generation: string;
-      version: string;
       window: { now: number; since: number };
-      log: { watermark: string };
+      blocks: { from: string; to: string };
     },
   ): Promise<Counts> {
     const o = this.#o;
     const extendTtl = o.cache.extendTtl?.bind(o.cache);
     if (extendTtl === undefined) throw new Error('suggested-users: the cache writer cannot extend TTLs');
     const guard = { key: generationMarkerKey(o.keyPrefix), value: runningMarker(run.generation) };
-    const params = {
-      ...this.#bufferParams(run.version),
-      ...run.window,
-      generation: run.generation,
-      previous: run.previous.generation,
-      from: run.previous.watermark,
-      to: run.log.watermark,
-    };
+    const { graph, buffers } = memory;
+    const ids = graph.ids;
+    const [rows, active] = await Promise.all([
+      run.blocks.from === run.blocks.to
+        ? []
+        : readLoggedRows(o.clickhouse, run.blocks, ctx.signal, this.#queryId(ctx, 'log')),
+      readActiveUsers(o.clickhouse, run.window, ctx.signal, this.#queryId(ctx, 'active')),
+    ]);
 
-    const materialized = (await this.#hasMaterializedCte(ctx)) ? 'MATERIALIZED' : '';
-    if (run.previous.watermark !== run.log.watermark) {
-      // The delta step, in shares of users: new buffers for every user with a touched candidate, and
-      // users without a usable buffer (newly active, or not answered by it) computed from scratch.
-      const covered = await this.#count(ctx, COVERED_COUNT_SQL, params);
-      const perShare = this.#shareUsers;
-      const shares = Math.max(1, Math.ceil(covered / perShare));
-      for (let part = 0; part < shares; part++) {
-        try {
-          await o.clickhouse.command({
-            query: deltaSql(materialized),
-            query_params: { ...params, parts: shares, part },
-            abort_signal: ctx.signal,
-            query_id: this.#queryId(ctx, `d${part}`),
-          });
-        } catch (err) {
-          if (isMemoryLimitExceeded(err)) throw new DeltaOutOfMemoryError(perShare, { cause: err });
-          throw err;
-        }
+    // The logged pairs, applied to the graph: follower → its logged followees.
+    const pairs: [number, number][] = [];
+    for (const r of rows) {
+      const f = ids.intern(r.follower);
+      const e = ids.intern(r.followee);
+      if (graph.apply(f, e, r.status, r.updatedAt) === 'tie') {
+        throw new ChangeLogTieError(
+          `user_relationships row (${r.follower}, ${r.followee}) has the updated_at of its pair's newest row and another status`,
+        );
       }
-    } else {
-      // No block since the last run: nothing is touched; only users without a usable buffer (newly
-      // active) are computed, in batches, each reading the follow graph once.
-      const toCompute = await this.#count(ctx, RECOMPUTE_COUNT_SQL, params);
-      const parts = Math.ceil(toCompute / Math.max(1, o.batchSize));
-      for (let part = 0; part < parts; part++) {
-        await o.clickhouse.command({
-          query: fillBuffersSql(RECOMPUTE_SHARE_SQL, { from: 'graph', materialized }),
-          query_params: { ...params, parts, part },
-          abort_signal: ctx.signal,
-          query_id: this.#queryId(ctx, `r${part}-fill`),
-        });
-      }
+      pairs.push([f, e]);
+    }
+    // Arrays by user index, filled (dense) so that reading one is an index, not a hash lookup.
+    const all = new Array<number[] | undefined>(ids.size).fill(undefined);
+    const followers: number[] = [];
+    for (const [f, e] of pairs) {
+      const list = all[f];
+      if (list === undefined) {
+        all[f] = [e];
+        followers.push(f);
+      } else if (!list.includes(e)) list.push(e);
+    }
+    const activeNow = new Array<number[] | undefined>(ids.size).fill(undefined);
+    for (const f of followers) activeNow[f] = (all[f] ?? []).filter((e) => graph.hasActive(f, e));
+    const logged: LoggedPairs = { all, activeNow };
+    // Users a logged pair can reach: its follower, and whoever follows the follower now (whoever
+    // followed them before and not now changed their own follows, so is a follower of a pair too).
+    const reached = new Uint8Array(ids.size);
+    for (const f of followers) {
+      reached[f] = 1;
+      const of = graph.followers(f);
+      for (let i = 0; i < of.length; i++) reached[of[i] as number] = 1;
     }
 
-    // 3. Each covered user's action: write the new head, or extend the TTL.
-    const plan = await o.clickhouse.query({
-      query: RENDER_PLAN_SQL,
-      query_params: params,
-      format: 'TabSeparatedRaw',
-      abort_signal: ctx.signal,
-      query_id: this.#queryId(ctx, 'plan'),
-    });
+    // The active users as indices: ids met in the last run's list (both in id order) reuse its index.
+    const users = indexUsers(active, memory.active, ids);
+    const settings = { perUser: o.perUser, maxFollowees: o.maxFollowees };
     const counts: Counts = { recomputed: 0, updated: 0, extended: 0, missing: 0, covered: 0 };
-    const vanished: string[] = [];
-    let pending: string[] = [];
+    const nextBuffers = new Array<RankingBuffer | undefined>(ids.size).fill(undefined);
+    let pending: number[] = [];
     let values: CacheEntry[] = [];
-    // One Redis call in flight while the plan stream is read on: ClickHouse renders and sends the next
-    // lines while Redis executes the last chunk, instead of each waiting for the other.
+    const vanished: number[] = [];
+    // One Redis call in flight while the next users are brought forward.
     const redis = new OneInFlight();
     const extend = async (): Promise<void> => {
       if (pending.length === 0) return;
-      const ids = pending;
+      const users = pending;
       pending = [];
       await redis.submit(async () => {
         const result = await extendTtl(
-          ids.map((id) => keys.suggestedUsers(o.keyPrefix, id)),
+          users.map((u) => keys.suggestedUsers(o.keyPrefix, ids.id(u))),
           o.ttlSec,
           ctx.signal,
           guard,
         );
-        // A key that vanished (evicted, expired, Redis restarted) cannot be extended: compute it.
+        // A key that vanished (evicted, expired, Redis restarted) cannot be extended: write it.
         const gone = new Set(result.missing);
-        ids.forEach((id, i) => (gone.has(i) ? vanished.push(id) : counts.extended++));
+        users.forEach((u, i) => (gone.has(i) ? vanished.push(u) : counts.extended++));
         counts.missing += gone.size;
       });
     };
@@ -394,97 +398,117 @@ export class IncrementalSuggestedUsers {
       values = [];
       await redis.submit(() => o.cache.write(entries, o.ttlSec, ctx.signal));
     };
-    for await (const lines of streamLines(plan)) {
-      for (const line of lines) {
-        const [id, changed, value] = line.split('\t');
-        if (id === undefined || id === '' || changed === undefined) continue;
-        counts.covered++;
-        if (Number(changed) === UNCHANGED) {
-          pending.push(id);
-          if (pending.length >= EXTEND_CHUNK) await extend();
-          continue;
-        }
-        if (Number(changed) === COMPUTED) counts.recomputed++;
-        else counts.updated++;
-        values.push({ key: keys.suggestedUsers(o.keyPrefix, id), value: value ?? '[]' });
-        if (values.length >= WRITE_CHUNK) await write();
+    const value = (u: number, buffer: RankingBuffer): CacheEntry => ({
+      key: keys.suggestedUsers(o.keyPrefix, ids.id(u)),
+      value: renderHead(buffer, ids, o.perUser),
+    });
+    for (const u of users) {
+      if (nextBuffers[u] !== undefined) continue;
+      counts.covered++;
+      if (counts.covered % USERS_PER_TURN === 0) {
+        await yieldToLoop();
+        ctx.signal.throwIfAborted();
       }
+      const old = buffers[u];
+      let now: RankingBuffer | undefined;
+      if (old !== undefined && reached[u] !== 1) {
+        nextBuffers[u] = old;
+        pending.push(u);
+        if (pending.length >= EXTEND_CHUNK) await extend();
+        continue;
+      }
+      if (old !== undefined) now = bringForward(graph, u, old, logged, settings, this.#scratch);
+      if (now === undefined) {
+        // Newly active, or not answered by the buffer: ranked from the graph.
+        now = rankFromScratch(graph, u, settings, this.#scratch);
+        counts.recomputed++;
+      } else if (old !== undefined && sameHead(old, now, o.perUser)) {
+        nextBuffers[u] = now;
+        pending.push(u);
+        if (pending.length >= EXTEND_CHUNK) await extend();
+        continue;
+      } else {
+        counts.updated++;
+      }
+      nextBuffers[u] = now;
+      values.push(value(u, now));
+      if (values.length >= WRITE_CHUNK) await write();
     }
     await write();
     await extend();
     await redis.drain();
-    // A vanished key's user is computed again into a buffer of this run, and written from it. Not
-    // straight into Redis: that value could include follows after this run's watermark, which the next
-    // run applies to the buffer and compares heads with the buffer, not with Redis; a change undone
-    // before then would leave such a value stale, and extended.
-    for (let i = 0; i < vanished.length; i += LISTED_CHUNK) {
-      const subset = {
-        sql: LISTED_USERS_SQL,
-        params: { users: vanished.slice(i, i + LISTED_CHUNK) },
-        label: `k${i / LISTED_CHUNK}`,
-      };
-      counts.recomputed += (await this.#fillAndWrite(ctx, run.window, subset, run.version)).written;
+    // A vanished key is written from the user's buffer: the value the next run compares heads with.
+    const lost: CacheEntry[] = [];
+    for (const u of vanished) {
+      const buffer = nextBuffers[u];
+      if (buffer !== undefined) lost.push(value(u, buffer));
     }
+    for (let i = 0; i < lost.length; i += WRITE_CHUNK) {
+      counts.recomputed += await o.cache.write(lost.slice(i, i + WRITE_CHUNK), o.ttlSec, ctx.signal);
+    }
+    memory.buffers = nextBuffers;
+    memory.active = { ids: active, users };
     return counts;
   }
+}
 
-  /**
-   * After a delta-step query ran out of ClickHouse memory: later runs of this process take half as many
-   * users per query (memory is the follow graph plus a part per user), down to one full-refresh batch;
-   * when even that ran out, the next `fullEvery - 1` runs skip the delta step (full refreshes, which
-   * read only their batch's follows), and the one after tries again.
-   */
-  #outOfMemory(ctx: RunFacts, err: DeltaOutOfMemoryError): void {
-    const before = err.shareUsers;
-    if (before > this.#minShareUsers) {
-      this.#shareUsers = Math.max(this.#minShareUsers, Math.floor(before / 2));
-      ctx.log.warn(
-        { err, share_users_before: before, share_users: this.#shareUsers },
-        'suggested-users: delta step out of ClickHouse memory; full refresh now, smaller delta queries from the next run',
-      );
-      return;
-    }
-    this.#deltaPausedRuns = Math.max(0, this.#o.fullEvery - 1);
-    ctx.log.warn(
-      { err, share_users: before, paused_runs: this.#deltaPausedRuns },
-      'suggested-users: delta step out of ClickHouse memory at its smallest share; full refreshes for a cycle (give ClickHouse more memory, or lower SUGGESTED_USERS_BATCH_SIZE)',
-    );
+/**
+ * The indices of `active` (decimal ids in numeric order), reusing `previous`'s (the last run's list,
+ * in the same order) for the ids in both: a merge walk instead of a hash lookup per id.
+ */
+function indexUsers(
+  active: readonly string[],
+  previous: { ids: string[]; users: number[] } | undefined,
+  ids: UserIds,
+): number[] {
+  const users = new Array<number>(active.length);
+  const before = previous?.ids ?? [];
+  let j = 0;
+  for (let i = 0; i < active.length; i++) {
+    const id = active[i] as string;
+    while (j < before.length && compareDecimal(before[j] as string, id) < 0) j++;
+    users[i] = before[j] === id ? (previous?.users[j] as number) : ids.intern(id);
   }
+  return users;
+}
 
-  /** The number in column `n` of a one-row query. */
-  async #count(ctx: RunFacts, query: string, params: Record<string, unknown>): Promise<number> {
-    const [row] = await readJsonEachRow<{ n: string | number }>(
-      await this.#o.clickhouse.query({
-        query,
-        query_params: params,
-        format: 'JSONEachRow',
-        abort_signal: ctx.signal,
-      }),
-    );
-    return Number(row?.n ?? 0);
-  }
+/** Numeric order of two canonical decimal strings. */
+function compareDecimal(a: string, b: string): number {
+  return a.length - b.length || (a < b ? -1 : a > b ? 1 : 0);
+}
 
-  /**
-   * Whether the server has materialized CTEs (see MATERIALIZED_CTE_SQL), asked once per instance:
-   * a server's settings do not change under a running process often enough to ask every run.
-   */
-  async #hasMaterializedCte(ctx: RunFacts): Promise<boolean> {
-    this.#materializedCte ??= this.#count(ctx, MATERIALIZED_CTE_SQL, {}).then((n) => n > 0);
-    try {
-      return await this.#materializedCte;
-    } catch (err) {
-      // Not known yet: ask again next run.
-      this.#materializedCte = undefined;
-      throw err;
-    }
+/**
+ * A line of bufferBatchSql (`user_id<TAB>n<TAB>counts<TAB>candidates`) as a user index and buffer,
+ * or undefined for a line that is not one.
+ */
+function parseBufferRow(
+  line: string,
+  ids: UserIds,
+  depth: number,
+): { user: number; buffer: RankingBuffer } | undefined {
+  const [userId, n, countList, candidateList] = line.split('\t');
+  if (userId === undefined || n === undefined || countList === undefined || candidateList === undefined) {
+    return undefined;
   }
+  if (parseUserValueRow(`${userId}\t[]`) === undefined) return undefined;
+  const counts = countList === '' ? [] : countList.split(',').map(Number);
+  const candidates = candidateList === '' ? [] : candidateList.split(',');
+  if (counts.length !== candidates.length) return undefined;
+  return {
+    user: ids.intern(userId),
+    buffer: {
+      candidates: candidates.map((c) => ids.intern(c)),
+      counts,
+      complete: Number(n) <= depth,
+    },
+  };
 }
 
 /** Users per outcome of one run. */
 interface Counts {
-  /** Computed from scratch (a full refresh, new users, unusable buffers, vanished keys). */
+  /** Computed from scratch (a full refresh, new users, buffers that cannot answer, vanished keys). */
   recomputed: number;
-  /** Updated from the changed follows and their buffer (delta step), value written. */
+  /** Brought forward from their buffer by the changed follows, value written. */
   updated: number;
   /** TTL extended only. */
   extended: number;

@@ -44,7 +44,8 @@ export type FullReason =
   | 'writer_cannot_extend'
   | 'scheduled'
   | 'cache_generation_mismatch'
-  | 'delta_out_of_memory';
+  | 'state_not_in_memory'
+  | 'change_log_tie';
 
 export type RefreshDecision =
   { mode: 'incremental'; previous: RunStateRow } | { mode: 'full'; reason: FullReason };
@@ -109,9 +110,9 @@ export function decideRefresh(input: DecisionInput): RefreshDecision {
 
 /** The settings a cached value depends on; a state made under others is not reused. */
 export function configFingerprint(o: { perUser: number; maxFollowees: number; activeDays: number }): string {
-  // v2: states carry ranking buffers (suggested-users-buffer.ts), whose depth follows perUser; a
-  // state of v1 has none, so its first run after an upgrade is a full refresh.
-  return JSON.stringify({ v: 2, perUser: o.perUser, maxFollowees: o.maxFollowees, activeDays: o.activeDays });
+  // v3: the state lives in the process (suggested-users-incremental.ts) and the change log carries
+  // whole rows; a run after an upgrade is a full refresh (a new process is one anyway).
+  return JSON.stringify({ v: 3, perUser: o.perUser, maxFollowees: o.maxFollowees, activeDays: o.activeDays });
 }
 
 const COLUMNS =

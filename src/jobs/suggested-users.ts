@@ -12,7 +12,7 @@ import { isTransientError } from '../runner/retry.js';
 import { JOB_DEFAULTS, type Config } from '../config.js';
 import { JobError, type RunFacts, type RunResult } from '../runner/job.js';
 import { defineJob, type RefreshJob } from './define.js';
-import { IncrementalSuggestedUsers } from './suggested-users-incremental.js';
+import { IncrementalMemory, IncrementalSuggestedUsers } from './suggested-users-incremental.js';
 import { markFullModeWrites } from './suggested-users-marker.js';
 import type {
   BatchWriter,
@@ -327,7 +327,7 @@ export class SuggestedUsersJob {
 
 /** suggested-users in incremental mode (suggested-users-incremental.ts) over this module's queries. */
 export function incrementalSuggestedUsers(
-  opts: SuggestedUsersOptions & { fullEvery: number; replica?: string; deltaShareUsers?: number },
+  opts: SuggestedUsersOptions & { fullEvery: number; replica?: string; memory?: IncrementalMemory },
 ): IncrementalSuggestedUsers {
   const job = new SuggestedUsersJob(opts);
   return new IncrementalSuggestedUsers({
@@ -339,6 +339,8 @@ export function incrementalSuggestedUsers(
 /** The built-in `suggested-users` job, made with the public `defineJob` like any job. */
 export function suggestedUsersJob(config: Pick<Config, 'suggestedUsers'>): RefreshJob {
   const { intervalSec, priority } = JOB_DEFAULTS['suggested-users'];
+  // The incremental mode's state (follow graph, ranking buffers) outlives each run's job object.
+  const memory = new IncrementalMemory();
   return defineJob({
     id: 'suggested-users',
     schedule: { intervalSec },
@@ -353,7 +355,9 @@ export function suggestedUsersJob(config: Pick<Config, 'suggestedUsers'>): Refre
         ttlSec: ctx.settings.ttlSec,
       };
       if (config.suggestedUsers.mode === 'full') return new SuggestedUsersJob(opts).run(ctx);
-      return incrementalSuggestedUsers({ ...opts, fullEvery: config.suggestedUsers.fullEvery }).run(ctx);
+      return incrementalSuggestedUsers({ ...opts, fullEvery: config.suggestedUsers.fullEvery, memory }).run(
+        ctx,
+      );
     },
   });
 }

@@ -4,7 +4,7 @@ import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { keys } from '../../src/cache/keys.js';
 import { RedisCacheWriter, type Fence } from '../../src/cache/writer.js';
-import { renderBuffersSql } from '../../src/jobs/suggested-users-buffer.js';
+import { IncrementalMemory } from '../../src/jobs/suggested-users-incremental.js';
 import { incrementalSuggestedUsers, SuggestedUsersJob } from '../../src/jobs/suggested-users.js';
 import type { RunFacts } from '../../src/runner/job.js';
 import { runFacts } from './run-facts.js';
@@ -59,7 +59,7 @@ function bothModes(
   ch: ClickHouseClient,
   cache: RedisCacheWriter,
   prefix: string,
-  settings: typeof SETTINGS & { deltaShareUsers?: number } = SETTINGS,
+  settings: typeof SETTINGS = SETTINGS,
 ): { incremental: ReturnType<typeof incrementalSuggestedUsers>; full: SuggestedUsersJob } {
   return {
     incremental: incrementalSuggestedUsers({
@@ -187,8 +187,7 @@ describe(`suggested-users incremental mode equals a full refresh (seed ${SEED})`
     await flush();
 
     const writer = new RedisCacheWriter(redis, fence);
-    // Several delta-step queries per run (each a share of the users).
-    const { incremental, full } = bothModes(ch, writer, prefix, { ...SETTINGS, deltaShareUsers: 30 });
+    const { incremental, full } = bothModes(ch, writer, prefix, SETTINGS);
     const modes: string[] = [];
     let extendedTotal = 0;
     let recomputedTotal = 0;
@@ -293,6 +292,8 @@ describe('suggested-users incremental mode: run context counts and full-refresh 
     await viewPost(ch, users, NOW - 60);
   }
 
+  // One process: every job object below with replica 'test' shares its state.
+  const memory = new IncrementalMemory();
   function job(cache = new RedisCacheWriter(redis, fence), fullEvery = 1000) {
     return incrementalSuggestedUsers({
       clickhouse: ch,
@@ -301,6 +302,7 @@ describe('suggested-users incremental mode: run context counts and full-refresh 
       ...SETTINGS,
       fullEvery,
       replica: 'test',
+      memory,
     });
   }
 
@@ -387,26 +389,20 @@ describe('suggested-users incremental mode: run context counts and full-refresh 
     // Redis no longer holds the last run's marker (data loss, a lagging replica promoted): full.
     await redis.del(`${prefix}:job:suggested-users:generation`);
     await step(full('cache_generation_mismatch', 7));
-    // The marker found gone during the plan, after the delta step stored this run's buffers: the full
-    // refresh replacing the attempt counts and writes each user once. Merges are held back, as on a
-    // large buffer table, so the attempt's rows are still there when the full refresh reads its own.
+    // The marker found gone while the run extends TTLs, after it wrote some values: the full refresh
+    // replacing the attempt counts and writes each user once.
     await ch.insert({
       table: 'user_relationships',
       values: [{ follower_id: 2, followee_id: 6, status: 'active', updated_at: NOW - 20 }],
       format: 'JSONEachRow',
     });
-    await ch.command({ query: 'SYSTEM STOP MERGES suggested_users_buffer' });
     const markerLost = new RedisCacheWriter(redis, fence);
     const extendTtl = markerLost.extendTtl.bind(markerLost);
     markerLost.extendTtl = async (keyList, ttlSec, signal, guard) => {
       await redis.del(`${prefix}:job:suggested-users:generation`);
       return extendTtl(keyList, ttlSec, signal, guard);
     };
-    try {
-      await step(full('cache_generation_mismatch', 7), job(markerLost));
-    } finally {
-      await ch.command({ query: 'SYSTEM START MERGES suggested_users_buffer' });
-    }
+    await step(full('cache_generation_mismatch', 7), job(markerLost));
     // A run that fails half-way leaves its start recorded: the next run is full.
     const failing = new RedisCacheWriter(redis, fence);
     failing.extendTtl = () => Promise.reject(new Error('injected'));
@@ -432,6 +428,7 @@ describe('suggested-users incremental mode: run context counts and full-refresh 
       perUser: 3,
       fullEvery: 1000,
       replica: 'test',
+      memory,
     });
     await step(full('config_changed', 7), perUser3);
     // FULL_EVERY 3: full, incremental, incremental, full.
@@ -446,7 +443,7 @@ describe('suggested-users incremental mode: run context counts and full-refresh 
     );
     await step(full('scheduled', 7), job(undefined, 3));
     // The change log emptied (block numbers no longer cover the state's watermark): full.
-    await ch.command({ query: 'TRUNCATE TABLE user_follow_changes' });
+    await ch.command({ query: 'TRUNCATE TABLE user_follow_log' });
     await step(full('watermark_ahead', 7));
     // The extended keys got the run's TTL again.
     const ttl = await redis.ttl(keys.suggestedUsers(prefix, '6'));
@@ -529,63 +526,6 @@ describe('suggested-users incremental mode: a riser spared its recount', () => {
     expect(await both()).toBe('incremental');
     expect(await candidates(prefix)).toEqual(['30', '35']);
   }, 60_000);
-});
-
-/**
- * A full refresh batch retried after a transient failure stores its users' buffers a second time
- * under the same version; until a merge, both rows are in the table. Reading the batch's values back
- * must give each user once, from the row every later read of the buffer keeps (the last inserted).
- */
-describe('suggested-users buffers stored twice under one version', () => {
-  let db: ScratchDatabase;
-
-  beforeAll(async () => {
-    db = await scratchDatabase('test_incr_twice');
-  });
-
-  afterAll(async () => {
-    await db.drop();
-  });
-
-  it('are read back once per user, the last stored', async () => {
-    const ch = db.client;
-    // Merges held back, as on a large buffer table between a batch and its retry.
-    await ch.command({ query: 'SYSTEM STOP MERGES suggested_users_buffer' });
-    const store = (top: [number, number][]) =>
-      ch.insert({
-        table: 'suggested_users_buffer',
-        values: [1, 2].map((u) => ({
-          key_prefix: 'p',
-          user_id: u,
-          version: 7,
-          changed: 2,
-          complete: 1,
-          top,
-        })),
-        format: 'JSONEachRow',
-      });
-    await store([[1, 30]]);
-    await store([
-      [2, 40],
-      [1, 30],
-    ]);
-    const rows = await (
-      await ch.query({
-        query: renderBuffersSql('SELECT arrayJoin([toUInt64(1), toUInt64(2)]) AS u'),
-        query_params: { prefix: 'p', version: 7, per_user: 5 },
-        format: 'JSONEachRow',
-      })
-    ).json<{ user_id: string; value: string }>();
-    const mutualCounts = (value: string) =>
-      (JSON.parse(value) as { user_id: string; mutual_count: number }[]).map(
-        (s) => `${s.user_id}:${s.mutual_count}`,
-      );
-    expect(rows.map((r) => [r.user_id, mutualCounts(r.value)]).sort()).toEqual([
-      ['1', ['40:2', '30:1']],
-      ['2', ['40:2', '30:1']],
-    ]);
-    await ch.command({ query: 'SYSTEM START MERGES suggested_users_buffer' });
-  });
 });
 
 /**
