@@ -65,6 +65,8 @@ interface Measured {
   peakMemoryMiB: number;
   /** This process's resident memory after the run, MiB (the incremental mode's state lives here). */
   rssMiB: number;
+  /** Live JS heap plus array buffers after a full GC, MiB (0 when the bench runs without --expose-gc). */
+  liveMiB: number;
   context: Record<string, unknown>;
 }
 
@@ -80,6 +82,11 @@ export interface ChurnLevelResult {
     peakMemoryMiB: Spread;
     /** This process's RSS after the run, MiB: the follow graph and buffers held between runs. */
     rssMiB: Spread;
+    /**
+     * The incremental state's memory, MiB: live heap plus array buffers after a full GC, after the
+     * run, less the same before the first run (0 without --expose-gc).
+     */
+    stateMiB: Spread;
     usersRecomputed: number[];
     /** Users updated from their ranking buffers (the delta step), value written. */
     usersUpdated: number[];
@@ -193,6 +200,18 @@ async function queryCosts(
   };
 }
 
+/**
+ * Live JS heap plus array buffers after a full collection, MiB: what this process holds, garbage
+ * aside. 0 when `gc` is not exposed (`node --expose-gc`, as `npm run bench` runs).
+ */
+function liveMemoryMiB(): number {
+  const gc = (globalThis as { gc?: () => void }).gc;
+  if (gc === undefined) return 0;
+  gc();
+  const m = process.memoryUsage();
+  return round((m.heapUsed + m.arrayBuffers) / 1048576);
+}
+
 /** The ids of the window's active users (decimal strings), as the jobs count them. */
 async function activeUserIds(ch: ClickHouseClient, nowSec: number): Promise<string[]> {
   const users = await (
@@ -284,7 +303,14 @@ export async function benchIncremental(input: IncrementalBenchInput): Promise<In
       const result = await run(ch);
       const seconds = (performance.now() - started) / 1000;
       const rssMiB = round(process.memoryUsage().rss / 1048576);
-      return { seconds, rssMiB, ...(await queryCosts(admin, comment)), context: result.context ?? {} };
+      const liveMiB = liveMemoryMiB();
+      return {
+        seconds,
+        rssMiB,
+        liveMiB,
+        ...(await queryCosts(admin, comment)),
+        context: result.context ?? {},
+      };
     } finally {
       await ch.close();
     }
@@ -310,6 +336,7 @@ export async function benchIncremental(input: IncrementalBenchInput): Promise<In
     }).run(runFacts('suggested-users', input.now));
 
   try {
+    const baselineMiB = liveMemoryMiB();
     note(`incremental: initial full run (no state yet)`);
     const first = await measure(incremental);
     if (first.context.mode !== 'full') throw new Error(`bench: first run was ${String(first.context.mode)}`);
@@ -363,6 +390,7 @@ export async function benchIncremental(input: IncrementalBenchInput): Promise<In
           clickhouseCpuSec: spread(inc.map((m) => m.clickhouseCpuSec)),
           peakMemoryMiB: spread(inc.map((m) => m.peakMemoryMiB)),
           rssMiB: spread(inc.map((m) => m.rssMiB)),
+          stateMiB: spread(inc.map((m) => round(Math.max(0, m.liveMiB - baselineMiB)))),
           usersRecomputed: inc.map((m) => Number(m.context.users_recomputed)),
           usersUpdated: inc.map((m) => Number(m.context.users_updated)),
           usersExtended: inc.map((m) => Number(m.context.users_extended)),
@@ -479,8 +507,8 @@ export function incrementalReport(r: IncrementalBenchResult): {
     const mib = (v: Spread): string => `${fmt(v.median)} (${fmt(v.min)}–${fmt(v.max)}) MiB`;
     rows.push([
       '7',
-      "the same, memory: ClickHouse's largest query of the run / this process's RSS after it (graph and buffers in memory)",
-      `${mib(l.incremental.peakMemoryMiB)} / ${mib(l.incremental.rssMiB)}`,
+      "the same, memory: ClickHouse's largest query of the run / the state in this process (graph and buffers: live heap after GC, less before the first run) / RSS",
+      `${mib(l.incremental.peakMemoryMiB)} / ${mib(l.incremental.stateMiB)} / ${mib(l.incremental.rssMiB)}`,
       `full: largest query ${mib(l.full.peakMemoryMiB)}`,
       '',
       '',

@@ -9,10 +9,11 @@ import { FOLLOW_CHANGES } from '../clickhouse/schema.js';
  * A user u's value is a function of the follow rows whose follower is u (F(u), hence E(u)) and of the
  * rows whose follower is in E(u) (their F), nothing else (CONTRACT §4; `now` only decides who is
  * active). So only the (follower, followee) pairs with a row inserted into `user_relationships` since
- * the last run can change anyone's value (suggested-users-buffer.ts says whose and how). Every insert
- * lands in `user_follow_changes` through a materialized view (schema.ts), whatever its `updated_at`: a
+ * the last run can change anyone's value (suggested-users-ranking.ts says whose and how). Every insert
+ * lands in `user_follow_log` through a materialized view (schema.ts), whatever its `updated_at`: a
  * late row with an old timestamp is a change like any other, and a row that loses to a newer one costs
- * only needless work.
+ * only needless work. The log carries each row whole (status, updated_at), so a run applies it to the
+ * follow graph in memory (follow-graph.ts) without reading `user_relationships`.
  *
  * Why the block number is an exact watermark: in a plain (non-replicated) MergeTree each INSERT's part
  * takes its block number from the table's counter and becomes visible under the same parts lock, so

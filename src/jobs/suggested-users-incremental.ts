@@ -13,7 +13,6 @@ import {
   rankFromScratch,
   RankingScratch,
   renderHead,
-  sameHead,
   type LoggedPairs,
   type RankingBuffer,
 } from './suggested-users-ranking.js';
@@ -410,24 +409,25 @@ export class IncrementalSuggestedUsers {
         ctx.signal.throwIfAborted();
       }
       const old = buffers[u];
-      let now: RankingBuffer | undefined;
-      if (old !== undefined && reached[u] !== 1) {
+      const brought =
+        old === undefined
+          ? 'unanswered'
+          : reached[u] !== 1
+            ? 'same-head'
+            : bringForward(graph, u, old, logged, settings, this.#scratch);
+      let now: RankingBuffer;
+      if (old !== undefined && brought === 'same-head') {
         nextBuffers[u] = old;
         pending.push(u);
         if (pending.length >= EXTEND_CHUNK) await extend();
         continue;
       }
-      if (old !== undefined) now = bringForward(graph, u, old, logged, settings, this.#scratch);
-      if (now === undefined) {
+      if (old === undefined || brought === 'unanswered') {
         // Newly active, or not answered by the buffer: ranked from the graph.
         now = rankFromScratch(graph, u, settings, this.#scratch);
         counts.recomputed++;
-      } else if (old !== undefined && sameHead(old, now, o.perUser)) {
-        nextBuffers[u] = now;
-        pending.push(u);
-        if (pending.length >= EXTEND_CHUNK) await extend();
-        continue;
       } else {
+        now = old;
         counts.updated++;
       }
       nextBuffers[u] = now;

@@ -28,15 +28,25 @@ export function bufferDepth(perUser: number): number {
   return perUser * 2;
 }
 
-/** The exact head of a user's ranking. */
+/**
+ * The exact head of a user's ranking. Mutable: bringForward rewrites a user's buffer in place (a run
+ * changes most buffers a little, and new arrays for each would be garbage for the collector).
+ */
 export interface RankingBuffer {
   /** Candidates (user indices), in ranking order. */
-  candidates: readonly number[];
+  candidates: number[];
   /** Their mutual counts. */
-  counts: readonly number[];
+  counts: number[];
   /** Whether these are all of the user's candidates. */
   complete: boolean;
 }
+
+/**
+ * What bringForward did with a buffer: `unanswered`, it cannot answer the user (left as it was: rank
+ * them from scratch); `same-head`, it may have changed but its head (the cached list) did not;
+ * `new-head`, the head changed (write the value).
+ */
+export type Brought = 'unanswered' | 'same-head' | 'new-head';
 
 /** Reusable per-user work arrays, sized to the user ids (grown as ids are added). */
 export class RankingScratch {
@@ -55,6 +65,8 @@ export class RankingScratch {
   readonly touchedList: number[] = [];
   readonly toRecount: number[] = [];
   readonly recounted: number[] = [];
+  readonly outCandidates: number[] = [];
+  readonly outCounts: number[] = [];
   #stamp = 0;
 
   /** Makes room for `users` indices. */
@@ -158,10 +170,10 @@ export interface LoggedPairs {
 const FORCED = 0x80000000;
 
 /**
- * u's buffer brought forward by the pairs logged since the last run, from the current graph (see the module comment). Undefined when the buffer cannot
- * answer u: fewer than `perUser` entries are sure, or u's own changes may move the `maxFollowees` cut
- * of E(u) (more followees than the cut, counting the changed ones). The buffer itself is returned when
- * nothing the run changed reaches its entries.
+ * u's buffer brought forward, in place, by the pairs logged since the last run, from the current graph
+ * (see the module comment). `unanswered` (the buffer left as it was) when it cannot answer u: fewer
+ * than `perUser` entries are sure, or u's own changes may move the `maxFollowees` cut of E(u) (more
+ * followees than the cut, counting the changed ones).
  *
  * Work per user is kept to the few touched candidates that can matter: members (recounted), forced
  * candidates (recounted), outsiders that gained no path (skipped: they can only fall), and risers
@@ -174,10 +186,10 @@ export function bringForward(
   logged: LoggedPairs,
   settings: RankingSettings,
   scratch: RankingScratch,
-): RankingBuffer | undefined {
+): Brought {
   const followed = graph.followedInto(u, scratch.followed);
   const own = logged.all[u];
-  if (own !== undefined && followed.length + own.length > settings.maxFollowees) return undefined;
+  if (own !== undefined && followed.length + own.length > settings.maxFollowees) return 'unanswered';
   scratch.fit(graph.ids.size);
   const { counts, gains, touched, excluded, recount } = scratch;
   const ids = graph.ids;
@@ -291,7 +303,7 @@ export function bringForward(
   for (const c of toRecount) recount[c] = stayMark;
   // Nothing touched can change the entries: the buffer stands as it is (most users reached, most
   // runs: their touched candidates only lost paths or cannot reach the cached list).
-  if (toRecount.length === 0 && threatC < 0 && !membersTouched) return buffer;
+  if (toRecount.length === 0 && threatC < 0 && !membersTouched) return 'same-head';
   const recounted = scratch.recounted;
   recounted.length = 0;
   if (toRecount.length > 0) {
@@ -317,9 +329,11 @@ export function bringForward(
   // Merge the untouched entries (in the buffer's order) with the recounted ones, keeping those sure:
   // up to the old bound (every unknown outsider ranks after it) and before the best place of any
   // riser left uncounted (the threat).
-  const outC: number[] = [];
-  const outN: number[] = [];
-  let same = true;
+  const outC = scratch.outCandidates;
+  const outN = scratch.outCounts;
+  outC.length = 0;
+  outN.length = 0;
+  let sameHead = true;
   let total = 0;
   let i = 0;
   let j = 0;
@@ -345,27 +359,32 @@ export function bringForward(
     if (threatC >= 0 && !(n > threatN || (n === threatN && ids.compare(c, threatC) < 0))) break;
     total++;
     if (outC.length < depth) {
-      if (same && (buffer.candidates[outC.length] !== c || buffer.counts[outC.length] !== n)) same = false;
+      if (
+        sameHead &&
+        outC.length < perUser &&
+        (buffer.candidates[outC.length] !== c || buffer.counts[outC.length] !== n)
+      ) {
+        sameHead = false;
+      }
       outC.push(c);
       outN.push(n);
     } else if (!complete) break;
   }
   for (const c of recounted) counts[c] = 0;
   const nowComplete = complete && threatC < 0 && total <= depth;
-  if (!nowComplete && outC.length < perUser) return undefined;
-  // Nothing the run changed reached the buffer's entries: keep it as it is.
-  if (same && outC.length === size && nowComplete === complete) return buffer;
-  return { candidates: outC, counts: outN, complete: nowComplete };
+  if (!nowComplete && outC.length < perUser) return 'unanswered';
+  // The head is the same only if it is as long as before (a shorter list differs).
+  if (Math.min(perUser, outC.length) !== Math.min(perUser, size)) sameHead = false;
+  copyInto(buffer.candidates, outC);
+  copyInto(buffer.counts, outN);
+  buffer.complete = nowComplete;
+  return sameHead ? 'same-head' : 'new-head';
 }
 
-/** Whether the cached lists (first `perUser` entries) of two buffers are equal. */
-export function sameHead(a: RankingBuffer, b: RankingBuffer, perUser: number): boolean {
-  const n = Math.min(perUser, a.candidates.length);
-  if (n !== Math.min(perUser, b.candidates.length)) return false;
-  for (let i = 0; i < n; i++) {
-    if (a.candidates[i] !== b.candidates[i] || a.counts[i] !== b.counts[i]) return false;
-  }
-  return true;
+/** `to` becomes a copy of `from` (its own array kept: no new one). */
+function copyInto(to: number[], from: readonly number[]): void {
+  to.length = from.length;
+  for (let i = 0; i < from.length; i++) to[i] = from[i] as number;
 }
 
 /** The cached value (CONTRACT §4) of a buffer: its first `perUser` entries as JSON, as renderValueSql. */

@@ -2,7 +2,7 @@ import { ACTIVE_IN_WINDOW_SQL, BAD_RELATIONSHIP_SQL, USER_ACTIVITY } from '../cl
 
 /**
  * suggested-users' SQL (CONTRACT §4), shared by the full refresh (suggested-users.ts) and the
- * incremental mode's ranking buffers (suggested-users-buffer.ts).
+ * incremental mode's ranking buffers (suggested-users-reads.ts).
  *
  * A user u's ranking: every candidate c (not u, not followed by u) reached through E(u), u's
  * `max_followees` most recent followees, ordered by mutual count (the number of f in E(u) that follow
@@ -11,9 +11,8 @@ import { ACTIVE_IN_WINDOW_SQL, BAD_RELATIONSHIP_SQL, USER_ACTIVITY } from '../cl
 
 /**
  * The ranking of the users that `batchUsersSql` selects (one column `u`, UInt64; it may use
- * `{now:UInt32}`, `{since:UInt32}` and parameters of its own), the hops read as `hops` says: CTEs
- * ending in `ranked (u, top, n)`,
- * where `top` is the first `{depthParam:UInt32}` entries as (mutual count, candidate) tuples and `n`
+ * `{now:UInt32}`, `{since:UInt32}` and parameters of its own), each hop read from the batch's own
+ * rows of `user_relationships`: CTEs ending in `ranked (u, top, n)`, where `top` is the first `{depthParam:UInt32}` entries as (mutual count, candidate) tuples and `n`
  * the user's number of candidates. Users without any candidate have no `ranked` row.
  *
  * Counting is per user over arrays, not one GROUP BY over (user, candidate) pairs: a user's paths
@@ -29,32 +28,17 @@ import { ACTIVE_IN_WINDOW_SQL, BAD_RELATIONSHIP_SQL, USER_ACTIVITY } from '../cl
  * - `arrayDifference` of the sorted paths is non-zero exactly where a new id starts (ids are compared
  *   as UInt64; a wrapped difference of two different ids is still non-zero).
  */
-export function rankingCtes(
-  batchUsersSql: string,
-  depthParam: string,
-  hops: RankingHops = { from: 'table' },
-): string {
-  const graph =
-    hops.from === 'table'
-      ? ''
-      : `
-  graph AS ${hops.materialized} (${followListsSql()}),`;
-  const firstHops =
-    hops.from === 'table'
-      ? `
+export function rankingCtes(batchUsersSql: string, depthParam: string): string {
+  return `
+WITH
+  batch_users AS (${batchUsersSql}),
   follows AS (${followListsSql('follower_id GLOBAL IN (SELECT u FROM batch_users)')}),
   second_hop AS (
     SELECT follower_id AS via, groupArray(followee_id) AS reached
     FROM user_relationships FINAL
     WHERE follower_id GLOBAL IN (SELECT arrayJoin(recent) FROM follows) AND ${ACTIVE_FOLLOW_SQL}
     GROUP BY follower_id
-  ),`
-      : `
-  follows AS (SELECT u, followed, recent FROM graph WHERE u IN (SELECT u FROM batch_users)),
-  second_hop AS (SELECT u AS via, followed AS reached FROM graph),`;
-  return `
-WITH
-  batch_users AS (${batchUsersSql}),${graph}${firstHops}${countingCtes('', 'follows', 'second_hop', depthParam)}`;
+  ),${countingCtes('', 'follows', 'second_hop', depthParam)}`;
 }
 
 /**
@@ -86,14 +70,6 @@ export function countingCtes(p: string, follows: string, secondHop: string, dept
     FROM ${p}counted
   )`;
 }
-
-/**
- * Where rankingCtes reads the two hops: `table`, the batch's rows of `user_relationships` (a batch of
- * an id range reads its own rows); `graph`, the whole follow graph read once (`materialized` is
- * 'MATERIALIZED' or '', see suggested-users-buffer.ts), for a batch of users scattered over the id
- * range, whose rows would be spread over every granule anyway.
- */
-export type RankingHops = { from: 'table' } | { from: 'graph'; materialized: '' | 'MATERIALIZED' };
 
 /**
  * Each follower's active follows, one row per follower: `u`, `followed` (F(u), every active followee)

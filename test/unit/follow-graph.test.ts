@@ -159,8 +159,13 @@ describe('bringForward equals a ranking from scratch', () => {
         expect(truth.candidates).toEqual(naive.slice(0, depth).map((x) => x[1]));
         expect(truth.counts).toEqual(naive.slice(0, depth).map((x) => x[0]));
         expect(truth.complete).toBe(naive.length <= depth);
-        const got = bringForward(graph, u, buffers[u] as RankingBuffer, logged, settings, scratch);
-        if (got === undefined) continue;
+        const got = buffers[u] as RankingBuffer;
+        const before = renderHead(got, ids, settings.perUser);
+        const brought = bringForward(graph, u, got, logged, settings, scratch);
+        if (brought === 'unanswered') continue;
+        expect(brought === 'same-head', `user ${ids.id(u)}`).toBe(
+          renderHead(got, ids, settings.perUser) === before,
+        );
         answered++;
         const n = got.candidates.length;
         expect(got.candidates, `user ${ids.id(u)}`).toEqual(truth.candidates.slice(0, n));
