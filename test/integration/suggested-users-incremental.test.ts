@@ -10,6 +10,7 @@ import type { RunFacts } from '../../src/runner/job.js';
 import { runFacts } from './run-facts.js';
 import { servicesEnv } from './env.js';
 import { scratchDatabase, type ScratchDatabase } from './scratch-database.js';
+import { mulberry32 } from '../unit/helpers/random.js';
 
 /**
  * Property: after any sequence of incremental runs, every active user's cached value equals what a
@@ -25,16 +26,6 @@ const USERS = 150;
 const RUNS = 7;
 const STEP_SEC = 7 * 3600; // `now` moves 7 h a run: with ACTIVE_DAYS 1, users drop out and come back
 const SETTINGS = { perUser: 5, activeDays: 1, maxFollowees: 4, batchSize: 40, ttlSec: 3600 };
-
-function mulberry32(seed: number): () => number {
-  let a = seed;
-  return () => {
-    a = (a + 0x6d2b79f5) | 0;
-    let t = Math.imul(a ^ (a >>> 15), 1 | a);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** One view of post 1 by each of `users` at `at` (Unix seconds), which makes them active. */
 async function viewPost(ch: ClickHouseClient, users: number[], at: number): Promise<void> {

@@ -21,6 +21,7 @@ import {
 } from './job-expectations.js';
 import { scratchDatabase, type ScratchDatabase } from './scratch-database.js';
 import { deleteMatching, keysMatching, redisFor, TOPOLOGIES, type Topology } from './topologies.js';
+import { mulberry32 } from '../unit/helpers/random.js';
 
 /**
  * CONTRACT §4 for suggested-users and feed-warmer, checked against computations written here
@@ -32,17 +33,6 @@ const USERS = 20_000;
 const NOW = new Date(Math.floor(Date.now() / 60_000) * 60_000 - 17_000); // not on a minute boundary
 const NOW_S = Math.floor(NOW.getTime() / 1000);
 const CELEBRITY = 777n;
-
-/** A tiny deterministic PRNG so the sampled users are the same on every run. */
-function mulberry32(seed: number): () => number {
-  let a = seed;
-  return () => {
-    a = (a + 0x6d2b79f5) | 0;
-    let t = Math.imul(a ^ (a >>> 15), 1 | a);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 describe('suggested-users and feed-warmer on a seeded power-law graph', () => {
   let db: ScratchDatabase;

@@ -9,16 +9,7 @@ import {
   type LoggedPairs,
   type RankingBuffer,
 } from '../../src/jobs/suggested-users-ranking.js';
-
-function mulberry32(seed: number): () => number {
-  let a = seed;
-  return () => {
-    a = (a + 0x6d2b79f5) | 0;
-    let t = Math.imul(a ^ (a >>> 15), 1 | a);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { mulberry32 } from './helpers/random.js';
 
 describe('UserIds', () => {
   it('orders ids numerically, beyond 2^53 too', () => {
