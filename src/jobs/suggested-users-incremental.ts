@@ -12,8 +12,8 @@ import {
   bufferDepth,
   rankFromScratch,
   RankingScratch,
-  renderHead,
   type LoggedPairs,
+  RankingBuffers,
   type RankingBuffer,
 } from './suggested-users-ranking.js';
 import type {
@@ -107,8 +107,8 @@ interface MemoryState {
   /** The run that left it (`runId:attempt`), as its state row names it. */
   generation: string;
   graph: FollowGraph;
-  /** By user index: the ranking buffer of each user that run covered (an active user). */
-  buffers: (RankingBuffer | undefined)[];
+  /** The ranking buffer of each user that run covered (an active user). */
+  buffers: RankingBuffers;
   /** That run's active users, in id order (an incremental run's; a full run does not list them). */
   active?: { ids: string[]; users: number[] };
 }
@@ -208,7 +208,7 @@ export class IncrementalSuggestedUsers {
       const reason = decision.reason;
       const buffered = reason !== 'change_log_missing' && reason !== 'change_log_not_plain_mergetree';
       const ids = new UserIds();
-      const buffers = new Map<number, RankingBuffer>();
+      const buffers = new RankingBuffers(bufferDepth(o.perUser));
       const result = await o.runFull(
         ctx,
         buffered ? (facts, w, subset) => this.#rankAndWrite(facts, w, subset, ids, buffers) : undefined,
@@ -216,9 +216,7 @@ export class IncrementalSuggestedUsers {
       if (buffered) {
         // Read after the buffers: a graph at least as new as theirs (see suggested-users-ranking.ts).
         const graph = await loadFollowGraph(o.clickhouse, ids, ctx.signal, this.#queryId(ctx, 'graph'));
-        const byUser = new Array<RankingBuffer | undefined>(ids.size).fill(undefined);
-        for (const [u, b] of buffers) byUser[u] = b;
-        next = { generation, graph, buffers: byUser };
+        next = { generation, graph, buffers };
       }
       fullContext = result.context ?? {};
       counts = { recomputed: result.items, updated: 0, extended: 0, missing: 0, covered: result.items };
@@ -268,7 +266,7 @@ export class IncrementalSuggestedUsers {
     window: { now: number; since: number },
     subset: UserSubset,
     ids: UserIds,
-    buffers: Map<number, RankingBuffer>,
+    buffers: RankingBuffers,
   ): Promise<SubsetWritten> {
     const o = this.#o;
     const depth = bufferDepth(o.perUser);
@@ -295,10 +293,11 @@ export class IncrementalSuggestedUsers {
           if (line !== '') skipped++;
           continue;
         }
-        buffers.set(buffered.user, buffered.buffer);
+        const { user, buffer } = buffered;
+        buffers.set(user, buffer.candidates, buffer.counts, buffer.complete);
         chunk.push({
-          key: keys.suggestedUsers(o.keyPrefix, ids.id(buffered.user)),
-          value: renderHead(buffered.buffer, ids, o.perUser),
+          key: keys.suggestedUsers(o.keyPrefix, ids.id(user)),
+          value: buffers.renderHead(user, ids, o.perUser),
         });
         if (chunk.length >= WRITE_CHUNK) await flush();
       }
@@ -368,7 +367,8 @@ export class IncrementalSuggestedUsers {
     const users = indexUsers(active, memory.active, ids);
     const settings = { perUser: o.perUser, maxFollowees: o.maxFollowees };
     const counts: Counts = { recomputed: 0, updated: 0, extended: 0, missing: 0, covered: 0 };
-    const nextBuffers = new Array<RankingBuffer | undefined>(ids.size).fill(undefined);
+    // Users this run covers; the others' buffers are dropped at the end.
+    const covered = new Uint8Array(ids.size);
     let pending: number[] = [];
     let values: CacheEntry[] = [];
     const vanished: number[] = [];
@@ -397,41 +397,37 @@ export class IncrementalSuggestedUsers {
       values = [];
       await redis.submit(() => o.cache.write(entries, o.ttlSec, ctx.signal));
     };
-    const value = (u: number, buffer: RankingBuffer): CacheEntry => ({
+    const value = (u: number): CacheEntry => ({
       key: keys.suggestedUsers(o.keyPrefix, ids.id(u)),
-      value: renderHead(buffer, ids, o.perUser),
+      value: buffers.renderHead(u, ids, o.perUser),
     });
     for (const u of users) {
-      if (nextBuffers[u] !== undefined) continue;
+      if (covered[u] === 1) continue;
+      covered[u] = 1;
       counts.covered++;
       if (counts.covered % USERS_PER_TURN === 0) {
         await yieldToLoop();
         ctx.signal.throwIfAborted();
       }
-      const old = buffers[u];
-      const brought =
-        old === undefined
-          ? 'unanswered'
-          : reached[u] !== 1
-            ? 'same-head'
-            : bringForward(graph, u, old, logged, settings, this.#scratch);
-      let now: RankingBuffer;
-      if (old !== undefined && brought === 'same-head') {
-        nextBuffers[u] = old;
+      const brought = !buffers.has(u)
+        ? 'unanswered'
+        : reached[u] !== 1
+          ? 'same-head'
+          : bringForward(graph, u, buffers, logged, settings, this.#scratch);
+      if (brought === 'same-head') {
         pending.push(u);
         if (pending.length >= EXTEND_CHUNK) await extend();
         continue;
       }
-      if (old === undefined || brought === 'unanswered') {
+      if (brought === 'unanswered') {
         // Newly active, or not answered by the buffer: ranked from the graph.
-        now = rankFromScratch(graph, u, settings, this.#scratch);
+        const ranked = rankFromScratch(graph, u, settings, this.#scratch);
+        buffers.set(u, ranked.candidates, ranked.counts, ranked.complete);
         counts.recomputed++;
       } else {
-        now = old;
         counts.updated++;
       }
-      nextBuffers[u] = now;
-      values.push(value(u, now));
+      values.push(value(u));
       if (values.length >= WRITE_CHUNK) await write();
     }
     await write();
@@ -439,14 +435,11 @@ export class IncrementalSuggestedUsers {
     await redis.drain();
     // A vanished key is written from the user's buffer: the value the next run compares heads with.
     const lost: CacheEntry[] = [];
-    for (const u of vanished) {
-      const buffer = nextBuffers[u];
-      if (buffer !== undefined) lost.push(value(u, buffer));
-    }
+    for (const u of vanished) lost.push(value(u));
     for (let i = 0; i < lost.length; i += WRITE_CHUNK) {
       counts.recomputed += await o.cache.write(lost.slice(i, i + WRITE_CHUNK), o.ttlSec, ctx.signal);
     }
-    memory.buffers = nextBuffers;
+    for (let u = 0; u < buffers.flags.length; u++) if (covered[u] !== 1) buffers.delete(u);
     memory.active = { ids: active, users };
     return counts;
   }

@@ -4,6 +4,7 @@ import {
   bringForward,
   bufferDepth,
   rankFromScratch,
+  RankingBuffers,
   RankingScratch,
   renderHead,
   type LoggedPairs,
@@ -120,8 +121,11 @@ describe('bringForward equals a ranking from scratch', () => {
         for (const [f, e, s, t] of list) graph.apply(ids.intern(f), ids.intern(e), s, t);
       };
       apply(changes.slice(0, cut));
-      const buffers: RankingBuffer[] = [];
-      for (let u = 0; u < ids.size; u++) buffers.push(rankFromScratch(graph, u, settings, scratch));
+      const buffers = new RankingBuffers(bufferDepth(settings.perUser));
+      for (let u = 0; u < ids.size; u++) {
+        const b = rankFromScratch(graph, u, settings, scratch);
+        buffers.set(u, b.candidates, b.counts, b.complete);
+      }
       apply(changes.slice(cut));
 
       const all = new Array<number[] | undefined>(ids.size).fill(undefined);
@@ -150,12 +154,15 @@ describe('bringForward equals a ranking from scratch', () => {
         expect(truth.candidates).toEqual(naive.slice(0, depth).map((x) => x[1]));
         expect(truth.counts).toEqual(naive.slice(0, depth).map((x) => x[0]));
         expect(truth.complete).toBe(naive.length <= depth);
-        const got = buffers[u] as RankingBuffer;
-        const before = renderHead(got, ids, settings.perUser);
-        const brought = bringForward(graph, u, got, logged, settings, scratch);
-        if (brought === 'unanswered') continue;
+        const before = buffers.renderHead(u, ids, settings.perUser);
+        const brought = bringForward(graph, u, buffers, logged, settings, scratch);
+        if (brought === 'unanswered') {
+          expect(buffers.renderHead(u, ids, settings.perUser), 'left as it was').toBe(before);
+          continue;
+        }
+        const got = buffers.get(u) as RankingBuffer;
         expect(brought === 'same-head', `user ${ids.id(u)}`).toBe(
-          renderHead(got, ids, settings.perUser) === before,
+          buffers.renderHead(u, ids, settings.perUser) === before,
         );
         answered++;
         const n = got.candidates.length;
