@@ -45,11 +45,6 @@ export class UserIds {
     return i;
   }
 
-  /** The index of `id`, or undefined when it was never seen. */
-  find(id: string): number | undefined {
-    return this.#index.get(id);
-  }
-
   /** The id (decimal string) of index `i`. */
   id(i: number): string {
     const id = this.#ids[i];

@@ -491,8 +491,3 @@ export function renderList(
   }
   return `[${parts.join(',')}]`;
 }
-
-/** The cached value of a buffer: its first `perUser` entries (renderList). */
-export function renderHead(buffer: RankingBuffer, ids: UserIds, perUser: number): string {
-  return renderList(ids, buffer.candidates, buffer.counts, 0, Math.min(perUser, buffer.candidates.length));
-}

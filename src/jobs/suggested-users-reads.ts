@@ -69,13 +69,14 @@ export interface RelationshipRow {
   updatedAt: number;
 }
 
-async function* relationshipRows(
+/** The lines of a `TabSeparatedRaw` query, one array per chunk as they arrive. */
+async function* queryLines(
   client: ClickHouseClient,
   query: string,
   params: Record<string, unknown>,
   signal: AbortSignal,
   queryId: string,
-): AsyncGenerator<RelationshipRow[]> {
+): AsyncGenerator<string[]> {
   const result = await client.query({
     query,
     query_params: params,
@@ -83,7 +84,17 @@ async function* relationshipRows(
     abort_signal: signal,
     query_id: queryId,
   });
-  for await (const lines of streamLines(result)) {
+  yield* streamLines(result);
+}
+
+async function* relationshipRows(
+  client: ClickHouseClient,
+  query: string,
+  params: Record<string, unknown>,
+  signal: AbortSignal,
+  queryId: string,
+): AsyncGenerator<RelationshipRow[]> {
+  for await (const lines of queryLines(client, query, params, signal, queryId)) {
     const rows: RelationshipRow[] = [];
     for (const line of lines) {
       const [follower, followee, status, at] = line.split('\t');
@@ -132,15 +143,8 @@ export async function readActiveUsers(
   signal: AbortSignal,
   queryId: string,
 ): Promise<string[]> {
-  const result = await client.query({
-    query: ACTIVE_USERS_SQL,
-    query_params: window,
-    format: 'TabSeparatedRaw',
-    abort_signal: signal,
-    query_id: queryId,
-  });
   const users: string[] = [];
-  for await (const lines of streamLines(result)) {
+  for await (const lines of queryLines(client, ACTIVE_USERS_SQL, window, signal, queryId)) {
     for (const line of lines) if (line !== '') users.push(line);
   }
   return users;
