@@ -122,7 +122,7 @@ async function setInTransactions(
   const epoch = token === undefined ? '' : epochOf(token);
   const cluster = redis.isCluster;
   const replies = await pipelinedEach(redis, calls, (p, call) => {
-    const pairs: string[] = [];
+    const pairs: (string | Buffer)[] = [];
     call.keys.forEach((key, i) => pairs.push(key, call.args[i] ?? ''));
     if (!fence || token === undefined) {
       p.call('MULTI');
@@ -178,7 +178,7 @@ const PIPELINE_CHARS = 120_000;
  * three bulk-string headers. The rest of the pipeline (the two scripts, fence and lease keys, token,
  * command headers: under 2 000 characters) fits in the margin between `PIPELINE_CHARS` and 128 KiB.
  */
-function pipelineChars(key: string, value: string | undefined): number {
+function pipelineChars(key: string, value: string | Buffer | undefined): number {
   return (value?.length ?? 0) + 2 * key.length + 32;
 }
 

@@ -18,11 +18,14 @@ import { fenceKeyForSlot, groupBySlot } from './slots.js';
  * cache write reaches Redis, on one server and on a cluster alike.
  */
 
-/** One script call: its data keys (all in `slot`) and its arguments, without the fence's. */
+/**
+ * One script call: its data keys (all in `slot`) and its arguments, without the fence's. An argument
+ * may be bytes (a Buffer: a value rendered straight into memory, sent without a string copy).
+ */
 export interface SlotCall {
   slot: number;
   keys: readonly string[];
-  args: readonly string[];
+  args: readonly (string | Buffer)[];
 }
 
 /** A script body (see fence.ts for `k0`/`a0`) with its fenced and unfenced texts and their SHA1s. */
@@ -65,7 +68,7 @@ export async function runSlotScripts(
   const { lua, sha } = lease ? script.fenced : script.unfenced;
   const cluster = redis.isCluster;
   // ioredis's eval/evalsha take numkeys, then the keys, then the arguments.
-  const argv = (call: SlotCall): [string, ...string[]] => {
+  const argv = (call: SlotCall): [string, ...(string | Buffer)[]] => {
     if (!lease) return [String(call.keys.length), ...call.keys, ...call.args];
     const prefix = cluster
       ? [fenceKeyForSlot(lease.fence.key, call.slot)]
@@ -251,7 +254,7 @@ export function slotCalls<T>(
   items: readonly T[],
   keyOf: (item: T) => string,
   perCall: number,
-  argsOf: (chunk: readonly T[]) => string[],
+  argsOf: (chunk: readonly T[]) => (string | Buffer)[],
 ): SlotCall[] {
   const groups = redis.isCluster ? groupBySlot(items, keyOf) : new Map([[0, items]]);
   const calls: SlotCall[] = [];

@@ -16,6 +16,12 @@ export interface CacheEntry {
   value: string;
 }
 
+/** A CacheEntry whose value is already bytes (rendered straight into memory, no string). */
+export interface BytesEntry {
+  key: string;
+  value: Buffer;
+}
+
 /**
  * What jobs may do to Redis: replace values, with a TTL, and nothing else (a job never deletes a key
  * except by replacing it with an empty result). Every method is fenced when the writer has a fence.
@@ -26,6 +32,12 @@ export interface CacheWriter {
    * each chunk and yielding to the event loop between chunks. Returns the number of keys written.
    */
   write(entries: readonly CacheEntry[], ttlSec: number, signal: AbortSignal): Promise<number>;
+  /**
+   * `write` with values given as bytes, stored as they are. Optional: a caller without it writes
+   * strings (suggested-users' incremental mode renders its values as bytes when it can, which saves
+   * this process building and encoding about 70 MB of strings per run at 100 000 users).
+   */
+  writeBytes?(entries: readonly BytesEntry[], ttlSec: number, signal: AbortSignal): Promise<number>;
   /**
    * Replaces the sorted set at `key` with `members` atomically for readers (built aside, then renamed
    * over it); an empty list removes the key. Returns the number of distinct members written.
@@ -76,7 +88,19 @@ export class RedisCacheWriter implements CacheWriter {
     private readonly fence?: Fence,
   ) {}
 
-  async write(entries: readonly CacheEntry[], ttlSec: number, signal: AbortSignal): Promise<number> {
+  write(entries: readonly CacheEntry[], ttlSec: number, signal: AbortSignal): Promise<number> {
+    return this.#write(entries, ttlSec, signal);
+  }
+
+  writeBytes(entries: readonly BytesEntry[], ttlSec: number, signal: AbortSignal): Promise<number> {
+    return this.#write(entries, ttlSec, signal);
+  }
+
+  async #write(
+    entries: readonly (CacheEntry | BytesEntry)[],
+    ttlSec: number,
+    signal: AbortSignal,
+  ): Promise<number> {
     const ttl = String(Math.max(1, Math.round(ttlSec)));
     let written = 0;
     for (let start = 0; start < entries.length; start += ENTRIES_PER_FLUSH) {
