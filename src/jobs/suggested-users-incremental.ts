@@ -1,5 +1,5 @@
 import { hostname } from 'node:os';
-import { GuardMismatchError, yieldToLoop, type CacheEntry } from '../cache/writer.js';
+import { GuardMismatchError, yieldToLoop, type BytesEntry, type CacheEntry } from '../cache/writer.js';
 import { keys } from '../cache/keys.js';
 import { streamLines } from '../clickhouse/result-stream.js';
 import type { RunFacts, RunResult } from '../runner/job.js';
@@ -23,6 +23,7 @@ import type {
   UserSubset,
 } from './suggested-users-types.js';
 import { parseUserValueRow } from './user-values.js';
+import { SuggestionListBytes } from './suggestion-list-bytes.js';
 import { OneInFlight } from './one-in-flight.js';
 import {
   configFingerprint,
@@ -111,6 +112,14 @@ interface MemoryState {
   buffers: RankingBuffers;
   /** That run's active users, in id order (an incremental run's; a full run does not list them). */
   active?: { ids: string[]; users: number[] };
+  /** Renders values as bytes, with the users' id digits cached (made by the first incremental run). */
+  lists?: SuggestionListBytes;
+  /**
+   * Whether every buffer is exact for `graph` (after an incremental run: it applied the rows a full
+   * refresh's buffers may have missed and recounted what they touched), so that the next run may bring
+   * members forward by deltas (LoggedPairs.changes). False after a full refresh.
+   */
+  exact: boolean;
 }
 
 export class IncrementalSuggestedUsers {
@@ -187,7 +196,7 @@ export class IncrementalSuggestedUsers {
           window,
           blocks: { from: decision.previous.watermark, to: log.watermark },
         });
-        next = { ...memory, generation };
+        next = { ...memory, generation, exact: true };
       } catch (err) {
         if (err instanceof GuardMismatchError) {
           ctx.log.warn({ err }, 'suggested-users: cache marker does not match the state; full refresh');
@@ -216,7 +225,7 @@ export class IncrementalSuggestedUsers {
       if (buffered) {
         // Read after the buffers: a graph at least as new as theirs (see suggested-users-ranking.ts).
         const graph = await loadFollowGraph(o.clickhouse, ids, ctx.signal, this.#queryId(ctx, 'graph'));
-        next = { generation, graph, buffers };
+        next = { generation, graph, buffers, exact: false };
       }
       fullContext = result.context ?? {};
       counts = { recomputed: result.items, updated: 0, extended: 0, missing: 0, covered: result.items };
@@ -329,31 +338,47 @@ export class IncrementalSuggestedUsers {
       readActiveUsers(o.clickhouse, run.window, ctx.signal, this.#queryId(ctx, 'active')),
     ]);
 
-    // The logged pairs, applied to the graph: follower → its logged followees.
-    const pairs: [number, number][] = [];
-    for (const r of rows) {
-      const f = ids.intern(r.follower);
-      const e = ids.intern(r.followee);
+    // The logged pairs, applied to the graph: follower → its logged followees, each with whether it
+    // was an active follow before this run's rows (for LoggedPairs.changes). Ids are interned first so
+    // that the arrays by user index are made dense, at their full size (an index, not a hash lookup).
+    const at = rows.map((r) => [ids.intern(r.follower), ids.intern(r.followee)] as const);
+    const all = new Array<number[] | undefined>(ids.size).fill(undefined);
+    const activeBefore = new Array<boolean[] | undefined>(ids.size).fill(undefined);
+    const followers: number[] = [];
+    rows.forEach((r, i) => {
+      const [f, e] = at[i] as readonly [number, number];
+      let list = all[f];
+      let before = activeBefore[f];
+      if (list === undefined || before === undefined) {
+        list = all[f] = [];
+        before = activeBefore[f] = [];
+        followers.push(f);
+      }
+      if (!list.includes(e)) {
+        list.push(e);
+        before.push(graph.hasActive(f, e));
+      }
       if (graph.apply(f, e, r.status, r.updatedAt) === 'tie') {
         throw new ChangeLogTieError(
           `user_relationships row (${r.follower}, ${r.followee}) has the updated_at of its pair's newest row and another status`,
         );
       }
-      pairs.push([f, e]);
-    }
-    // Arrays by user index, filled (dense) so that reading one is an index, not a hash lookup.
-    const all = new Array<number[] | undefined>(ids.size).fill(undefined);
-    const followers: number[] = [];
-    for (const [f, e] of pairs) {
-      const list = all[f];
-      if (list === undefined) {
-        all[f] = [e];
-        followers.push(f);
-      } else if (!list.includes(e)) list.push(e);
-    }
+    });
     const activeNow = new Array<number[] | undefined>(ids.size).fill(undefined);
     for (const f of followers) activeNow[f] = (all[f] ?? []).filter((e) => graph.hasActive(f, e));
     const logged: LoggedPairs = { all, activeNow };
+    if (memory.exact) {
+      const gained = new Array<number[] | undefined>(ids.size).fill(undefined);
+      const lost = new Array<number[] | undefined>(ids.size).fill(undefined);
+      for (const f of followers) {
+        const list = all[f] ?? [];
+        const before = activeBefore[f] ?? [];
+        const now = list.map((e) => graph.hasActive(f, e));
+        gained[f] = list.filter((_, k) => now[k] === true && before[k] !== true);
+        lost[f] = list.filter((_, k) => now[k] !== true && before[k] === true);
+      }
+      logged.changes = { gained, lost };
+    }
     // Users a logged pair can reach: its follower, and whoever follows the follower now (whoever
     // followed them before and not now changed their own follows, so is a follower of a pair too).
     const reached = new Uint8Array(ids.size);
@@ -370,7 +395,11 @@ export class IncrementalSuggestedUsers {
     // Users this run covers; the others' buffers are dropped at the end.
     const covered = new Uint8Array(ids.size);
     let pending: number[] = [];
+    // Values as bytes when the writer takes them (see suggestion-list-bytes.ts), else as strings.
+    const writeBytes = o.cache.writeBytes?.bind(o.cache);
+    const lists = writeBytes === undefined ? undefined : (memory.lists ??= new SuggestionListBytes(ids));
     let values: CacheEntry[] = [];
+    let valueBytes: BytesEntry[] = [];
     const vanished: number[] = [];
     // One Redis call in flight while the next users are brought forward.
     const redis = new OneInFlight();
@@ -392,15 +421,23 @@ export class IncrementalSuggestedUsers {
       });
     };
     const write = async (): Promise<void> => {
-      if (values.length === 0) return;
+      if (values.length + valueBytes.length === 0) return;
       const entries = values;
+      const bytes = valueBytes;
       values = [];
-      await redis.submit(() => o.cache.write(entries, o.ttlSec, ctx.signal));
+      valueBytes = [];
+      await redis.submit(() =>
+        writeBytes === undefined
+          ? o.cache.write(entries, o.ttlSec, ctx.signal)
+          : writeBytes(bytes, o.ttlSec, ctx.signal),
+      );
     };
-    const value = (u: number): CacheEntry => ({
-      key: keys.suggestedUsers(o.keyPrefix, ids.id(u)),
-      value: buffers.renderHead(u, ids, o.perUser),
-    });
+    /** Queues u's value (its buffer's head); returns how many are queued. */
+    const queueValue = (u: number): number => {
+      const key = keys.suggestedUsers(o.keyPrefix, ids.id(u));
+      if (lists === undefined) return values.push({ key, value: buffers.renderHead(u, ids, o.perUser) });
+      return valueBytes.push({ key, value: buffers.encodeHead(u, lists, o.perUser) });
+    };
     for (const u of users) {
       if (covered[u] === 1) continue;
       covered[u] = 1;
@@ -427,17 +464,17 @@ export class IncrementalSuggestedUsers {
       } else {
         counts.updated++;
       }
-      values.push(value(u));
-      if (values.length >= WRITE_CHUNK) await write();
+      if (queueValue(u) >= WRITE_CHUNK) await write();
     }
     await write();
     await extend();
     await redis.drain();
     // A vanished key is written from the user's buffer: the value the next run compares heads with.
-    const lost: CacheEntry[] = [];
-    for (const u of vanished) lost.push(value(u));
-    for (let i = 0; i < lost.length; i += WRITE_CHUNK) {
-      counts.recomputed += await o.cache.write(lost.slice(i, i + WRITE_CHUNK), o.ttlSec, ctx.signal);
+    for (let i = 0; i < vanished.length; i += WRITE_CHUNK) {
+      for (const u of vanished.slice(i, i + WRITE_CHUNK)) queueValue(u);
+      counts.recomputed += values.length + valueBytes.length;
+      await write();
+      await redis.drain();
     }
     for (let u = 0; u < buffers.flags.length; u++) if (covered[u] !== 1) buffers.delete(u);
     memory.active = { ids: active, users };

@@ -1,4 +1,5 @@
 import type { FollowGraph, UserIds } from './follow-graph.js';
+import type { SuggestionListBytes } from './suggestion-list-bytes.js';
 
 /**
  * suggested-users' ranking in this process (CONTRACT §4, as suggestions-sql.ts computes it in
@@ -117,6 +118,16 @@ export class RankingBuffers {
     };
   }
 
+  /** renderHead as bytes (SuggestionListBytes.encode: a view into its current arena). */
+  encodeHead(u: number, lists: SuggestionListBytes, perUser: number): Buffer {
+    return lists.encode(
+      this.candidates,
+      this.counts,
+      u * this.depth,
+      Math.min(perUser, this.lengths[u] ?? 0),
+    );
+  }
+
   /** The cached value (CONTRACT §4) of u's buffer: its first `perUser` entries (renderList). */
   renderHead(u: number, ids: UserIds, perUser: number): string {
     return renderList(
@@ -148,6 +159,10 @@ export class RankingScratch {
   excluded = new Int32Array(0);
   /** Stamp marks: recounted in this user's merge. */
   recount = new Int32Array(0);
+  /** Stamp marks: E(u), the followees whose paths count. */
+  viaMark = new Int32Array(0);
+  /** Paths gained less paths lost per touched candidate, with LoggedPairs.changes (left all 0). */
+  delta = new Int32Array(0);
   /** Reused lists (emptied per user, not reallocated: this runs for most users every run). */
   readonly followed: number[] = [];
   readonly touchedList: number[] = [];
@@ -166,6 +181,8 @@ export class RankingScratch {
     this.touched = new Int32Array(size);
     this.excluded = new Int32Array(size);
     this.recount = new Int32Array(size);
+    this.viaMark = new Int32Array(size);
+    this.delta = new Int32Array(size);
     this.#stamp = 0;
   }
 
@@ -175,6 +192,7 @@ export class RankingScratch {
       this.touched.fill(0);
       this.excluded.fill(0);
       this.recount.fill(0);
+      this.viaMark.fill(0);
       this.#stamp = 0;
     }
     return ++this.#stamp;
@@ -252,6 +270,17 @@ function topByRank(candidates: number[], counts: Uint32Array, ids: UserIds, dept
 export interface LoggedPairs {
   all: readonly (readonly number[] | undefined)[];
   activeNow: readonly (readonly number[] | undefined)[];
+  /**
+   * Given only when every buffer is exact for the graph as it was before these pairs were applied
+   * (each run after an incremental one: that run recounted whatever the full refresh's buffers might
+   * have missed). Per follower, the followees whose pair became an active follow (`gained`) or stopped
+   * being one (`lost`) over these pairs. A member's count is then brought forward by these (the
+   * paths through pairs that did not change are the same), not recounted.
+   */
+  changes?: {
+    gained: readonly (readonly number[] | undefined)[];
+    lost: readonly (readonly number[] | undefined)[];
+  };
 }
 
 /** In `RankingScratch.gains`: the candidate is g of u's own change, recounted whatever its gain. */
@@ -279,11 +308,13 @@ export function bringForward(
   const own = logged.all[u];
   if (own !== undefined && followed.length + own.length > settings.maxFollowees) return 'unanswered';
   scratch.fit(graph.ids.size);
-  const { counts, gains, touched, excluded, recount } = scratch;
+  const { counts, gains, touched, excluded, recount, viaMark, delta } = scratch;
   const ids = graph.ids;
   const perUser = settings.perUser;
   const depth = bufferDepth(perUser);
 
+  // Members move by their deltas only when E(u) is F(u) and did not change (u's own pairs did not).
+  const changes = own === undefined && followed.length <= settings.maxFollowees ? logged.changes : undefined;
   const notCandidate = scratch.nextStamp();
   for (const f of followed) excluded[f] = notCandidate;
   excluded[u] = notCandidate;
@@ -302,6 +333,10 @@ export function bringForward(
       list.push(c);
     }
     for (const c of logged.activeNow[f] ?? []) if (c !== u) gains[c] = (gains[c] as number) + 1;
+    if (changes !== undefined) {
+      for (const c of changes.gained[f] ?? []) if (c !== u) delta[c] = (delta[c] as number) + 1;
+      for (const c of changes.lost[f] ?? []) if (c !== u) delta[c] = (delta[c] as number) - 1;
+    }
   }
   for (const g of own ?? []) {
     // u started or stopped following g (or followed it again): g's logged pairs (counted above when u
@@ -349,11 +384,20 @@ export function bringForward(
   let sure = 0;
   let membersTouched = false;
   const stayMark = scratch.nextStamp();
+  const recounted = scratch.recounted;
+  recounted.length = 0;
   for (let i = 0; i < size; i++) {
     const c = bufC[at + i] as number;
     if (touched[c] === seen) {
-      recount[c] = stayMark; // a touched member: recounted
+      recount[c] = stayMark; // a touched member: recounted, or moved by its delta
       membersTouched = true;
+      if (changes !== undefined) {
+        const n = (bufN[at + i] as number) + (delta[c] as number);
+        if (n > 0) {
+          counts[c] = n;
+          recounted.push(c);
+        }
+      }
       continue;
     }
     if (++sure === perUser) {
@@ -369,11 +413,18 @@ export function bringForward(
   for (const c of list) {
     const gain = gains[c] as number;
     gains[c] = 0;
+    delta[c] = 0;
     if (excluded[c] === notCandidate) {
-      recount[c] = 0; // a member u follows now leaves, uncounted
+      // A member u follows now leaves, uncounted (it cannot be one with `changes`: u's own pairs did
+      // not change, so u followed it before too).
+      recount[c] = 0;
       continue;
     }
-    if (recount[c] === stayMark || (gain & FORCED) !== 0) {
+    if (recount[c] === stayMark) {
+      if (changes === undefined) toRecount.push(c);
+      continue;
+    }
+    if ((gain & FORCED) !== 0) {
       toRecount.push(c);
       continue;
     }
@@ -392,30 +443,36 @@ export function bringForward(
 
   // Recount over E(u): each candidate by looking its pairs up (binary searches), or all at once by
   // scanning E(u)'s follows, whichever costs less for this user.
-  for (const c of toRecount) recount[c] = stayMark;
+  const countMark = scratch.nextStamp();
+  for (const c of toRecount) recount[c] = countMark;
   // Nothing touched can change the entries: the buffer stands as it is (most users reached, most
   // runs: their touched candidates only lost paths or cannot reach the cached list).
   if (toRecount.length === 0 && threatC < 0 && !membersTouched) return 'same-head';
-  const recounted = scratch.recounted;
-  recounted.length = 0;
   if (toRecount.length > 0) {
     const via = graph.recent(u, settings.maxFollowees, followed);
     let scanCost = 0;
     for (const g of via) scanCost += graph.pairCount(g);
-    if (toRecount.length * via.length * LOOKUP_COST < scanCost) {
+    // Per candidate: a lookup per member of E(u), or a scan of its followers (few for most users).
+    const lookupCost = via.length * LOOKUP_COST;
+    let countCost = 0;
+    for (const c of toRecount) countCost += Math.min(lookupCost, graph.followerCount(c));
+    if (countCost < scanCost) {
+      const inVia = scratch.nextStamp();
+      for (const g of via) viaMark[g] = inVia;
       for (const c of toRecount) {
         let n = 0;
-        for (const g of via) if (graph.hasActive(g, c)) n++;
+        if (graph.followerCount(c) <= lookupCost) n = graph.countMarkedFollowers(c, viaMark, inVia);
+        else for (const g of via) if (graph.hasActive(g, c)) n++;
         if (n === 0) continue;
         counts[c] = n;
         recounted.push(c);
       }
     } else {
-      graph.countPaths(via, counts, recounted, { mark: recount, stamp: stayMark });
+      graph.countPaths(via, counts, recounted, { mark: recount, stamp: countMark });
     }
-    if (recounted.length > 1) {
-      recounted.sort((a, b) => (counts[b] as number) - (counts[a] as number) || ids.compare(a, b));
-    }
+  }
+  if (recounted.length > 1) {
+    recounted.sort((a, b) => (counts[b] as number) - (counts[a] as number) || ids.compare(a, b));
   }
 
   // Merge the untouched entries (in the buffer's order) with the recounted ones, keeping those sure:
