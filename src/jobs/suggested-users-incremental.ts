@@ -10,6 +10,7 @@ import { bufferBatchSql, loadFollowGraph, readActiveUsers, readLoggedRows } from
 import {
   bringForward,
   bufferDepth,
+  loggedPairs,
   rankFromScratch,
   RankingScratch,
   type LoggedPairs,
@@ -141,6 +142,12 @@ export class IncrementalSuggestedUsers {
     this.#memory.state = undefined;
     const nowSec = Math.floor(ctx.startedAt.getTime() / 1000);
     const window = { now: nowSec, since: nowSec - o.activeDays * 86_400 };
+    // The window's active users, read while the run's bookkeeping goes on (about a tenth of an
+    // incremental run), when the state is here to be brought forward; a full refresh ignores them.
+    const activeRead =
+      memory === undefined
+        ? undefined
+        : settled(readActiveUsers(o.clickhouse, window, ctx.signal, this.#queryId(ctx, 'active')));
     const log = await readChangeLogPosition(o.clickhouse, ctx.signal);
     const latest = await readLatestRun(o.clickhouse, o.keyPrefix, ctx.signal);
     const fingerprint = configFingerprint(o);
@@ -193,7 +200,8 @@ export class IncrementalSuggestedUsers {
       try {
         counts = await this.#incremental(ctx, memory, {
           generation,
-          window,
+          activeRead:
+            activeRead ?? settled(Promise.reject(new Error('suggested-users: no active users read'))),
           blocks: { from: decision.previous.watermark, to: log.watermark },
         });
         next = { ...memory, generation, exact: true };
@@ -321,7 +329,8 @@ export class IncrementalSuggestedUsers {
     memory: MemoryState,
     run: {
       generation: string;
-      window: { now: number; since: number };
+      /** The window's active users (read from the start of the run). */
+      activeRead: Promise<Settled<string[]>>;
       blocks: { from: string; to: string };
     },
   ): Promise<Counts> {
@@ -335,7 +344,7 @@ export class IncrementalSuggestedUsers {
       run.blocks.from === run.blocks.to
         ? []
         : readLoggedRows(o.clickhouse, run.blocks, ctx.signal, this.#queryId(ctx, 'log')),
-      readActiveUsers(o.clickhouse, run.window, ctx.signal, this.#queryId(ctx, 'active')),
+      run.activeRead.then(unwrap),
     ]);
 
     // The logged pairs, applied to the graph: follower → its logged followees, each with whether it
@@ -366,7 +375,7 @@ export class IncrementalSuggestedUsers {
     });
     const activeNow = new Array<number[] | undefined>(ids.size).fill(undefined);
     for (const f of followers) activeNow[f] = (all[f] ?? []).filter((e) => graph.hasActive(f, e));
-    const logged: LoggedPairs = { all, activeNow };
+    let changes: LoggedPairs['changes'];
     if (memory.exact) {
       const gained = new Array<number[] | undefined>(ids.size).fill(undefined);
       const lost = new Array<number[] | undefined>(ids.size).fill(undefined);
@@ -377,8 +386,9 @@ export class IncrementalSuggestedUsers {
         gained[f] = list.filter((_, k) => now[k] === true && before[k] !== true);
         lost[f] = list.filter((_, k) => now[k] !== true && before[k] === true);
       }
-      logged.changes = { gained, lost };
+      changes = { gained, lost };
     }
+    const logged = loggedPairs(ids.size, all, activeNow, changes);
     // Users a logged pair can reach: its follower, and whoever follows the follower now (whoever
     // followed them before and not now changed their own follows, so is a follower of a pair too).
     const reached = new Uint8Array(ids.size);
@@ -480,6 +490,21 @@ export class IncrementalSuggestedUsers {
     memory.active = { ids: active, users };
     return counts;
   }
+}
+
+/** A promise's outcome, held so that it is never an unhandled rejection while nobody awaits it. */
+type Settled<T> = { value: T } | { error: unknown };
+
+function settled<T>(promise: Promise<T>): Promise<Settled<T>> {
+  return promise.then(
+    (value) => ({ value }),
+    (error: unknown) => ({ error }),
+  );
+}
+
+function unwrap<T>(outcome: Settled<T>): T {
+  if ('error' in outcome) throw outcome.error;
+  return outcome.value;
 }
 
 /**

@@ -271,6 +271,12 @@ export interface LoggedPairs {
   all: readonly (readonly number[] | undefined)[];
   activeNow: readonly (readonly number[] | undefined)[];
   /**
+   * 1 for each follower with logged pairs (`all[f]` given), 0 for the others: read first, one byte
+   * per user where `all` holds a pointer, so that the many followees without logged pairs cost one
+   * read of a small, cached array (loggedPairs makes it).
+   */
+  logs: Uint8Array;
+  /**
    * Given only when every buffer is exact for the graph as it was before these pairs were applied
    * (each run after an incremental one: that run recounted whatever the full refresh's buffers might
    * have missed). Per follower, the followees whose pair became an active follow (`gained`) or stopped
@@ -281,6 +287,23 @@ export interface LoggedPairs {
     gained: readonly (readonly number[] | undefined)[];
     lost: readonly (readonly number[] | undefined)[];
   };
+}
+
+/**
+ * LoggedPairs of `all` and `activeNow` (and `changes`, when the buffers are exact), for `users` user
+ * indices (the arrays' length).
+ */
+export function loggedPairs(
+  users: number,
+  all: readonly (readonly number[] | undefined)[],
+  activeNow: readonly (readonly number[] | undefined)[],
+  changes?: LoggedPairs['changes'],
+): LoggedPairs {
+  const logs = new Uint8Array(users);
+  all.forEach((cs, f) => {
+    if (cs !== undefined) logs[f] = 1;
+  });
+  return { all, activeNow, logs, ...(changes === undefined ? {} : { changes }) };
 }
 
 /** In `RankingScratch.gains`: the candidate is g of u's own change, recounted whatever its gain. */
@@ -324,7 +347,9 @@ export function bringForward(
   touched[u] = seen;
   const list = scratch.touchedList;
   list.length = 0;
+  const logs = logged.logs;
   for (const f of followed) {
+    if (logs[f] !== 1) continue;
     const cs = logged.all[f];
     if (cs === undefined) continue;
     for (const c of cs) {

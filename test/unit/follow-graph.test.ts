@@ -3,6 +3,7 @@ import { ACTIVE, FollowGraphBuilder, OTHER_STATUS, REMOVED, UserIds } from '../.
 import {
   bringForward,
   bufferDepth,
+  loggedPairs,
   rankFromScratch,
   RankingBuffers,
   RankingScratch,
@@ -141,15 +142,19 @@ describe('bringForward equals a ranking from scratch', () => {
         if (!list.includes(ids.intern(e))) list.push(ids.intern(e));
       }
       const activeNow = all.map((cs, f) => cs?.filter((c) => graph.hasActive(f, c)));
-      const logged: LoggedPairs = { all, activeNow };
-      if (exact) {
-        const changed = (f: number, c: number, now: boolean) =>
-          graph.hasActive(f, c) === now && activeBefore.get(`${ids.id(f)}:${ids.id(c)}`) === !now;
-        logged.changes = {
-          gained: all.map((cs, f) => cs?.filter((c) => changed(f, c, true))),
-          lost: all.map((cs, f) => cs?.filter((c) => changed(f, c, false))),
-        };
-      }
+      const changed = (f: number, c: number, now: boolean) =>
+        graph.hasActive(f, c) === now && activeBefore.get(`${ids.id(f)}:${ids.id(c)}`) === !now;
+      const logged: LoggedPairs = loggedPairs(
+        ids.size,
+        all,
+        activeNow,
+        exact
+          ? {
+              gained: all.map((cs, f) => cs?.filter((c) => changed(f, c, true))),
+              lost: all.map((cs, f) => cs?.filter((c) => changed(f, c, false))),
+            }
+          : undefined,
+      );
 
       const head = (b: RankingBuffer) =>
         renderList(ids, b.candidates, b.counts, 0, Math.min(settings.perUser, b.candidates.length));
