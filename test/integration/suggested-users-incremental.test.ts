@@ -179,6 +179,12 @@ describe(`suggested-users incremental mode equals a full refresh (seed ${SEED})`
 
     const writer = new RedisCacheWriter(redis, fence);
     const { incremental, full } = bothModes(ch, writer, prefix, SETTINGS);
+    // The same mode through a writer without writeBytes (as a custom CacheWriter may be): its values
+    // go as strings, rendered by renderList instead of SuggestionListBytes.
+    const stringsOnly = new RedisCacheWriter(redis, fence);
+    Object.defineProperty(stringsOnly, 'writeBytes', { value: undefined });
+    const stringsPrefix = `${prefix}-strings`;
+    const incrementalStrings = bothModes(ch, stringsOnly, stringsPrefix, SETTINGS).incremental;
     const modes: string[] = [];
     let extendedTotal = 0;
     let recomputedTotal = 0;
@@ -210,6 +216,8 @@ describe(`suggested-users incremental mode equals a full refresh (seed ${SEED})`
       const at = new Date(now * 1000);
       const result = await incremental.run(runFacts('suggested-users', at));
       const ctx = result.context ?? {};
+      const stringsCtx = (await incrementalStrings.run(runFacts('suggested-users', at))).context ?? {};
+      expect(stringsCtx.mode, `seed ${SEED} run ${run}: the strings writer's run`).toBe(ctx.mode);
       modes.push(String(ctx.mode));
       extendedTotal += Number(ctx.users_extended);
       recomputedTotal += Number(ctx.users_recomputed);
@@ -234,6 +242,11 @@ describe(`suggested-users incremental mode equals a full refresh (seed ${SEED})`
       expect(diff, `seed ${SEED} run ${run} (${String(ctx.mode)}): users whose cached value differs`).toEqual(
         [],
       );
+      const gotStrings = await redis.mget(users.map((u) => keys.suggestedUsers(stringsPrefix, u)));
+      expect(
+        users.filter((u, i) => want[i] !== gotStrings[i]),
+        `seed ${SEED} run ${run}: users whose value written as a string differs`,
+      ).toEqual([]);
     }
     expect(modes[0], `seed ${SEED}`).toBe('full');
     expect(modes.slice(1), `seed ${SEED}`).toEqual(Array(RUNS).fill('incremental'));
