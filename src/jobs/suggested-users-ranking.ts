@@ -14,14 +14,16 @@ import type { SuggestionListBytes } from './suggestion-list-bytes.js';
  * Between two runs, a candidate c's mutual count for u, or its eligibility, can change only through a
  * changed pair (f, c) with f a followee of u (now or before), or through u's own changed pairs (u
  * starts or stops following g: every candidate g follows, and g itself). Those are u's touched
- * candidates (`touchedCandidates`). `mergeBuffer` recounts every touched candidate exactly from the
- * current graph and keeps the other entries' counts; untouched outsiders still rank after the old
- * bound, so the merged entries up to the bound are an exact prefix of the new ranking. When that
- * prefix is too short to fill the cached list, or u's own change can move the `maxFollowees` cut of
- * E(u), the user is ranked from scratch.
+ * candidates. `bringForward` recounts the touched candidates that can matter exactly from the current
+ * graph (see its comment for which) and keeps the other entries' counts; untouched outsiders still
+ * rank after the old bound, so the merged entries up to the bound are an exact prefix of the new
+ * ranking. When that prefix is too short to fill the cached list, or u's own change can move the
+ * `maxFollowees` cut of E(u), the user is ranked from scratch.
  *
  * Recounting (rather than adding the changes to the old counts) keeps a buffer right when it already
  * saw some of the changes: a full refresh's buffers come from a graph read after the run's watermark.
+ * Once a run has recounted so, every buffer is exact for the graph in memory, and later runs move a
+ * touched member by its pairs' changes alone (LoggedPairs.changes) when u's own pairs did not change.
  */
 
 /** Buffer depth per user: twice the cached list, so a few lost entries do not force a recompute. */
@@ -199,7 +201,11 @@ export class RankingScratch {
   }
 }
 
-/** A pair lookup (a binary search in a follower's pairs) against one step of a scan of them. */
+/**
+ * A pair lookup (a binary search in a follower's pairs) against one step of a scan of pairs or of a
+ * candidate's followers: the cost model that picks, per user, lookups or one scan of E(u)'s follows,
+ * and per candidate, lookups or one scan of its followers.
+ */
 const LOOKUP_COST = 4;
 
 /** Settings of the ranking. */
@@ -315,8 +321,8 @@ const FORCED = 0x80000000;
  * than `perUser` entries are sure, or u's own changes may move the `maxFollowees` cut of E(u) (more
  * followees than the cut, counting the changed ones).
  *
- * Work per user is kept to the few touched candidates that can matter: members (recounted), forced
- * candidates (recounted), outsiders that gained no path (skipped: they can only fall), and risers
+ * Work per user is kept to the few touched candidates that can matter: members (recounted, or moved
+ * by their deltas with LoggedPairs.changes), forced candidates (recounted), outsiders that gained no path (skipped: they can only fall), and risers
  * (recounted only when their best place could reach the cached list; else they cut the buffer).
  */
 export function bringForward(
