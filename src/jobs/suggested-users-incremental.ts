@@ -13,7 +13,6 @@ import {
   loggedPairs,
   rankFromScratch,
   RankingScratch,
-  type LoggedPairs,
   RankingBuffers,
   type RankingBuffer,
 } from './suggested-users-ranking.js';
@@ -145,9 +144,7 @@ export class IncrementalSuggestedUsers {
     // The window's active users, read while the run's bookkeeping goes on (about a tenth of an
     // incremental run), when the state is here to be brought forward; a full refresh ignores them.
     const activeRead =
-      memory === undefined
-        ? undefined
-        : settled(readActiveUsers(o.clickhouse, window, ctx.signal, this.#queryId(ctx, 'active')));
+      memory && settled(readActiveUsers(o.clickhouse, window, ctx.signal, this.#queryId(ctx, 'active')));
     const log = await readChangeLogPosition(o.clickhouse, ctx.signal);
     const latest = await readLatestRun(o.clickhouse, o.keyPrefix, ctx.signal);
     const fingerprint = configFingerprint(o);
@@ -196,12 +193,11 @@ export class IncrementalSuggestedUsers {
 
     let counts: Counts | undefined;
     let next: MemoryState | undefined;
-    if (decision.mode === 'incremental' && memory !== undefined) {
+    if (decision.mode === 'incremental' && memory !== undefined && activeRead !== undefined) {
       try {
         counts = await this.#incremental(ctx, memory, {
           generation,
-          activeRead:
-            activeRead ?? settled(Promise.reject(new Error('suggested-users: no active users read'))),
+          activeRead,
           blocks: { from: decision.previous.watermark, to: log.watermark },
         });
         next = { ...memory, generation, exact: true };
@@ -373,22 +369,25 @@ export class IncrementalSuggestedUsers {
         );
       }
     });
+    // Each logged pair's status now, looked up once: the active ones, and (with exact buffers) the
+    // ones that became or stopped being an active follow over this run's rows.
     const activeNow = new Array<number[] | undefined>(ids.size).fill(undefined);
-    for (const f of followers) activeNow[f] = (all[f] ?? []).filter((e) => graph.hasActive(f, e));
-    let changes: LoggedPairs['changes'];
-    if (memory.exact) {
-      const gained = new Array<number[] | undefined>(ids.size).fill(undefined);
-      const lost = new Array<number[] | undefined>(ids.size).fill(undefined);
-      for (const f of followers) {
-        const list = all[f] ?? [];
-        const before = activeBefore[f] ?? [];
-        const now = list.map((e) => graph.hasActive(f, e));
-        gained[f] = list.filter((_, k) => now[k] === true && before[k] !== true);
-        lost[f] = list.filter((_, k) => now[k] !== true && before[k] === true);
-      }
-      changes = { gained, lost };
+    const gained = new Array<number[] | undefined>(ids.size).fill(undefined);
+    const lost = new Array<number[] | undefined>(ids.size).fill(undefined);
+    for (const f of followers) {
+      const list = all[f] ?? [];
+      const before = activeBefore[f] ?? [];
+      const now: number[] = (activeNow[f] = []);
+      const up: number[] = (gained[f] = []);
+      const down: number[] = (lost[f] = []);
+      list.forEach((e, k) => {
+        const active = graph.hasActive(f, e);
+        if (active) now.push(e);
+        if (active && before[k] !== true) up.push(e);
+        if (!active && before[k] === true) down.push(e);
+      });
     }
-    const logged = loggedPairs(ids.size, all, activeNow, changes);
+    const logged = loggedPairs(all, activeNow, memory.exact ? { gained, lost } : undefined);
     // Users a logged pair can reach: its follower, and whoever follows the follower now (whoever
     // followed them before and not now changed their own follows, so is a follower of a pair too).
     const reached = new Uint8Array(ids.size);

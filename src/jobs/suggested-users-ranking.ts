@@ -296,16 +296,15 @@ export interface LoggedPairs {
 }
 
 /**
- * LoggedPairs of `all` and `activeNow` (and `changes`, when the buffers are exact), for `users` user
- * indices (the arrays' length).
+ * LoggedPairs of `all` and `activeNow` (and `changes`, when the buffers are exact); `all` has one slot
+ * per user index.
  */
 export function loggedPairs(
-  users: number,
   all: readonly (readonly number[] | undefined)[],
   activeNow: readonly (readonly number[] | undefined)[],
   changes?: LoggedPairs['changes'],
 ): LoggedPairs {
-  const logs = new Uint8Array(users);
+  const logs = new Uint8Array(all.length);
   all.forEach((cs, f) => {
     if (cs !== undefined) logs[f] = 1;
   });
@@ -322,8 +321,9 @@ const FORCED = 0x80000000;
  * followees than the cut, counting the changed ones).
  *
  * Work per user is kept to the few touched candidates that can matter: members (recounted, or moved
- * by their deltas with LoggedPairs.changes), forced candidates (recounted), outsiders that gained no path (skipped: they can only fall), and risers
- * (recounted only when their best place could reach the cached list; else they cut the buffer).
+ * by their deltas with LoggedPairs.changes), forced candidates (recounted), outsiders that gained no
+ * path (skipped: they can only fall), and risers (recounted only when their best place could reach
+ * the cached list; else they cut the buffer).
  */
 export function bringForward(
   graph: FollowGraph,

@@ -145,7 +145,6 @@ describe('bringForward equals a ranking from scratch', () => {
       const changed = (f: number, c: number, now: boolean) =>
         graph.hasActive(f, c) === now && activeBefore.get(`${ids.id(f)}:${ids.id(c)}`) === !now;
       const logged: LoggedPairs = loggedPairs(
-        ids.size,
         all,
         activeNow,
         exact
