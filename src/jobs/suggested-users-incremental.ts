@@ -117,7 +117,7 @@ interface MemoryState {
   /**
    * Whether every buffer is exact for `graph` (after an incremental run: it applied the rows a full
    * refresh's buffers may have missed and recounted what they touched), so that the next run may bring
-   * members forward by deltas (LoggedPairs.changes). False after a full refresh.
+   * members forward by deltas (LoggedPairs.exact). False after a full refresh.
    */
   exact: boolean;
 }
@@ -344,7 +344,7 @@ export class IncrementalSuggestedUsers {
     ]);
 
     // The logged pairs, applied to the graph: follower → its logged followees, each with whether it
-    // was an active follow before this run's rows (for LoggedPairs.changes). Ids are interned first so
+    // was an active follow before this run's rows (for LoggedPairs.exact). Ids are interned first so
     // that the arrays by user index are made dense, at their full size (an index, not a hash lookup).
     const at = rows.map((r) => [ids.intern(r.follower), ids.intern(r.followee)] as const);
     const all = new Array<number[] | undefined>(ids.size).fill(undefined);

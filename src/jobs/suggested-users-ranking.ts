@@ -22,8 +22,11 @@ import type { SuggestionListBytes } from './suggestion-list-bytes.js';
  *
  * Recounting (rather than adding the changes to the old counts) keeps a buffer right when it already
  * saw some of the changes: a full refresh's buffers come from a graph read after the run's watermark.
- * Once a run has recounted so, every buffer is exact for the graph in memory, and later runs move a
- * touched member by its pairs' changes alone (LoggedPairs.changes) when u's own pairs did not change.
+ * Once a run has recounted so, every buffer is exact for the graph in memory (LoggedPairs.exact), and
+ * later runs move a touched candidate by its exact change in paths (a delta) whenever E(u) is F(u)
+ * before and after the rows: the followees u kept bring their pairs' changes, one u started following
+ * brings a path to each of its followees, one u stopped following takes one away from each of its
+ * followees before (and becomes a candidate, recounted). Only risers outside the buffer are recounted.
  */
 
 /** Buffer depth per user: twice the cached list, so a few lost entries do not force a recompute. */
@@ -163,8 +166,10 @@ export class RankingScratch {
   recount = new Int32Array(0);
   /** Stamp marks: E(u), the followees whose paths count. */
   viaMark = new Int32Array(0);
-  /** Paths gained less paths lost per touched candidate, with LoggedPairs.changes (left all 0). */
+  /** Paths gained less paths lost per touched candidate, with exact LoggedPairs (left all 0). */
   delta = new Int32Array(0);
+  /** Stamp marks: the followees u started following (with exact LoggedPairs). */
+  joined = new Int32Array(0);
   /** Reused lists (emptied per user, not reallocated: this runs for most users every run). */
   readonly followed: number[] = [];
   readonly touchedList: number[] = [];
@@ -185,6 +190,7 @@ export class RankingScratch {
     this.recount = new Int32Array(size);
     this.viaMark = new Int32Array(size);
     this.delta = new Int32Array(size);
+    this.joined = new Int32Array(size);
     this.#stamp = 0;
   }
 
@@ -195,6 +201,7 @@ export class RankingScratch {
       this.excluded.fill(0);
       this.recount.fill(0);
       this.viaMark.fill(0);
+      this.joined.fill(0);
       this.#stamp = 0;
     }
     return ++this.#stamp;
@@ -269,46 +276,86 @@ function topByRank(candidates: number[], counts: Uint32Array, ids: UserIds, dept
   return kept.length > depth ? kept.slice(0, depth) : kept;
 }
 
+/** In LoggedPairs.kind: the pair is an active follow now (after the logged rows are applied). */
+const NOW_ACTIVE = 1;
+/** In LoggedPairs.kind: the pair became an active follow over the logged rows (set when `exact`). */
+const GAINED = 2;
+/** In LoggedPairs.kind: the pair stopped being an active follow over the logged rows (as GAINED). */
+const LOST = 4;
+
 /**
- * The pairs logged since the last run, by follower index: `all[f]`, every followee f has a logged row
- * for; `activeNow[f]`, those whose pair is an active follow now (after the rows are applied).
+ * The pairs logged since the last run, grouped by follower index in flat arrays: follower f's pairs
+ * are entries `start[f]` … `start[f + 1] - 1` of `followee` and `kind`. Flat, because bringForward
+ * reads the pairs of every logged followee of nearly every user each run: one pass over contiguous
+ * memory per followee, where a list per follower and per kind of change cost a pointer chase each.
  */
 export interface LoggedPairs {
-  all: readonly (readonly number[] | undefined)[];
-  activeNow: readonly (readonly number[] | undefined)[];
   /**
-   * 1 for each follower with logged pairs (`all[f]` given), 0 for the others: read first, one byte
-   * per user where `all` holds a pointer, so that the many followees without logged pairs cost one
-   * read of a small, cached array (loggedPairs makes it).
+   * 1 for each follower with logged pairs, 0 for the others: read first, one byte per user, so that
+   * the many followees without logged pairs cost one read of a small, cached array.
    */
   logs: Uint8Array;
+  /** Where each user index's pairs start in `followee` and `kind`; one slot more than the users. */
+  start: Uint32Array;
+  /** Each pair's followee (user index). */
+  followee: Uint32Array;
+  /** Each pair's NOW_ACTIVE, GAINED and LOST bits. */
+  kind: Uint8Array;
   /**
-   * Given only when every buffer is exact for the graph as it was before these pairs were applied
-   * (each run after an incremental one: that run recounted whatever the full refresh's buffers might
-   * have missed). Per follower, the followees whose pair became an active follow (`gained`) or stopped
-   * being one (`lost`) over these pairs. A member's count is then brought forward by these (the
-   * paths through pairs that did not change are the same), not recounted.
+   * Whether every buffer is exact for the graph as it was before these pairs were applied (each run
+   * after an incremental one: that run recounted whatever the full refresh's buffers might have
+   * missed), with GAINED and LOST set. A member's count is then brought forward by the pairs' changes
+   * (the paths through pairs that did not change are the same), not recounted.
    */
-  changes?: {
-    gained: readonly (readonly number[] | undefined)[];
-    lost: readonly (readonly number[] | undefined)[];
-  };
+  exact: boolean;
 }
 
 /**
- * LoggedPairs of `all` and `activeNow` (and `changes`, when the buffers are exact); `all` has one slot
- * per user index.
+ * LoggedPairs of `all[f]` (every followee f has a logged row for, one slot per user index) and
+ * `activeNow[f]` (those whose pair is an active follow now); with `changes`, the buffers are exact and
+ * `gained[f]` / `lost[f]` are the followees whose pair became / stopped being an active follow.
  */
 export function loggedPairs(
   all: readonly (readonly number[] | undefined)[],
   activeNow: readonly (readonly number[] | undefined)[],
-  changes?: LoggedPairs['changes'],
+  changes?: {
+    gained: readonly (readonly number[] | undefined)[];
+    lost: readonly (readonly number[] | undefined)[];
+  },
 ): LoggedPairs {
-  const logs = new Uint8Array(all.length);
-  all.forEach((cs, f) => {
-    if (cs !== undefined) logs[f] = 1;
-  });
-  return { all, activeNow, logs, ...(changes === undefined ? {} : { changes }) };
+  const users = all.length;
+  const logs = new Uint8Array(users);
+  const start = new Uint32Array(users + 1);
+  let total = 0;
+  for (let f = 0; f < users; f++) {
+    start[f] = total;
+    const cs = all[f];
+    if (cs === undefined) continue;
+    logs[f] = 1;
+    total += cs.length;
+  }
+  start[users] = total;
+  const followee = new Uint32Array(total);
+  const kind = new Uint8Array(total);
+  // Each pair's bits, gathered per follower in a byte per user index (cleared after each follower).
+  const bits = new Uint8Array(users);
+  const mark = (cs: readonly number[] | undefined, bit: number): void => {
+    for (const c of cs ?? []) bits[c] = (bits[c] as number) | bit;
+  };
+  for (let f = 0; f < users; f++) {
+    const cs = all[f];
+    if (cs === undefined) continue;
+    mark(activeNow[f], NOW_ACTIVE);
+    mark(changes?.gained[f], GAINED);
+    mark(changes?.lost[f], LOST);
+    let k = start[f] as number;
+    for (const c of cs) {
+      followee[k] = c;
+      kind[k++] = bits[c] as number;
+    }
+    for (const c of cs) bits[c] = 0;
+  }
+  return { logs, start, followee, kind, exact: changes !== undefined };
 }
 
 /** In `RankingScratch.gains`: the candidate is g of u's own change, recounted whatever its gain. */
@@ -321,7 +368,7 @@ const FORCED = 0x80000000;
  * followees than the cut, counting the changed ones).
  *
  * Work per user is kept to the few touched candidates that can matter: members (recounted, or moved
- * by their deltas with LoggedPairs.changes), forced candidates (recounted), outsiders that gained no
+ * by their deltas with exact LoggedPairs), forced candidates (recounted), outsiders that gained no
  * path (skipped: they can only fall), and risers (recounted only when their best place could reach
  * the cached list; else they cut the buffer).
  */
@@ -334,69 +381,102 @@ export function bringForward(
   scratch: RankingScratch,
 ): Brought {
   const followed = graph.followedInto(u, scratch.followed);
-  const own = logged.all[u];
-  if (own !== undefined && followed.length + own.length > settings.maxFollowees) return 'unanswered';
+  const { logs, start, followee, kind } = logged;
+  // u's own logged pairs: entries ownFrom … ownTo - 1.
+  const ownFrom = logs[u] === 1 ? (start[u] as number) : 0;
+  const ownTo = logs[u] === 1 ? (start[u + 1] as number) : 0;
+  if (followed.length + (ownTo - ownFrom) > settings.maxFollowees && ownTo > ownFrom) return 'unanswered';
   scratch.fit(graph.ids.size);
-  const { counts, gains, touched, excluded, recount, viaMark, delta } = scratch;
+  const { counts, gains, touched, excluded, recount, viaMark, delta, joined } = scratch;
   const ids = graph.ids;
   const perUser = settings.perUser;
   const depth = bufferDepth(perUser);
 
-  // Members move by their deltas only when E(u) is F(u) and did not change (u's own pairs did not).
-  const changes = own === undefined && followed.length <= settings.maxFollowees ? logged.changes : undefined;
+  // Members move by deltas when the buffers are exact and E(u) is F(u), before and after the rows
+  // (the check above: u's own changes cannot cross the maxFollowees cut). A delta is then exact:
+  // paths through the followees u kept change by their pairs' changes; a followee u started following
+  // adds a path to each of its followees now, and one u stopped following takes away a path to each
+  // of its followees before.
+  const deltas = logged.exact && followed.length <= settings.maxFollowees;
   const notCandidate = scratch.nextStamp();
   for (const f of followed) excluded[f] = notCandidate;
   excluded[u] = notCandidate;
-  // Touched candidates, each with an upper bound of the paths it gained: one per logged pair (f, c)
-  // that is an active follow now, f followed by u.
+  // Touched candidates, each with (without deltas) an upper bound of the paths it gained: one per
+  // logged pair (f, c) that is an active follow now, f followed by u.
   const seen = scratch.nextStamp();
   touched[u] = seen;
   const list = scratch.touchedList;
   list.length = 0;
-  const logs = logged.logs;
-  for (const f of followed) {
-    if (logs[f] !== 1) continue;
-    const cs = logged.all[f];
-    if (cs === undefined) continue;
-    for (const c of cs) {
-      if (c === u || touched[c] === seen) continue;
-      touched[c] = seen;
-      list.push(c);
-    }
-    for (const c of logged.activeNow[f] ?? []) if (c !== u) gains[c] = (gains[c] as number) + 1;
-    if (changes !== undefined) {
-      for (const c of changes.gained[f] ?? []) if (c !== u) delta[c] = (delta[c] as number) + 1;
-      for (const c of changes.lost[f] ?? []) if (c !== u) delta[c] = (delta[c] as number) - 1;
+  // With deltas, the followees u started following: their paths are added whole (below).
+  const joinedMark = scratch.nextStamp();
+  if (deltas) {
+    for (let k = ownFrom; k < ownTo; k++) {
+      if (((kind[k] as number) & GAINED) !== 0) joined[followee[k] as number] = joinedMark;
     }
   }
-  for (const g of own ?? []) {
+  for (const f of followed) {
+    if (logs[f] !== 1) continue;
+    const whole = joined[f] === joinedMark;
+    const end = start[f + 1] as number;
+    for (let k = start[f] as number; k < end; k++) {
+      const c = followee[k] as number;
+      if (c === u) continue;
+      if (touched[c] !== seen) {
+        touched[c] = seen;
+        list.push(c);
+      }
+      const bits = kind[k] as number;
+      if (!deltas) {
+        if ((bits & NOW_ACTIVE) !== 0) gains[c] = (gains[c] as number) + 1;
+      } else if (!whole) {
+        if ((bits & GAINED) !== 0) delta[c] = (delta[c] as number) + 1;
+        else if ((bits & LOST) !== 0) delta[c] = (delta[c] as number) - 1;
+      }
+    }
+  }
+  for (let k = ownFrom; k < ownTo; k++) {
     // u started or stopped following g (or followed it again): g's logged pairs (counted above when u
     // follows g now), everyone g follows now (a path gained when u follows g), and g itself (no
     // longer a candidate, or a candidate again).
-    const followsG = excluded[g] === notCandidate;
-    if (!followsG) {
-      for (const c of logged.all[g] ?? []) {
+    const g = followee[k] as number;
+    const bits = kind[k] as number;
+    const followsG = (bits & NOW_ACTIVE) !== 0;
+    const lostG = deltas && (bits & LOST) !== 0;
+    // Without deltas, g's pairs that are not active now, touched; with them, g's followees before
+    // (those now, less the pairs gained, plus the pairs lost) each lose a path when u stopped.
+    if (!followsG && logs[g] === 1) {
+      const end = start[g + 1] as number;
+      for (let j = start[g] as number; j < end; j++) {
+        const c = followee[j] as number;
         if (c === u) continue;
         if (touched[c] !== seen) {
           touched[c] = seen;
           list.push(c);
         }
+        if (!lostG) continue;
+        const cBits = kind[j] as number;
+        if ((cBits & GAINED) !== 0) delta[c] = (delta[c] as number) + 1;
+        else if ((cBits & LOST) !== 0) delta[c] = (delta[c] as number) - 1;
       }
     }
+    const step = !deltas ? 0 : (bits & GAINED) !== 0 ? 1 : lostG ? -1 : 0;
     for (const c of graph.followed(g)) {
       if (c === u) continue;
       if (touched[c] !== seen) {
         touched[c] = seen;
         list.push(c);
       }
-      if (followsG) gains[c] = (gains[c] as number) + 1;
+      if (!deltas) {
+        if (followsG) gains[c] = (gains[c] as number) + 1;
+      } else delta[c] = (delta[c] as number) + step;
     }
     if (g === u) continue;
     if (touched[g] !== seen) {
       touched[g] = seen;
       list.push(g);
     }
-    gains[g] = (gains[g] as number) | FORCED;
+    // Recounted: with deltas, only when u stopped following g (a candidate again, never counted).
+    if (!deltas || lostG) gains[g] = (gains[g] as number) | FORCED;
   }
 
   // u's buffer, read in place: entries `at` … `at + size - 1` of the store's arrays.
@@ -422,7 +502,8 @@ export function bringForward(
     if (touched[c] === seen) {
       recount[c] = stayMark; // a touched member: recounted, or moved by its delta
       membersTouched = true;
-      if (changes !== undefined) {
+      // (A member u started following leaves.)
+      if (deltas && excluded[c] !== notCandidate) {
         const n = (bufN[at + i] as number) + (delta[c] as number);
         if (n > 0) {
           counts[c] = n;
@@ -444,24 +525,26 @@ export function bringForward(
   for (const c of list) {
     const gain = gains[c] as number;
     gains[c] = 0;
+    const change = delta[c] as number;
     delta[c] = 0;
     if (excluded[c] === notCandidate) {
-      // A member u follows now leaves, uncounted (it cannot be one with `changes`: u's own pairs did
-      // not change, so u followed it before too).
+      // A member u follows now leaves, uncounted.
       recount[c] = 0;
       continue;
     }
     if (recount[c] === stayMark) {
-      if (changes === undefined) toRecount.push(c);
+      if (!deltas) toRecount.push(c);
       continue;
     }
     if ((gain & FORCED) !== 0) {
       toRecount.push(c);
       continue;
     }
-    if (gain === 0) continue; // only lost paths: still after the bound
+    // Paths gained: exact with deltas, else an upper bound.
+    const up = deltas ? change : gain;
+    if (up <= 0) continue; // no path gained: still after the bound
     // A riser: at best (the bound's count + paths gained, c).
-    const bestN = base + gain;
+    const bestN = base + up;
     const beforeTau = tauC < 0 || bestN > tauN || (bestN === tauN && ids.compare(c, tauC) < 0);
     if (beforeTau) {
       recount[c] = stayMark;

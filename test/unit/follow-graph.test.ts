@@ -85,115 +85,131 @@ describe('FollowGraph', () => {
  * ranking from scratch on the new graph (the whole ranking when it says `complete`), and when it
  * cannot answer it says so (undefined). On odd seeds buffers are taken from a graph a few changes
  * *ahead* of the old one, as a full refresh's buffers can be; on even seeds they are exact for the old
- * graph and the pairs' changes are given (LoggedPairs.changes), as after an incremental run, so that
+ * graph and the pairs' changes are given (LoggedPairs.exact), as after an incremental run, so that
  * members move by their deltas.
  */
 describe('bringForward equals a ranking from scratch', () => {
-  const SEEDS = 60;
-  for (let seed = 1; seed <= SEEDS; seed++) {
-    it(`seed ${seed}`, () => {
-      const rnd = mulberry32(seed);
-      const users = 12 + Math.floor(rnd() * 20);
-      const settings = { perUser: 1 + Math.floor(rnd() * 3), maxFollowees: 2 + Math.floor(rnd() * 4) };
-      const pick = () => String(1 + Math.floor(users * rnd() ** 1.5));
-      const rows: [string, string, number, number][] = [];
-      for (let i = 0; i < users * 4; i++) {
-        rows.push([pick(), pick(), rnd() < 0.85 ? ACTIVE : REMOVED, 1000 + Math.floor(rnd() * 50)]);
-      }
-      // One row per pair (FINAL), the newest.
-      const newest = new Map<string, [string, string, number, number]>();
-      for (const r of rows) {
-        const k = `${r[0]}:${r[1]}`;
-        const cur = newest.get(k);
-        if (cur === undefined || cur[3] < r[3]) newest.set(k, r);
-      }
-      const builder = new FollowGraphBuilder();
-      for (const [f, e, s, t] of newest.values()) builder.add(f, e, s, t);
-      const graph = builder.build();
-      const ids = graph.ids;
-      const scratch = new RankingScratch();
-      for (let id = 1; id <= users; id++) ids.intern(String(id));
-
-      // Changes: later rows, applied in two steps; buffers taken after the first (ahead of "before").
-      const changes: [string, string, number, number][] = [];
-      for (let i = 0; i < 1 + Math.floor(rnd() * users); i++) {
-        changes.push([pick(), pick(), rnd() < 0.6 ? ACTIVE : REMOVED, 2000 + i]);
-      }
-      const exact = seed % 2 === 0;
-      const cut = exact ? 0 : Math.floor(rnd() * (changes.length + 1));
-      const apply = (list: typeof changes) => {
-        for (const [f, e, s, t] of list) graph.apply(ids.intern(f), ids.intern(e), s, t);
-      };
-      apply(changes.slice(0, cut));
-      const buffers = new RankingBuffers(bufferDepth(settings.perUser));
-      for (let u = 0; u < ids.size; u++) {
-        const b = rankFromScratch(graph, u, settings, scratch);
-        buffers.set(u, b.candidates, b.counts, b.complete);
-      }
-      const activeBefore = new Map<string, boolean>();
-      for (const [f, e] of changes)
-        activeBefore.set(`${f}:${e}`, graph.hasActive(ids.intern(f), ids.intern(e)));
-      apply(changes.slice(cut));
-
-      const all = new Array<number[] | undefined>(ids.size).fill(undefined);
-      for (const [f, e] of changes) {
-        const fi = ids.intern(f);
-        const list = (all[fi] ??= []);
-        if (!list.includes(ids.intern(e))) list.push(ids.intern(e));
-      }
-      const activeNow = all.map((cs, f) => cs?.filter((c) => graph.hasActive(f, c)));
-      const changed = (f: number, c: number, now: boolean) =>
-        graph.hasActive(f, c) === now && activeBefore.get(`${ids.id(f)}:${ids.id(c)}`) === !now;
-      const logged: LoggedPairs = loggedPairs(
-        all,
-        activeNow,
-        exact
-          ? {
-              gained: all.map((cs, f) => cs?.filter((c) => changed(f, c, true))),
-              lost: all.map((cs, f) => cs?.filter((c) => changed(f, c, false))),
-            }
-          : undefined,
-      );
-
-      const head = (b: RankingBuffer) =>
-        renderList(ids, b.candidates, b.counts, 0, Math.min(settings.perUser, b.candidates.length));
-      let answered = 0;
-      for (let u = 0; u < ids.size; u++) {
-        const truth = rankFromScratch(graph, u, settings, scratch);
-        // The ranking from scratch against the definition, counted the slow way.
-        const via = graph.recent(u, settings.maxFollowees);
-        const followed = new Set(graph.followed(u));
-        const naive: [number, number][] = [];
-        for (let c = 0; c < ids.size; c++) {
-          if (c === u || followed.has(c)) continue;
-          const n = via.filter((g) => graph.hasActive(g, c)).length;
-          if (n > 0) naive.push([n, c]);
-        }
-        naive.sort((x, y) => y[0] - x[0] || ids.compare(x[1], y[1]));
-        const depth = bufferDepth(settings.perUser);
-        expect(truth.candidates).toEqual(naive.slice(0, depth).map((x) => x[1]));
-        expect(truth.counts).toEqual(naive.slice(0, depth).map((x) => x[0]));
-        expect(truth.complete).toBe(naive.length <= depth);
-        const before = buffers.renderHead(u, ids, settings.perUser);
-        const brought = bringForward(graph, u, buffers, logged, settings, scratch);
-        if (brought === 'unanswered') {
-          expect(buffers.renderHead(u, ids, settings.perUser), 'left as it was').toBe(before);
-          continue;
-        }
-        const got = buffers.get(u) as RankingBuffer;
-        expect(brought === 'same-head', `user ${ids.id(u)}`).toBe(
-          buffers.renderHead(u, ids, settings.perUser) === before,
-        );
-        answered++;
-        const n = got.candidates.length;
-        expect(got.candidates, `user ${ids.id(u)}`).toEqual(truth.candidates.slice(0, n));
-        expect(got.counts, `user ${ids.id(u)}`).toEqual(truth.counts.slice(0, n));
-        if (got.complete) expect(truth.complete && truth.candidates.length === n).toBe(true);
-        else expect(n).toBeGreaterThanOrEqual(settings.perUser);
-        expect(n).toBeLessThanOrEqual(bufferDepth(settings.perUser));
-        expect(head(got)).toBe(head(truth));
-      }
-      expect(answered).toBeGreaterThan(0);
-    });
+  for (let seed = 1; seed <= 60; seed++) {
+    it(`seed ${seed}`, () => checkBringForward(seed, { exact: seed % 2 === 0, churn: 1 }));
   }
 });
+
+/**
+ * The same with exact buffers and dense churn (three changed pairs per user, on graphs of few users):
+ * most users change their own follows, and the followees they start or stop following have changed
+ * pairs of their own, so that every term of a delta is exercised (u's kept, joined and left followees,
+ * and a left followee becoming a candidate again).
+ */
+describe('bringForward with exact buffers under dense churn equals a ranking from scratch', () => {
+  for (let seed = 101; seed <= 500; seed++) {
+    it(`seed ${seed}`, () => checkBringForward(seed, { exact: true, churn: 3 }));
+  }
+});
+
+/**
+ * One random graph and change set (see the describe blocks above): `exact`, the buffers are exact for
+ * the old graph and the pairs' changes are given; `churn`, changed pairs per user (at most).
+ */
+function checkBringForward(seed: number, opts: { exact: boolean; churn: number }): void {
+  const rnd = mulberry32(seed);
+  const users = 12 + Math.floor(rnd() * 20);
+  const settings = { perUser: 1 + Math.floor(rnd() * 3), maxFollowees: 2 + Math.floor(rnd() * 4) };
+  const pick = () => String(1 + Math.floor(users * rnd() ** 1.5));
+  const rows: [string, string, number, number][] = [];
+  for (let i = 0; i < users * 4; i++) {
+    rows.push([pick(), pick(), rnd() < 0.85 ? ACTIVE : REMOVED, 1000 + Math.floor(rnd() * 50)]);
+  }
+  // One row per pair (FINAL), the newest.
+  const newest = new Map<string, [string, string, number, number]>();
+  for (const r of rows) {
+    const k = `${r[0]}:${r[1]}`;
+    const cur = newest.get(k);
+    if (cur === undefined || cur[3] < r[3]) newest.set(k, r);
+  }
+  const builder = new FollowGraphBuilder();
+  for (const [f, e, s, t] of newest.values()) builder.add(f, e, s, t);
+  const graph = builder.build();
+  const ids = graph.ids;
+  const scratch = new RankingScratch();
+  for (let id = 1; id <= users; id++) ids.intern(String(id));
+
+  // Changes: later rows, applied in two steps; buffers taken after the first (ahead of "before").
+  const changes: [string, string, number, number][] = [];
+  for (let i = 0; i < 1 + Math.floor(rnd() * users * opts.churn); i++) {
+    changes.push([pick(), pick(), rnd() < 0.6 ? ACTIVE : REMOVED, 2000 + i]);
+  }
+  const exact = opts.exact;
+  const cut = exact ? 0 : Math.floor(rnd() * (changes.length + 1));
+  const apply = (list: typeof changes) => {
+    for (const [f, e, s, t] of list) graph.apply(ids.intern(f), ids.intern(e), s, t);
+  };
+  apply(changes.slice(0, cut));
+  const buffers = new RankingBuffers(bufferDepth(settings.perUser));
+  for (let u = 0; u < ids.size; u++) {
+    const b = rankFromScratch(graph, u, settings, scratch);
+    buffers.set(u, b.candidates, b.counts, b.complete);
+  }
+  const activeBefore = new Map<string, boolean>();
+  for (const [f, e] of changes) activeBefore.set(`${f}:${e}`, graph.hasActive(ids.intern(f), ids.intern(e)));
+  apply(changes.slice(cut));
+
+  const all = new Array<number[] | undefined>(ids.size).fill(undefined);
+  for (const [f, e] of changes) {
+    const fi = ids.intern(f);
+    const list = (all[fi] ??= []);
+    if (!list.includes(ids.intern(e))) list.push(ids.intern(e));
+  }
+  const activeNow = all.map((cs, f) => cs?.filter((c) => graph.hasActive(f, c)));
+  const changed = (f: number, c: number, now: boolean) =>
+    graph.hasActive(f, c) === now && activeBefore.get(`${ids.id(f)}:${ids.id(c)}`) === !now;
+  const logged: LoggedPairs = loggedPairs(
+    all,
+    activeNow,
+    exact
+      ? {
+          gained: all.map((cs, f) => cs?.filter((c) => changed(f, c, true))),
+          lost: all.map((cs, f) => cs?.filter((c) => changed(f, c, false))),
+        }
+      : undefined,
+  );
+
+  const head = (b: RankingBuffer) =>
+    renderList(ids, b.candidates, b.counts, 0, Math.min(settings.perUser, b.candidates.length));
+  let answered = 0;
+  for (let u = 0; u < ids.size; u++) {
+    const truth = rankFromScratch(graph, u, settings, scratch);
+    // The ranking from scratch against the definition, counted the slow way.
+    const via = graph.recent(u, settings.maxFollowees);
+    const followed = new Set(graph.followed(u));
+    const naive: [number, number][] = [];
+    for (let c = 0; c < ids.size; c++) {
+      if (c === u || followed.has(c)) continue;
+      const n = via.filter((g) => graph.hasActive(g, c)).length;
+      if (n > 0) naive.push([n, c]);
+    }
+    naive.sort((x, y) => y[0] - x[0] || ids.compare(x[1], y[1]));
+    const depth = bufferDepth(settings.perUser);
+    expect(truth.candidates).toEqual(naive.slice(0, depth).map((x) => x[1]));
+    expect(truth.counts).toEqual(naive.slice(0, depth).map((x) => x[0]));
+    expect(truth.complete).toBe(naive.length <= depth);
+    const before = buffers.renderHead(u, ids, settings.perUser);
+    const brought = bringForward(graph, u, buffers, logged, settings, scratch);
+    if (brought === 'unanswered') {
+      expect(buffers.renderHead(u, ids, settings.perUser), 'left as it was').toBe(before);
+      continue;
+    }
+    const got = buffers.get(u) as RankingBuffer;
+    expect(brought === 'same-head', `user ${ids.id(u)}`).toBe(
+      buffers.renderHead(u, ids, settings.perUser) === before,
+    );
+    answered++;
+    const n = got.candidates.length;
+    expect(got.candidates, `user ${ids.id(u)}`).toEqual(truth.candidates.slice(0, n));
+    expect(got.counts, `user ${ids.id(u)}`).toEqual(truth.counts.slice(0, n));
+    if (got.complete) expect(truth.complete && truth.candidates.length === n).toBe(true);
+    else expect(n).toBeGreaterThanOrEqual(settings.perUser);
+    expect(n).toBeLessThanOrEqual(bufferDepth(settings.perUser));
+    expect(head(got)).toBe(head(truth));
+  }
+  expect(answered).toBeGreaterThan(0);
+}
