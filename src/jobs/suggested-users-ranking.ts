@@ -107,6 +107,19 @@ export class RankingBuffers {
     this.flags[u] = PRESENT | (complete ? COMPLETE : 0);
   }
 
+  /** Sets u's buffer to the first `n` (at most `depth`) entries of typed arrays (bringForward's merge). */
+  setPrefix(u: number, candidates: Uint32Array, counts: Uint32Array, n: number, complete: boolean): void {
+    const at = u * this.depth;
+    const bufC = this.candidates;
+    const bufN = this.counts;
+    for (let i = 0; i < n; i++) {
+      bufC[at + i] = candidates[i] as number;
+      bufN[at + i] = counts[i] as number;
+    }
+    this.lengths[u] = n;
+    this.flags[u] = PRESENT | (complete ? COMPLETE : 0);
+  }
+
   delete(u: number): void {
     if (u < this.flags.length) this.flags[u] = 0;
   }
@@ -175,8 +188,9 @@ export class RankingScratch {
   readonly touchedList: number[] = [];
   readonly toRecount: number[] = [];
   readonly recounted: number[] = [];
-  readonly outCandidates: number[] = [];
-  readonly outCounts: number[] = [];
+  /** A merged buffer, before it is copied into the store (typed: copied typed array to typed array). */
+  outCandidates = new Uint32Array(0);
+  outCounts = new Uint32Array(0);
   #stamp = 0;
 
   /** Makes room for `users` indices. */
@@ -192,6 +206,13 @@ export class RankingScratch {
     this.delta = new Int32Array(size);
     this.joined = new Int32Array(size);
     this.#stamp = 0;
+  }
+
+  /** Makes room for a merged buffer of `depth` entries. */
+  fitOut(depth: number): void {
+    if (this.outCandidates.length >= depth) return;
+    this.outCandidates = new Uint32Array(depth);
+    this.outCounts = new Uint32Array(depth);
   }
 
   /** A stamp no mark holds yet (marks are compared with it, never cleared). */
@@ -248,6 +269,30 @@ export function rankFromScratch(
   };
   for (const c of reached) counts[c] = 0;
   return buffer;
+}
+
+/**
+ * Sorts `list` in ranking order by `counts` (descending), then id: by insertion for the few entries
+ * bringForward recounts for most users (no comparator calls), else Array.prototype.sort.
+ */
+function sortByRank(list: number[], counts: Uint32Array, ids: UserIds): void {
+  const n = list.length;
+  if (n > 16) {
+    list.sort((a, b) => (counts[b] as number) - (counts[a] as number) || ids.compare(a, b));
+    return;
+  }
+  for (let i = 1; i < n; i++) {
+    const c = list[i] as number;
+    const cn = counts[c] as number;
+    let j = i - 1;
+    for (; j >= 0; j--) {
+      const d = list[j] as number;
+      const dn = counts[d] as number;
+      if (dn > cn || (dn === cn && ids.compare(d, c) < 0)) break;
+      list[j + 1] = d;
+    }
+    list[j + 1] = c;
+  }
 }
 
 /**
@@ -585,17 +630,15 @@ export function bringForward(
       graph.countPaths(via, counts, recounted, { mark: recount, stamp: countMark });
     }
   }
-  if (recounted.length > 1) {
-    recounted.sort((a, b) => (counts[b] as number) - (counts[a] as number) || ids.compare(a, b));
-  }
+  if (recounted.length > 1) sortByRank(recounted, counts, ids);
 
   // Merge the untouched entries (in the buffer's order) with the recounted ones, keeping those sure:
   // up to the old bound (every unknown outsider ranks after it) and before the best place of any
   // riser left uncounted (the threat).
+  scratch.fitOut(depth);
   const outC = scratch.outCandidates;
   const outN = scratch.outCounts;
-  outC.length = 0;
-  outN.length = 0;
+  let m = 0;
   let sameHead = true;
   let total = 0;
   let i = 0;
@@ -621,24 +664,20 @@ export function bringForward(
     if (!complete && (n < boundN || (n === boundN && ids.compare(c, boundC) > 0))) break;
     if (threatC >= 0 && !(n > threatN || (n === threatN && ids.compare(c, threatC) < 0))) break;
     total++;
-    if (outC.length < depth) {
-      if (
-        sameHead &&
-        outC.length < perUser &&
-        (outC.length >= size || bufC[at + outC.length] !== c || bufN[at + outC.length] !== n)
-      ) {
+    if (m < depth) {
+      if (sameHead && m < perUser && (m >= size || bufC[at + m] !== c || bufN[at + m] !== n)) {
         sameHead = false;
       }
-      outC.push(c);
-      outN.push(n);
+      outC[m] = c;
+      outN[m++] = n;
     } else if (!complete) break;
   }
   for (const c of recounted) counts[c] = 0;
   const nowComplete = complete && threatC < 0 && total <= depth;
-  if (!nowComplete && outC.length < perUser) return 'unanswered';
+  if (!nowComplete && m < perUser) return 'unanswered';
   // The head is the same only if it is as long as before (a shorter list differs).
-  if (Math.min(perUser, outC.length) !== Math.min(perUser, size)) sameHead = false;
-  buffers.set(u, outC, outN, nowComplete);
+  if (Math.min(perUser, m) !== Math.min(perUser, size)) sameHead = false;
+  buffers.setPrefix(u, outC, outN, m, nowComplete);
   return sameHead ? 'same-head' : 'new-head';
 }
 
