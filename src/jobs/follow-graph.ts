@@ -213,7 +213,17 @@ export class FollowGraph {
   readonly #inFrom: Uint32Array;
   /** Edited followers' pairs by user index (an array, not a Map: read for every hop of a count). */
   readonly #outEdited: (EditedPairs | undefined)[];
+  /** Edited followees' active followers, by user index (made when first read after a change). */
   readonly #inEdited: (number[] | undefined)[];
+  /**
+   * Changes to a followee's active followers not yet made to its list: `x` adds follower x, `~x`
+   * removes it. Kept apart because a popular followee gains and loses followers in every run while
+   * its list (tens of thousands) is rarely read: copying and searching it per change cost most of
+   * applying the rows.
+   */
+  readonly #inPending: (number[] | undefined)[];
+  /** Per followee, followers added less removed in `#inPending` (for followerCount). */
+  #inNet = new Int32Array(0);
 
   constructor(
     ids: UserIds,
@@ -236,6 +246,7 @@ export class FollowGraph {
     this.#inFrom = csr.inFrom;
     this.#outEdited = new Array<EditedPairs | undefined>(this.#loaded).fill(undefined);
     this.#inEdited = new Array<number[] | undefined>(this.#loaded).fill(undefined);
+    this.#inPending = new Array<number[] | undefined>(this.#loaded).fill(undefined);
   }
 
   /** `list[i] = value`, growing `list` with undefined first so it stays a dense array. */
@@ -273,14 +284,18 @@ export class FollowGraph {
     }
     const isActive = status === ACTIVE;
     if (wasActive !== isActive) {
-      const followers = this.#editFollowers(followee);
-      if (isActive) followers.push(follower);
-      else {
-        const j = followers.indexOf(follower);
-        // Order carries no meaning: the last one fills the gap.
-        if (j >= 0) followers[j] = followers[followers.length - 1] as number;
-        followers.pop();
+      let pending = this.#inPending[followee];
+      if (pending === undefined) {
+        pending = [];
+        this.#setAt(this.#inPending, followee, pending);
       }
+      pending.push(isActive ? follower : ~follower);
+      if (this.#inNet.length <= followee) {
+        const net = new Int32Array(Math.max(followee + 1, this.#inNet.length * 2, 1024));
+        net.set(this.#inNet);
+        this.#inNet = net;
+      }
+      this.#inNet[followee] = (this.#inNet[followee] as number) + (isActive ? 1 : -1);
     }
     return 'applied';
   }
@@ -304,12 +319,26 @@ export class FollowGraph {
     return e;
   }
 
-  #editFollowers(g: number): number[] {
+  /** g's edited followers with its pending changes made, or undefined when g has no edits. */
+  #editedFollowers(g: number): number[] | undefined {
+    const pending = this.#inPending[g];
+    if (pending === undefined) return this.#inEdited[g];
     let e = this.#inEdited[g];
     if (e === undefined) {
       e = g < this.#loaded ? Array.from(this.#inFrom.subarray(this.#inStart[g], this.#inStart[g + 1])) : [];
       this.#setAt(this.#inEdited, g, e);
     }
+    for (const x of pending) {
+      if (x >= 0) e.push(x);
+      else {
+        const j = e.indexOf(~x);
+        // Order carries no meaning: the last one fills the gap.
+        if (j >= 0) e[j] = e[e.length - 1] as number;
+        e.pop();
+      }
+    }
+    this.#inPending[g] = undefined;
+    this.#inNet[g] = 0;
     return e;
   }
 
@@ -353,7 +382,7 @@ export class FollowGraph {
 
   /** u's active followers (in no particular order). */
   followers(u: number): ArrayLike<number> {
-    const e = this.#inEdited[u];
+    const e = this.#editedFollowers(u);
     if (e !== undefined) return e;
     if (u >= this.#loaded) return [];
     return this.#inFrom.subarray(this.#inStart[u], this.#inStart[u + 1]);
@@ -361,9 +390,11 @@ export class FollowGraph {
 
   /** How many active followers c has: the cost of scanning them (countMarkedFollowers). */
   followerCount(c: number): number {
+    const pending = c < this.#inNet.length ? (this.#inNet[c] as number) : 0;
     const e = this.#inEdited[c];
-    if (e !== undefined) return e.length;
-    return c < this.#loaded ? (this.#inStart[c + 1] as number) - (this.#inStart[c] as number) : 0;
+    if (e !== undefined) return e.length + pending;
+    const loaded = c < this.#loaded ? (this.#inStart[c + 1] as number) - (this.#inStart[c] as number) : 0;
+    return loaded + pending;
   }
 
   /**
@@ -372,7 +403,7 @@ export class FollowGraph {
    */
   countMarkedFollowers(c: number, mark: Int32Array, stamp: number): number {
     let n = 0;
-    const e = this.#inEdited[c];
+    const e = this.#editedFollowers(c);
     if (e !== undefined) {
       for (let i = 0; i < e.length; i++) if (mark[e[i] as number] === stamp) n++;
     } else if (c < this.#loaded) {
