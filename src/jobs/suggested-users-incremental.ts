@@ -6,7 +6,13 @@ import type { RunFacts, RunResult } from '../runner/job.js';
 import { UserIds, type FollowGraph } from './follow-graph.js';
 import { readChangeLogPosition } from './suggested-users-changes.js';
 import { claimMarker, generationMarkerKey, runningMarker, settleMarker } from './suggested-users-marker.js';
-import { bufferBatchSql, loadFollowGraph, readActiveUsers, readLoggedRows } from './suggested-users-reads.js';
+import {
+  bufferBatchSql,
+  loadFollowGraph,
+  readActiveUsers,
+  readLoggedRows,
+  type RelationshipRow,
+} from './suggested-users-reads.js';
 import {
   bringForward,
   bufferDepth,
@@ -145,8 +151,10 @@ export class IncrementalSuggestedUsers {
     // incremental run), when the state is here to be brought forward; a full refresh ignores them.
     const activeRead =
       memory && settled(readActiveUsers(o.clickhouse, window, ctx.signal, this.#queryId(ctx, 'active')));
-    const log = await readChangeLogPosition(o.clickhouse, ctx.signal);
-    const latest = await readLatestRun(o.clickhouse, o.keyPrefix, ctx.signal);
+    const [log, latest] = await Promise.all([
+      readChangeLogPosition(o.clickhouse, ctx.signal),
+      readLatestRun(o.clickhouse, o.keyPrefix, ctx.signal),
+    ]);
     const fingerprint = configFingerprint(o);
     let decision: RefreshDecision = decideRefresh({
       latest,
@@ -160,6 +168,18 @@ export class IncrementalSuggestedUsers {
     if (decision.mode === 'incremental' && memory?.generation !== decision.previous.generation) {
       decision = { mode: 'full', reason: 'state_not_in_memory' };
     }
+    // The logged rows, read while the marker is claimed and the `started` row written (they change
+    // nothing; a run that turns full ignores them).
+    const blocks =
+      decision.mode === 'incremental' ? { from: decision.previous.watermark, to: log.watermark } : undefined;
+    const rowsRead =
+      blocks === undefined
+        ? undefined
+        : settled(
+            blocks.from === blocks.to
+              ? Promise.resolve([])
+              : readLoggedRows(o.clickhouse, blocks, ctx.signal, this.#queryId(ctx, 'log')),
+          );
     const generation = `${ctx.runId}:${ctx.attempt}`;
     // Before anything is written: the marker must still name the previous run, or someone else wrote
     // suggestions since (see suggested-users-marker.ts) and only a full refresh is sure.
@@ -193,13 +213,14 @@ export class IncrementalSuggestedUsers {
 
     let counts: Counts | undefined;
     let next: MemoryState | undefined;
-    if (decision.mode === 'incremental' && memory !== undefined && activeRead !== undefined) {
+    if (
+      decision.mode === 'incremental' &&
+      memory !== undefined &&
+      activeRead !== undefined &&
+      rowsRead !== undefined
+    ) {
       try {
-        counts = await this.#incremental(ctx, memory, {
-          generation,
-          activeRead,
-          blocks: { from: decision.previous.watermark, to: log.watermark },
-        });
+        counts = await this.#incremental(ctx, memory, { generation, activeRead, rowsRead });
         next = { ...memory, generation, exact: true };
       } catch (err) {
         if (err instanceof GuardMismatchError) {
@@ -327,7 +348,8 @@ export class IncrementalSuggestedUsers {
       generation: string;
       /** The window's active users (read from the start of the run). */
       activeRead: Promise<Settled<string[]>>;
-      blocks: { from: string; to: string };
+      /** The change log's rows since the last run (read from the decision on). */
+      rowsRead: Promise<Settled<RelationshipRow[]>>;
     },
   ): Promise<Counts> {
     const o = this.#o;
@@ -336,12 +358,7 @@ export class IncrementalSuggestedUsers {
     const guard = { key: generationMarkerKey(o.keyPrefix), value: runningMarker(run.generation) };
     const { graph, buffers } = memory;
     const ids = graph.ids;
-    const [rows, active] = await Promise.all([
-      run.blocks.from === run.blocks.to
-        ? []
-        : readLoggedRows(o.clickhouse, run.blocks, ctx.signal, this.#queryId(ctx, 'log')),
-      run.activeRead.then(unwrap),
-    ]);
+    const [rows, active] = await Promise.all([run.rowsRead.then(unwrap), run.activeRead.then(unwrap)]);
 
     // The logged pairs, applied to the graph: follower → its logged followees, each with whether it
     // was an active follow before this run's rows (for LoggedPairs.exact). Ids are interned first so
