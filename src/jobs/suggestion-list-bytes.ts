@@ -22,6 +22,8 @@ const DIGIT_0 = 0x30;
 
 /** Bytes of one arena (values are views into it, so it is freed once the last one is written). */
 const ARENA_BYTES = 4 << 20;
+/** Counts below this have their entry's tail rendered once (nearly all: most counts are 1 to 30). */
+const TAILS = 1024;
 
 /** Copies `src` into `out` at `p`; returns the position after it (a loop: the parts are short). */
 function put(out: Uint8Array, p: number, src: Uint8Array): number {
@@ -45,13 +47,31 @@ function putUint(out: Uint8Array, p: number, n: number): number {
   return p + digits;
 }
 
-/** Renders suggestion lists as bytes, caching each user's id digits (held with the state it serves). */
+/**
+ * The bytes of an entry after its id, for `count`: `","mutual_count":N,"reason":"N mutual connection(s)"}`.
+ */
+function renderTail(count: number): Uint8Array {
+  const out = new Uint8Array(ENTRY_MAX);
+  let p = put(out, 0, COUNT);
+  p = putUint(out, p, count);
+  p = put(out, p, REASON);
+  p = putUint(out, p, count);
+  p = put(out, p, count === 1 ? ONE : MANY);
+  return out.slice(0, p);
+}
+
+/**
+ * Renders suggestion lists as bytes, caching the start of each user's entry and the tail of an entry per count
+ * (held with the state it serves): an entry is then two copies.
+ */
 export class SuggestionListBytes {
   readonly #ids: UserIds;
-  /** Where each user index's id digits start in `#digits`, and how many (0: not rendered yet). */
+  /** renderTail(count) for counts below TAILS, made when first met. */
+  readonly #tails: (Uint8Array | undefined)[] = new Array<Uint8Array | undefined>(TAILS).fill(undefined);
+  /** Where the start of each user index's entry is in `#opens`, and its bytes (0: not rendered yet). */
   #at = new Uint32Array(0);
   #len = new Uint8Array(0);
-  #digits = new Uint8Array(1 << 16);
+  #opens = Buffer.allocUnsafeSlow(1 << 16);
   #used = 0;
   #arena = Buffer.alloc(0);
   #pos = 0;
@@ -76,40 +96,46 @@ export class SuggestionListBytes {
     out[p++] = 0x5b; // [
     for (let i = from; i < from + n; i++) {
       if (i > from) out[p++] = COMMA;
-      p = put(out, p, OPEN);
-      p = this.#putId(out, p, candidates[i] as number);
-      p = put(out, p, COUNT);
+      p = this.#putOpen(out, p, candidates[i] as number);
       const count = counts[i] as number;
-      p = putUint(out, p, count);
-      p = put(out, p, REASON);
-      p = putUint(out, p, count);
-      p = put(out, p, count === 1 ? ONE : MANY);
+      if (count < TAILS) {
+        const tail = (this.#tails[count] ??= renderTail(count));
+        out.set(tail, p);
+        p += tail.length;
+      } else {
+        p = put(out, p, COUNT);
+        p = putUint(out, p, count);
+        p = put(out, p, REASON);
+        p = putUint(out, p, count);
+        p = put(out, p, MANY);
+      }
     }
     out[p++] = 0x5d; // ]
     this.#pos = p;
     return out.subarray(start, p);
   }
 
-  /** Writes user index `u`'s id (its decimal digits, rendered once) at `p`. */
-  #putId(out: Uint8Array, p: number, u: number): number {
+  /** Writes the start of user index `u`'s entry (`{"user_id":"` and its id, rendered once) at `p`. */
+  #putOpen(out: Buffer, p: number, u: number): number {
     if (u >= this.#len.length) this.#fit(this.#ids.size);
     let len = this.#len[u] as number;
     if (len === 0) {
       const id = this.#ids.id(u);
-      if (this.#used + id.length > this.#digits.length) {
-        const digits = new Uint8Array(Math.max(this.#digits.length * 2, this.#used + id.length));
-        digits.set(this.#digits.subarray(0, this.#used));
-        this.#digits = digits;
+      len = OPEN.length + id.length;
+      if (this.#used + len > this.#opens.length) {
+        const opens = Buffer.allocUnsafeSlow(Math.max(this.#opens.length * 2, this.#used + len));
+        this.#opens.copy(opens, 0, 0, this.#used);
+        this.#opens = opens;
       }
-      for (let i = 0; i < id.length; i++) this.#digits[this.#used + i] = id.charCodeAt(i);
+      const q = put(this.#opens, this.#used, OPEN);
+      for (let i = 0; i < id.length; i++) this.#opens[q + i] = id.charCodeAt(i);
       this.#at[u] = this.#used;
-      this.#len[u] = id.length;
-      this.#used += id.length;
-      len = id.length;
+      this.#len[u] = len;
+      this.#used += len;
     }
-    const digits = this.#digits;
+    const opens = this.#opens;
     const at = this.#at[u] as number;
-    for (let i = 0; i < len; i++) out[p + i] = digits[at + i] as number;
+    for (let i = 0; i < len; i++) out[p + i] = opens[at + i] as number;
     return p + len;
   }
 
