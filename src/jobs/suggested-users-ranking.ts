@@ -403,6 +403,45 @@ export function loggedPairs(
   return { logs, start, followee, kind, exact: changes !== undefined };
 }
 
+/** walkPairs: only touch the pairs' followees. */
+const TOUCH = 0;
+/** walkPairs: touch, and add 1 to `gains` per pair active now (an upper bound of paths gained). */
+const COUNT_GAINS = 1;
+/** walkPairs: touch, and add each pair's change (+1 gained, -1 lost) to `delta`. */
+const COUNT_DELTAS = 2;
+
+/**
+ * Walks follower f's logged pairs for user u's bringForward: each followee c (but u) is touched (marked
+ * `seen` and listed once) and counted as `mode` says.
+ */
+function walkPairs(
+  logged: LoggedPairs,
+  f: number,
+  scratch: RankingScratch,
+  walk: { u: number; seen: number; list: number[] },
+  mode: number,
+): void {
+  const { followee, kind } = logged;
+  const { touched, gains, delta } = scratch;
+  const { u, seen, list } = walk;
+  const end = logged.start[f + 1] as number;
+  for (let k = logged.start[f] as number; k < end; k++) {
+    const c = followee[k] as number;
+    if (c === u) continue;
+    if (touched[c] !== seen) {
+      touched[c] = seen;
+      list.push(c);
+    }
+    const bits = kind[k] as number;
+    if (mode === COUNT_GAINS) {
+      if ((bits & NOW_ACTIVE) !== 0) gains[c] = (gains[c] as number) + 1;
+    } else if (mode === COUNT_DELTAS) {
+      if ((bits & GAINED) !== 0) delta[c] = (delta[c] as number) + 1;
+      else if ((bits & LOST) !== 0) delta[c] = (delta[c] as number) - 1;
+    }
+  }
+}
+
 /** In `RankingScratch.gains`: the candidate is g of u's own change, recounted whatever its gain. */
 const FORCED = 0x80000000;
 
@@ -459,25 +498,16 @@ export function bringForward(
       if (((kind[k] as number) & GAINED) !== 0) joined[followee[k] as number] = joinedMark;
     }
   }
+  const walk = { u, seen, list };
   for (const f of followed) {
     if (logs[f] !== 1) continue;
-    const whole = joined[f] === joinedMark;
-    const end = start[f + 1] as number;
-    for (let k = start[f] as number; k < end; k++) {
-      const c = followee[k] as number;
-      if (c === u) continue;
-      if (touched[c] !== seen) {
-        touched[c] = seen;
-        list.push(c);
-      }
-      const bits = kind[k] as number;
-      if (!deltas) {
-        if ((bits & NOW_ACTIVE) !== 0) gains[c] = (gains[c] as number) + 1;
-      } else if (!whole) {
-        if ((bits & GAINED) !== 0) delta[c] = (delta[c] as number) + 1;
-        else if ((bits & LOST) !== 0) delta[c] = (delta[c] as number) - 1;
-      }
-    }
+    walkPairs(
+      logged,
+      f,
+      scratch,
+      walk,
+      !deltas ? COUNT_GAINS : joined[f] === joinedMark ? TOUCH : COUNT_DELTAS,
+    );
   }
   for (let k = ownFrom; k < ownTo; k++) {
     // u started or stopped following g (or followed it again): g's logged pairs (counted above when u
@@ -488,22 +518,9 @@ export function bringForward(
     const followsG = (bits & NOW_ACTIVE) !== 0;
     const lostG = deltas && (bits & LOST) !== 0;
     // Without deltas, g's pairs that are not active now, touched; with them, g's followees before
-    // (those now, less the pairs gained, plus the pairs lost) each lose a path when u stopped.
-    if (!followsG && logs[g] === 1) {
-      const end = start[g + 1] as number;
-      for (let j = start[g] as number; j < end; j++) {
-        const c = followee[j] as number;
-        if (c === u) continue;
-        if (touched[c] !== seen) {
-          touched[c] = seen;
-          list.push(c);
-        }
-        if (!lostG) continue;
-        const cBits = kind[j] as number;
-        if ((cBits & GAINED) !== 0) delta[c] = (delta[c] as number) + 1;
-        else if ((cBits & LOST) !== 0) delta[c] = (delta[c] as number) - 1;
-      }
-    }
+    // (those now, less the pairs gained, plus the pairs lost) each lose a path when u stopped: the
+    // pairs' changes here, the followees now below.
+    if (!followsG && logs[g] === 1) walkPairs(logged, g, scratch, walk, lostG ? COUNT_DELTAS : TOUCH);
     const step = !deltas ? 0 : (bits & GAINED) !== 0 ? 1 : lostG ? -1 : 0;
     for (const c of graph.followed(g)) {
       if (c === u) continue;
