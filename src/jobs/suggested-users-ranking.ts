@@ -26,7 +26,8 @@ import type { SuggestionListBytes } from './suggestion-list-bytes.js';
  * later runs move a touched candidate by its exact change in paths (a delta) whenever E(u) is F(u)
  * before and after the rows: the followees u kept bring their pairs' changes, one u started following
  * brings a path to each of its followees, one u stopped following takes one away from each of its
- * followees before (and becomes a candidate, recounted). Only risers outside the buffer are recounted.
+ * followees before (and becomes a candidate, recounted). Only those and risers from outside the buffer
+ * are recounted.
  */
 
 /** Buffer depth per user: twice the cached list, so a few lost entries do not force a recompute. */
@@ -107,7 +108,10 @@ export class RankingBuffers {
     this.flags[u] = PRESENT | (complete ? COMPLETE : 0);
   }
 
-  /** Sets u's buffer to the first `n` (at most `depth`) entries of typed arrays (bringForward's merge). */
+  /**
+   * Sets u's buffer to the first `n` (at most `depth`) entries of typed arrays (bringForward's merge);
+   * u must be within the store already (it had a buffer).
+   */
   setPrefix(u: number, candidates: Uint32Array, counts: Uint32Array, n: number, complete: boolean): void {
     const at = u * this.depth;
     const bufC = this.candidates;
