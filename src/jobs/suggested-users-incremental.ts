@@ -386,25 +386,8 @@ export class IncrementalSuggestedUsers {
         );
       }
     });
-    // Each logged pair's status now, looked up once: the active ones, and (with exact buffers) the
-    // ones that became or stopped being an active follow over this run's rows.
-    const activeNow = new Array<number[] | undefined>(ids.size).fill(undefined);
-    const gained = new Array<number[] | undefined>(ids.size).fill(undefined);
-    const lost = new Array<number[] | undefined>(ids.size).fill(undefined);
-    for (const f of followers) {
-      const list = all[f] ?? [];
-      const before = activeBefore[f] ?? [];
-      const now: number[] = (activeNow[f] = []);
-      const up: number[] = (gained[f] = []);
-      const down: number[] = (lost[f] = []);
-      list.forEach((e, k) => {
-        const active = graph.hasActive(f, e);
-        if (active) now.push(e);
-        if (active && before[k] !== true) up.push(e);
-        if (!active && before[k] === true) down.push(e);
-      });
-    }
-    const logged = loggedPairs(all, activeNow, memory.exact ? { gained, lost } : undefined);
+    // Each logged pair's status now, looked up once, against its status before the rows.
+    const logged = loggedPairs(graph, all, activeBefore, memory.exact);
     // Users a logged pair can reach: its follower, and whoever follows the follower now (whoever
     // followed them before and not now changed their own follows, so is a follower of a pair too).
     const reached = new Uint8Array(ids.size);

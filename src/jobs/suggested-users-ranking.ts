@@ -360,17 +360,16 @@ export interface LoggedPairs {
 }
 
 /**
- * LoggedPairs of `all[f]` (every followee f has a logged row for, one slot per user index) and
- * `activeNow[f]` (those whose pair is an active follow now); with `changes`, the buffers are exact and
- * `gained[f]` / `lost[f]` are the followees whose pair became / stopped being an active follow.
+ * LoggedPairs of `all[f]` (every followee f has a logged row for, one slot per user index), once the
+ * rows are applied to `graph`: `before[f][k]` says whether the pair (f, `all[f][k]`) was an active
+ * follow before them. `exact`: the buffers are exact for the graph before the rows (GAINED and LOST
+ * are then set).
  */
 export function loggedPairs(
+  graph: Pick<FollowGraph, 'hasActive'>,
   all: readonly (readonly number[] | undefined)[],
-  activeNow: readonly (readonly number[] | undefined)[],
-  changes?: {
-    gained: readonly (readonly number[] | undefined)[];
-    lost: readonly (readonly number[] | undefined)[];
-  },
+  before: readonly (readonly boolean[] | undefined)[],
+  exact: boolean,
 ): LoggedPairs {
   const users = all.length;
   const logs = new Uint8Array(users);
@@ -386,25 +385,20 @@ export function loggedPairs(
   start[users] = total;
   const followee = new Uint32Array(total);
   const kind = new Uint8Array(total);
-  // Each pair's bits, gathered per follower in a byte per user index (cleared after each follower).
-  const bits = new Uint8Array(users);
-  const mark = (cs: readonly number[] | undefined, bit: number): void => {
-    for (const c of cs ?? []) bits[c] = (bits[c] as number) | bit;
-  };
   for (let f = 0; f < users; f++) {
     const cs = all[f];
     if (cs === undefined) continue;
-    mark(activeNow[f], NOW_ACTIVE);
-    mark(changes?.gained[f], GAINED);
-    mark(changes?.lost[f], LOST);
+    const was = before[f];
     let k = start[f] as number;
-    for (const c of cs) {
+    cs.forEach((c, i) => {
+      const now = graph.hasActive(f, c);
+      const then = was?.[i] === true;
       followee[k] = c;
-      kind[k++] = bits[c] as number;
-    }
-    for (const c of cs) bits[c] = 0;
+      kind[k++] =
+        (now ? NOW_ACTIVE : 0) | (exact && now && !then ? GAINED : 0) | (exact && !now && then ? LOST : 0);
+    });
   }
-  return { logs, start, followee, kind, exact: changes !== undefined };
+  return { logs, start, followee, kind, exact };
 }
 
 /** walkPairs: only touch the pairs' followees. */

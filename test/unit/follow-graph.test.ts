@@ -159,19 +159,8 @@ function checkBringForward(seed: number, opts: { exact: boolean; churn: number }
     const list = (all[fi] ??= []);
     if (!list.includes(ids.intern(e))) list.push(ids.intern(e));
   }
-  const activeNow = all.map((cs, f) => cs?.filter((c) => graph.hasActive(f, c)));
-  const changed = (f: number, c: number, now: boolean) =>
-    graph.hasActive(f, c) === now && activeBefore.get(`${ids.id(f)}:${ids.id(c)}`) === !now;
-  const logged: LoggedPairs = loggedPairs(
-    all,
-    activeNow,
-    exact
-      ? {
-          gained: all.map((cs, f) => cs?.filter((c) => changed(f, c, true))),
-          lost: all.map((cs, f) => cs?.filter((c) => changed(f, c, false))),
-        }
-      : undefined,
-  );
+  const before = all.map((cs, f) => cs?.map((c) => activeBefore.get(`${ids.id(f)}:${ids.id(c)}`) === true));
+  const logged: LoggedPairs = loggedPairs(graph, all, before, exact);
 
   const head = (b: RankingBuffer) =>
     renderList(ids, b.candidates, b.counts, 0, Math.min(settings.perUser, b.candidates.length));
