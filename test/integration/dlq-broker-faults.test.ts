@@ -163,7 +163,11 @@ describe('DLQ against a real broker that refuses, freezes, or shares a spool', (
       expect(record.context.failed_batches).toHaveLength(10);
       console.log(`record cap: ${record.job} ${cut.original_bytes} bytes cut to ${bytes}`);
     }
-    expect(outcomes(child, 'kafka').length + outcomes(child, 'spool').length).toBe(2);
+    // The runner logs a record's outcome after the broker acknowledged it, so the reader can see the
+    // record before the log line is read from the child's output: wait for it.
+    await expect
+      .poll(() => outcomes(child, 'kafka').length + outcomes(child, 'spool').length, { timeout: 10_000 })
+      .toBe(2);
     expect(reader.received.length).toBeLessThanOrEqual(4);
   }, 120_000);
 
