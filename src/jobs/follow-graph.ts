@@ -52,6 +52,11 @@ export class UserIds {
     return id;
   }
 
+  /** The ids of indices `from` … `to - 1` (a copy: what a helper thread's replica interns in order). */
+  slice(from: number, to: number): string[] {
+    return this.#ids.slice(from, to);
+  }
+
   /** Negative, 0 or positive as the id of `a` is numerically below, equal to or above that of `b`. */
   compare(a: number, b: number): number {
     if (a === b) return 0;
@@ -158,8 +163,9 @@ export class FollowGraphBuilder {
       new Uint32Array(m).map((_, i) => i),
     );
     const order = countingOrder(this.#from, m, users, byFollowee);
-    const outStart = new Uint32Array(users + 1);
-    const inStart = new Uint32Array(users + 1);
+    // In shared memory, so that a helper thread reads the same arrays (FollowGraph.loadedArrays).
+    const outStart = sharedUint32(users + 1);
+    const inStart = sharedUint32(users + 1);
     for (let i = 0; i < m; i++) {
       bump(outStart, (this.#from[i] as number) + 1);
       if (this.#status[i] === ACTIVE) bump(inStart, (this.#to[i] as number) + 1);
@@ -168,10 +174,10 @@ export class FollowGraphBuilder {
       outStart[u + 1] = (outStart[u + 1] as number) + (outStart[u] as number);
       inStart[u + 1] = (inStart[u + 1] as number) + (inStart[u] as number);
     }
-    const outTo = new Uint32Array(m);
-    const outAt = new Uint32Array(m);
-    const outStatus = new Uint8Array(m);
-    const inFrom = new Uint32Array(inStart[users] as number);
+    const outTo = sharedUint32(m);
+    const outAt = sharedUint32(m);
+    const outStatus = new Uint8Array(new SharedArrayBuffer(m));
+    const inFrom = sharedUint32(inStart[users] as number);
     const inNext = inStart.slice(0, users);
     for (let j = 0; j < m; j++) {
       const i = order[j] as number;
@@ -182,6 +188,25 @@ export class FollowGraphBuilder {
     }
     return new FollowGraph(this.ids, { outStart, outTo, outAt, outStatus, inStart, inFrom });
   }
+}
+
+/** A Uint32Array of `n` zeros in shared memory. */
+function sharedUint32(n: number): Uint32Array {
+  return new Uint32Array(new SharedArrayBuffer(n * 4));
+}
+
+/**
+ * The arrays a graph is loaded into, in compressed sparse rows: follower u's pairs are `outStart[u]` …
+ * `outStart[u + 1] - 1` of `outTo` (followee), `outAt` (updated_at) and `outStatus`, in followee order;
+ * followee u's active followers are `inStart[u]` … `inStart[u + 1] - 1` of `inFrom`.
+ */
+export interface LoadedArrays {
+  outStart: Uint32Array;
+  outTo: Uint32Array;
+  outAt: Uint32Array;
+  outStatus: Uint8Array;
+  inStart: Uint32Array;
+  inFrom: Uint32Array;
 }
 
 /** `items` (row numbers) stably reordered by `key[item]` (0 ≤ key < `keys`), a counting sort. */
@@ -225,17 +250,11 @@ export class FollowGraph {
   /** Per followee, followers added less removed in `#inPending` (for followerCount). */
   #inNet = new Int32Array(0);
 
-  constructor(
-    ids: UserIds,
-    csr: {
-      outStart: Uint32Array;
-      outTo: Uint32Array;
-      outAt: Uint32Array;
-      outStatus: Uint8Array;
-      inStart: Uint32Array;
-      inFrom: Uint32Array;
-    },
-  ) {
+  /**
+   * `csr`: the loaded pairs (never written: edits are copies). A helper thread builds its replica of a
+   * graph over the same arrays (`loadedArrays`, in shared memory) and applies the same rows.
+   */
+  constructor(ids: UserIds, csr: LoadedArrays) {
     this.ids = ids;
     this.#loaded = csr.outStart.length - 1;
     this.#outStart = csr.outStart;
@@ -247,6 +266,18 @@ export class FollowGraph {
     this.#outEdited = new Array<EditedPairs | undefined>(this.#loaded).fill(undefined);
     this.#inEdited = new Array<number[] | undefined>(this.#loaded).fill(undefined);
     this.#inPending = new Array<number[] | undefined>(this.#loaded).fill(undefined);
+  }
+
+  /** The loaded arrays, as given to the constructor (shared memory when FollowGraphBuilder built them). */
+  loadedArrays(): LoadedArrays {
+    return {
+      outStart: this.#outStart,
+      outTo: this.#outTo,
+      outAt: this.#outAt,
+      outStatus: this.#outStatus,
+      inStart: this.#inStart,
+      inFrom: this.#inFrom,
+    };
   }
 
   /** `list[i] = value`, growing `list` with undefined first so it stays a dense array. */

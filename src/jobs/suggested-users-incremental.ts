@@ -3,6 +3,18 @@ import { GuardMismatchError, yieldToLoop, type BytesEntry, type CacheEntry } fro
 import { keys } from '../cache/keys.js';
 import { streamLines } from '../clickhouse/result-stream.js';
 import type { RunFacts, RunResult } from '../runner/job.js';
+import { BringForwardHelper, defaultHelperScript } from './bring-forward-helper.js';
+import {
+  chunkCount,
+  chunkDone,
+  chunkRange,
+  claimChunk,
+  forwardChunk,
+  forwardWork,
+  SAME_HEAD,
+  stopClaims,
+  RECOMPUTED,
+} from './bring-forward-work.js';
 import { UserIds, type FollowGraph } from './follow-graph.js';
 import { readChangeLogPosition } from './suggested-users-changes.js';
 import { claimMarker, generationMarkerKey, runningMarker, settleMarker } from './suggested-users-marker.js';
@@ -14,10 +26,8 @@ import {
   type RelationshipRow,
 } from './suggested-users-reads.js';
 import {
-  bringForward,
   bufferDepth,
   loggedPairs,
-  rankFromScratch,
   RankingScratch,
   RankingBuffers,
   type RankingBuffer,
@@ -81,6 +91,13 @@ export interface IncrementalOptions extends Omit<SuggestedUsersOptions, 'paralle
   /** Identity of this process in the state (default host:pid). */
   replica?: string;
   /**
+   * The helper thread's built entry (bring-forward-helper.ts), started once per `memory`: default
+   * defaultHelperScript() (none on one core, or when run from TypeScript sources); null for none.
+   */
+  helperScript?: URL | null;
+  /** Users per chunk of bringing forward (default USERS_PER_CHUNK; tests use a few). */
+  usersPerChunk?: number;
+  /**
    * Where the state is kept between runs: give every run of one job in one process the same (the
    * job's runs may each build their own IncrementalSuggestedUsers). Default: this instance's own.
    */
@@ -91,14 +108,19 @@ export interface IncrementalOptions extends Omit<SuggestedUsersOptions, 'paralle
 export class IncrementalMemory {
   /** The last successful run's state; undefined before one, and while a run is under way. */
   state: MemoryState | undefined;
+  /** The thread that brings part of each run's users forward, if any (it outlives runs, as the state). */
+  helper: BringForwardHelper | undefined;
 }
 
 /** Keys per TTL-extension call (the writer pipelines them further). */
 const EXTEND_CHUNK = 4000;
 /** Values per Redis write call. */
 const WRITE_CHUNK = 2000;
-/** Users brought forward between two turns of the event loop (a few milliseconds of work). */
-const USERS_PER_TURN = 2000;
+/**
+ * Users per chunk of bringing forward (bring-forward-work.ts): a few milliseconds of work, between two
+ * turns of the event loop; small enough that the two threads finish close together.
+ */
+const USERS_PER_CHUNK = 1000;
 
 /**
  * The change log holds a row with the same `updated_at` as its pair's newest row, but another status.
@@ -138,6 +160,8 @@ export class IncrementalSuggestedUsers {
     this.#o = opts;
     this.#replica = opts.replica ?? `${hostname()}:${process.pid}`;
     this.#memory = opts.memory ?? new IncrementalMemory();
+    const script = opts.helperScript === undefined ? defaultHelperScript() : opts.helperScript;
+    if (script !== null && script !== undefined) this.#memory.helper ??= new BringForwardHelper(script);
   }
 
   async run(ctx: RunFacts): Promise<RunResult> {
@@ -253,7 +277,14 @@ export class IncrementalSuggestedUsers {
         next = { generation, graph, buffers, exact: false };
       }
       fullContext = result.context ?? {};
-      counts = { recomputed: result.items, updated: 0, extended: 0, missing: 0, covered: result.items };
+      counts = {
+        recomputed: result.items,
+        updated: 0,
+        extended: 0,
+        missing: 0,
+        covered: result.items,
+        byHelper: 0,
+      };
     }
     if (counts === undefined) throw new Error('suggested-users: no refresh ran');
 
@@ -272,6 +303,8 @@ export class IncrementalSuggestedUsers {
       );
     }
     this.#memory.state = next;
+    // A full refresh's graph, replicated in the helper thread for the next runs (in the background).
+    if (decision.mode === 'full' && next !== undefined) this.#memory.helper?.load(next.graph);
     const context = {
       ...fullContext,
       mode: decision.mode,
@@ -281,6 +314,7 @@ export class IncrementalSuggestedUsers {
       ...(decision.mode === 'incremental' ? { users_updated: counts.updated } : {}),
       users_extended: counts.extended,
       ...(decision.mode === 'incremental' ? { users_key_missing: counts.missing } : {}),
+      ...(decision.mode === 'incremental' ? { users_by_helper_thread: counts.byHelper } : {}),
       change_log_watermark: log.watermark,
     };
     ctx.log.info(context, 'suggested-users: refreshed');
@@ -364,6 +398,14 @@ export class IncrementalSuggestedUsers {
     // was an active follow before this run's rows (for LoggedPairs.exact). Ids are interned first so
     // that the arrays by user index are made dense, at their full size (an index, not a hash lookup).
     const at = rows.map((r) => [ids.intern(r.follower), ids.intern(r.followee)] as const);
+    // The helper thread applies the same rows to its replica meanwhile (when it holds one of this graph).
+    const helper = this.#memory.helper?.holds(graph) === true ? this.#memory.helper : undefined;
+    helper?.applyRows(graph, {
+      follower: Uint32Array.from(at, ([f]) => f),
+      followee: Uint32Array.from(at, ([, e]) => e),
+      status: Uint8Array.from(rows, (r) => r.status),
+      updatedAt: Float64Array.from(rows, (r) => r.updatedAt),
+    });
     const all = new Array<number[] | undefined>(ids.size).fill(undefined);
     const activeBefore = new Array<boolean[] | undefined>(ids.size).fill(undefined);
     const followers: number[] = [];
@@ -400,9 +442,26 @@ export class IncrementalSuggestedUsers {
     // The active users as indices: ids met in the last run's list (both in id order) reuse its index.
     const users = indexUsers(active, memory.active, ids);
     const settings = { perUser: o.perUser, maxFollowees: o.maxFollowees };
-    const counts: Counts = { recomputed: 0, updated: 0, extended: 0, missing: 0, covered: 0 };
-    // Users this run covers; the others' buffers are dropped at the end.
+    const counts: Counts = { recomputed: 0, updated: 0, extended: 0, missing: 0, covered: 0, byHelper: 0 };
+    // Users this run covers (each once); the others' buffers are dropped at the end.
     const covered = new Uint8Array(ids.size);
+    const order: number[] = [];
+    for (const u of users) {
+      if (covered[u] === 1) continue;
+      covered[u] = 1;
+      order.push(u);
+    }
+    counts.covered = order.length;
+    // Room for every user index now, so that no buffer written below grows the store: the helper
+    // thread writes into this very memory.
+    buffers.fit(ids.size);
+    const work = forwardWork(order, o.usersPerChunk ?? USERS_PER_CHUNK);
+    const inputs = { graph, buffers, logged, reached, settings, scratch: this.#scratch };
+    const helped =
+      helper === undefined
+        ? undefined
+        : settled(helper.forward(graph, { work, buffers: buffers.shared(), logged, reached, settings }));
+
     let pending: number[] = [];
     // Values as bytes when the writer takes them (see suggestion-list-bytes.ts), else as strings.
     const writeBytes = o.cache.writeBytes?.bind(o.cache);
@@ -447,34 +506,52 @@ export class IncrementalSuggestedUsers {
       if (lists === undefined) return values.push({ key, value: buffers.renderHead(u, ids, o.perUser) });
       return valueBytes.push({ key, value: buffers.encodeHead(u, lists, o.perUser) });
     };
-    for (const u of users) {
-      if (covered[u] === 1) continue;
-      covered[u] = 1;
-      counts.covered++;
-      if (counts.covered % USERS_PER_TURN === 0) {
+    /** Acts on chunk k's outcomes (whichever thread brought it forward). */
+    const settle = async (k: number): Promise<void> => {
+      const { from, to } = chunkRange(work, k);
+      for (let p = from; p < to; p++) {
+        const u = work.users[p] as number;
+        const code = work.codes[p];
+        if (code === SAME_HEAD) {
+          pending.push(u);
+          if (pending.length >= EXTEND_CHUNK) await extend();
+          continue;
+        }
+        if (code === RECOMPUTED) counts.recomputed++;
+        else counts.updated++;
+        if (queueValue(u) >= WRITE_CHUNK) await write();
+      }
+    };
+    // Chunks are claimed from both threads; this one settles its own as it goes, and the helper's
+    // once they are done (the lowest not yet settled first).
+    const settledChunk = new Uint8Array(chunkCount(work));
+    let lowest = 0;
+    const settleDone = async (): Promise<void> => {
+      for (let k = lowest; k < settledChunk.length; k++) {
+        if (settledChunk[k] === 1 || !chunkDone(work, k)) continue;
+        settledChunk[k] = 1;
+        counts.byHelper += chunkRange(work, k).to - chunkRange(work, k).from;
+        await settle(k);
+      }
+      while (lowest < settledChunk.length && settledChunk[lowest] === 1) lowest++;
+    };
+    try {
+      for (let k = claimChunk(work); k >= 0; k = claimChunk(work)) {
         await yieldToLoop();
         ctx.signal.throwIfAborted();
+        forwardChunk(work, k, inputs);
+        settledChunk[k] = 1;
+        await settle(k);
+        await settleDone();
       }
-      const brought = !buffers.has(u)
-        ? 'unanswered'
-        : reached[u] !== 1
-          ? 'same-head'
-          : bringForward(graph, u, buffers, logged, settings, this.#scratch);
-      if (brought === 'same-head') {
-        pending.push(u);
-        if (pending.length >= EXTEND_CHUNK) await extend();
-        continue;
-      }
-      if (brought === 'unanswered') {
-        // Newly active, or not answered by the buffer: ranked from the graph.
-        const ranked = rankFromScratch(graph, u, settings, this.#scratch);
-        buffers.set(u, ranked.candidates, ranked.counts, ranked.complete);
-        counts.recomputed++;
-      } else {
-        counts.updated++;
-      }
-      if (queueValue(u) >= WRITE_CHUNK) await write();
+      if (helped !== undefined) unwrap(await helped);
+      await settleDone();
+    } finally {
+      // A run that stops early leaves the helper nothing more to claim.
+      stopClaims(work);
     }
+    if (lowest !== settledChunk.length)
+      throw new Error('suggested-users: a chunk of users was not brought forward');
     await write();
     await extend();
     await redis.drain();
@@ -569,4 +646,6 @@ interface Counts {
   /** Keys that had vanished from Redis (counted in `recomputed` too). */
   missing: number;
   covered: number;
+  /** Brought forward by the helper thread (bring-forward-helper.ts). */
+  byHelper: number;
 }

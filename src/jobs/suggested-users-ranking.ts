@@ -45,6 +45,15 @@ export interface RankingBuffer {
   complete: boolean;
 }
 
+/** A RankingBuffers store's memory (its arrays' shared buffers), as one thread hands it to another. */
+export interface SharedRankingBuffers {
+  depth: number;
+  candidates: SharedArrayBuffer;
+  counts: SharedArrayBuffer;
+  lengths: SharedArrayBuffer;
+  flags: SharedArrayBuffer;
+}
+
 /** In RankingBuffers.flags: the user has a buffer. */
 const PRESENT = 1;
 /** In RankingBuffers.flags: the buffer is the user's whole ranking. */
@@ -60,33 +69,65 @@ const COMPLETE = 2;
 export class RankingBuffers {
   readonly depth: number;
   /** Candidates, `depth` slots per user (read directly by bringForward). */
-  candidates = new Uint32Array(0);
+  candidates: Uint32Array = new Uint32Array(new SharedArrayBuffer(0));
   /** Mutual counts, as `candidates`. */
-  counts = new Uint32Array(0);
+  counts: Uint32Array = new Uint32Array(new SharedArrayBuffer(0));
   /** Entries per user. */
-  lengths = new Uint16Array(0);
+  lengths: Uint16Array = new Uint16Array(new SharedArrayBuffer(0));
   /** PRESENT and COMPLETE per user. */
-  flags = new Uint8Array(0);
+  flags: Uint8Array = new Uint8Array(new SharedArrayBuffer(0));
 
   /** `depth`: entries per buffer, bufferDepth(perUser) (at most 65 535). */
   constructor(depth: number) {
     this.depth = depth;
   }
 
-  /** Makes room for user indices below `users` (growing by half, copying what is held). */
+  /**
+   * The store over arrays another thread made (RankingBuffers.shared of that thread's store), read and
+   * written in place: the helper thread (bring-forward-helper.ts) brings its users forward in them.
+   */
+  static over(shared: SharedRankingBuffers): RankingBuffers {
+    const buffers = new RankingBuffers(shared.depth);
+    buffers.candidates = new Uint32Array(shared.candidates);
+    buffers.counts = new Uint32Array(shared.counts);
+    buffers.lengths = new Uint16Array(shared.lengths);
+    buffers.flags = new Uint8Array(shared.flags);
+    return buffers;
+  }
+
+  /** The store's memory, to be handed to another thread (RankingBuffers.over): valid until `fit` grows it. */
+  shared(): SharedRankingBuffers {
+    const buffer = (a: Uint32Array | Uint16Array | Uint8Array): SharedArrayBuffer => {
+      if (!(a.buffer instanceof SharedArrayBuffer)) throw new Error('RankingBuffers: store not shared');
+      return a.buffer;
+    };
+    return {
+      depth: this.depth,
+      candidates: buffer(this.candidates),
+      counts: buffer(this.counts),
+      lengths: buffer(this.lengths),
+      flags: buffer(this.flags),
+    };
+  }
+
+  /**
+   * Makes room for user indices below `users` (growing by half, copying what is held). The arrays are
+   * in shared memory (RankingBuffers.shared), so a grown store is new memory: a thread that holds the
+   * old one must be handed the new.
+   */
   fit(users: number): void {
     if (users <= this.flags.length) return;
     const size = Math.max(users, Math.ceil(this.flags.length * 1.5), 1024);
-    const candidates = new Uint32Array(size * this.depth);
+    const candidates = new Uint32Array(new SharedArrayBuffer(size * this.depth * 4));
     candidates.set(this.candidates);
     this.candidates = candidates;
-    const counts = new Uint32Array(size * this.depth);
+    const counts = new Uint32Array(new SharedArrayBuffer(size * this.depth * 4));
     counts.set(this.counts);
     this.counts = counts;
-    const lengths = new Uint16Array(size);
+    const lengths = new Uint16Array(new SharedArrayBuffer(size * 2));
     lengths.set(this.lengths);
     this.lengths = lengths;
-    const flags = new Uint8Array(size);
+    const flags = new Uint8Array(new SharedArrayBuffer(size));
     flags.set(this.flags);
     this.flags = flags;
   }

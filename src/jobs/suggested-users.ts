@@ -12,7 +12,11 @@ import { isTransientError } from '../runner/retry.js';
 import { JOB_DEFAULTS, type Config } from '../config.js';
 import { JobError, type RunFacts, type RunResult } from '../runner/job.js';
 import { defineJob, type RefreshJob } from './define.js';
-import { IncrementalMemory, IncrementalSuggestedUsers } from './suggested-users-incremental.js';
+import {
+  IncrementalMemory,
+  IncrementalSuggestedUsers,
+  type IncrementalOptions,
+} from './suggested-users-incremental.js';
 import { markFullModeWrites } from './suggested-users-marker.js';
 import type {
   BatchWriter,
@@ -327,7 +331,8 @@ export class SuggestedUsersJob {
 
 /** suggested-users in incremental mode (suggested-users-incremental.ts) over this module's queries. */
 export function incrementalSuggestedUsers(
-  opts: SuggestedUsersOptions & { fullEvery: number; replica?: string; memory?: IncrementalMemory },
+  opts: SuggestedUsersOptions &
+    Pick<IncrementalOptions, 'fullEvery' | 'replica' | 'memory' | 'helperScript' | 'usersPerChunk'>,
 ): IncrementalSuggestedUsers {
   const job = new SuggestedUsersJob(opts);
   return new IncrementalSuggestedUsers({

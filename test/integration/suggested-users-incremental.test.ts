@@ -1,4 +1,6 @@
 import { randomUUID } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import type { ClickHouseClient } from '@clickhouse/client';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -24,8 +26,21 @@ import { mulberry32 } from '../unit/helpers/random.js';
 const SEED = Number(process.env.INCREMENTAL_SEED ?? Math.floor(Math.random() * 2 ** 31));
 const USERS = 150;
 const RUNS = 7;
+/** From this run on, the helper thread is gone. */
+const HELPER_CLOSED_AT = 5;
 const STEP_SEC = 7 * 3600; // `now` moves 7 h a run: with ACTIVE_DAYS 1, users drop out and come back
 const SETTINGS = { perUser: 5, activeDays: 1, maxFollowees: 4, batchSize: 40, ttlSec: 3600 };
+
+/**
+ * The helper thread's built entry, as the product starts it (npm test builds dist/ before the tests
+ * run; the worker cannot run the TypeScript sources).
+ */
+function helperScript(): URL {
+  const script = new URL('../../dist/jobs/bring-forward-worker.js', import.meta.url);
+  if (!existsSync(fileURLToPath(script)))
+    throw new Error(`${fileURLToPath(script)} is missing: run npm run build`);
+  return script;
+}
 
 /** One view of post 1 by each of `users` at `at` (Unix seconds), which makes them active. */
 async function viewPost(ch: ClickHouseClient, users: number[], at: number): Promise<void> {
@@ -51,6 +66,7 @@ function bothModes(
   cache: RedisCacheWriter,
   prefix: string,
   settings: typeof SETTINGS = SETTINGS,
+  threads: { helperScript?: URL | null; usersPerChunk?: number; memory?: IncrementalMemory } = {},
 ): { incremental: ReturnType<typeof incrementalSuggestedUsers>; full: SuggestedUsersJob } {
   return {
     incremental: incrementalSuggestedUsers({
@@ -60,6 +76,9 @@ function bothModes(
       ...settings,
       fullEvery: 1000,
       replica: 'test',
+      // Under vitest the sources are TypeScript: no helper thread unless a test asks for one.
+      helperScript: null,
+      ...threads,
     }),
     full: new SuggestedUsersJob({ clickhouse: ch, cache, keyPrefix: `${prefix}-full`, ...settings }),
   };
@@ -111,7 +130,11 @@ describe(`suggested-users incremental mode equals a full refresh (seed ${SEED})`
     fence = { key: `${prefix}:leader`, token: () => '1:test', lost: () => undefined };
   });
 
+  // The helper thread's runs share a memory, so that its thread is stopped at the end.
+  const helperMemory = new IncrementalMemory();
+
   afterAll(async () => {
+    await helperMemory.helper?.close();
     const stale = await redis.keys(`${prefix}*`);
     if (stale.length > 0) await redis.del(...stale);
     redis.disconnect();
@@ -185,6 +208,15 @@ describe(`suggested-users incremental mode equals a full refresh (seed ${SEED})`
     Object.defineProperty(stringsOnly, 'writeBytes', { value: undefined });
     const stringsPrefix = `${prefix}-strings`;
     const incrementalStrings = bothModes(ch, stringsOnly, stringsPrefix, SETTINGS).incremental;
+    // The same mode with the helper thread (the built worker, as the product runs it) and chunks of 7
+    // users, so that both threads bring users forward in every run.
+    const helperPrefix = `${prefix}-helper`;
+    const incrementalHelped = bothModes(ch, writer, helperPrefix, SETTINGS, {
+      helperScript: helperScript(),
+      usersPerChunk: 7,
+      memory: helperMemory,
+    }).incremental;
+    let byHelperTotal = 0;
     const modes: string[] = [];
     let extendedTotal = 0;
     let recomputedTotal = 0;
@@ -218,6 +250,21 @@ describe(`suggested-users incremental mode equals a full refresh (seed ${SEED})`
       const ctx = result.context ?? {};
       const stringsCtx = (await incrementalStrings.run(runFacts('suggested-users', at))).context ?? {};
       expect(stringsCtx.mode, `seed ${SEED} run ${run}: the strings writer's run`).toBe(ctx.mode);
+      const helpedCtx = (await incrementalHelped.run(runFacts('suggested-users', at))).context ?? {};
+      expect(helpedCtx.mode, `seed ${SEED} run ${run}: the helped run`).toBe(ctx.mode);
+      expect(
+        [helpedCtx.users_recomputed, helpedCtx.users_updated, helpedCtx.users_extended],
+        `seed ${SEED} run ${run}: the helped run's counts`,
+      ).toEqual([ctx.users_recomputed, ctx.users_updated, ctx.users_extended]);
+      if (run < HELPER_CLOSED_AT) byHelperTotal += Number(helpedCtx.users_by_helper_thread ?? 0);
+      else {
+        expect(
+          helpedCtx.users_by_helper_thread,
+          `seed ${SEED} run ${run}: with its thread gone, a run brings every user forward itself`,
+        ).toBe(0);
+      }
+      // The helper thread stops (as when it crashes): the runs after go on in one thread.
+      if (run === HELPER_CLOSED_AT - 1) await helperMemory.helper?.close();
       modes.push(String(ctx.mode));
       extendedTotal += Number(ctx.users_extended);
       recomputedTotal += Number(ctx.users_recomputed);
@@ -247,12 +294,18 @@ describe(`suggested-users incremental mode equals a full refresh (seed ${SEED})`
         users.filter((u, i) => want[i] !== gotStrings[i]),
         `seed ${SEED} run ${run}: users whose value written as a string differs`,
       ).toEqual([]);
+      const gotHelped = await redis.mget(users.map((u) => keys.suggestedUsers(helperPrefix, u)));
+      expect(
+        users.filter((u, i) => want[i] !== gotHelped[i]),
+        `seed ${SEED} run ${run}: users whose value differs with the helper thread`,
+      ).toEqual([]);
     }
     expect(modes[0], `seed ${SEED}`).toBe('full');
     expect(modes.slice(1), `seed ${SEED}`).toEqual(Array(RUNS).fill('incremental'));
     expect(extendedTotal, `seed ${SEED}: some users only extended`).toBeGreaterThan(0);
     expect(recomputedTotal, `seed ${SEED}`).toBeGreaterThan(0);
     expect(updatedTotal, `seed ${SEED}: some users updated from their buffers`).toBeGreaterThan(0);
+    expect(byHelperTotal, `seed ${SEED}: users brought forward by the helper thread`).toBeGreaterThan(0);
   }, 60_000);
 });
 
