@@ -7,10 +7,11 @@ import type { FollowGraph, LoadedArrays } from './follow-graph.js';
 import type { LoggedPairs, RankingSettings, SharedRankingBuffers } from './suggested-users-ranking.js';
 
 /**
- * A helper thread for suggested-users' incremental mode: it brings half or so of each run's users
- * forward (bring-forward-work.ts) while the run's thread brings the rest forward, renders values and
- * talks to Redis. Bringing buffers forward is most of an incremental run and bound by memory reads,
- * so a second core takes a large share of it.
+ * A helper thread for suggested-users' incremental mode: it brings users forward (bring-forward-work.ts)
+ * while the run's thread renders values and talks to Redis, and brings forward whatever chunks it
+ * claims between those (measured at 100 000 users: the helper took 85–97 % of them). Bringing buffers
+ * forward was most of an incremental run's own work, bound by memory reads, so a second core takes it
+ * off the run's thread; the Redis writes are then the run's critical path.
  *
  * The thread holds a replica of one follow graph: a full refresh's graph is loaded into it (the
  * loaded arrays are shared memory, so only the user ids are copied), and every incremental run sends
