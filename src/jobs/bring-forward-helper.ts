@@ -31,7 +31,7 @@ export class BringForwardHelper {
   /** User ids the thread has (indices below this). */
   #idsSent = 0;
   #runs = 0;
-  readonly #waiting = new Map<number, { resolve: (chunks: number) => void; reject: (err: Error) => void }>();
+  readonly #waiting = new Map<number, { resolve: () => void; reject: (err: Error) => void }>();
 
   /** `script`: the built worker entry (bring-forward-worker.js; see defaultHelperScript). */
   constructor(script: URL) {
@@ -66,8 +66,8 @@ export class BringForwardHelper {
   }
 
   /**
-   * Asks the thread to claim and bring forward chunks of `work` until none is left. Resolves to the
-   * number of chunks it brought forward; rejects when the thread exits or fails before it is done (the
+   * Asks the thread to claim and bring forward chunks of `work` until none is left. Resolves once it
+   * is done (its chunks are marked done in `work`); rejects when the thread exits or fails before (the
    * buffers of its claimed chunks are then doubtful: the run must fail). Requires holds(graph).
    */
   forward(
@@ -79,9 +79,9 @@ export class BringForwardHelper {
       reached: Uint8Array;
       settings: RankingSettings;
     },
-  ): Promise<number> {
+  ): Promise<void> {
     const id = ++this.#runs;
-    const done = new Promise<number>((resolve, reject) => this.#waiting.set(id, { resolve, reject }));
+    const done = new Promise<void>((resolve, reject) => this.#waiting.set(id, { resolve, reject }));
     this.#post(graph, (ids) => ({ type: 'forward', load: this.#load, run: id, ...ids, ...run }));
     return done;
   }
@@ -110,7 +110,7 @@ export class BringForwardHelper {
     worker.on('message', (reply: HelperReply) => {
       const waiting = this.#waiting.get(reply.run);
       this.#waiting.delete(reply.run);
-      waiting?.resolve(reply.chunks);
+      waiting?.resolve();
     });
     const lost = (err: Error): void => {
       if (this.#worker === worker) {
@@ -156,7 +156,6 @@ export type HelperRequest =
 export interface HelperReply {
   type: 'done';
   run: number;
-  chunks: number;
 }
 
 /**

@@ -24,7 +24,7 @@ class HelperThread {
     // thread missed it) changes nothing: the run's thread brings every chunk forward itself.
     const replica = this.#replica?.load === request.load ? this.#replica : undefined;
     if (replica === undefined) {
-      return request.type === 'forward' ? { type: 'done', run: request.run, chunks: 0 } : undefined;
+      return request.type === 'forward' ? { type: 'done', run: request.run } : undefined;
     }
     if (replica.ids.size !== request.idsFrom) {
       throw new Error(`helper thread: ${replica.ids.size} user ids held, ${request.idsFrom} expected`);
@@ -51,12 +51,10 @@ class HelperThread {
       settings: request.settings,
       scratch: this.#scratch,
     };
-    let chunks = 0;
     for (let k = claimChunk(request.work); k >= 0; k = claimChunk(request.work)) {
       forwardChunk(request.work, k, inputs);
-      chunks++;
     }
-    return { type: 'done', run: request.run, chunks };
+    return { type: 'done', run: request.run };
   }
 }
 

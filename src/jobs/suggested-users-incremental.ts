@@ -530,7 +530,8 @@ export class IncrementalSuggestedUsers {
       for (let k = lowest; k < settledChunk.length; k++) {
         if (settledChunk[k] === 1 || !chunkDone(work, k)) continue;
         settledChunk[k] = 1;
-        counts.byHelper += chunkRange(work, k).to - chunkRange(work, k).from;
+        const { from, to } = chunkRange(work, k);
+        counts.byHelper += to - from;
         await settle(k);
       }
       while (lowest < settledChunk.length && settledChunk[lowest] === 1) lowest++;
