@@ -105,8 +105,6 @@ export class BringForwardHelper {
   #thread(): Worker {
     if (this.#worker !== undefined) return this.#worker;
     const worker = new Worker(this.#script);
-    // Never what keeps a process alive: a stopping runner does not wait for an idle helper.
-    worker.unref();
     worker.on('message', (reply: HelperReply) => {
       const waiting = this.#waiting.get(reply.run);
       this.#waiting.delete(reply.run);
@@ -122,6 +120,10 @@ export class BringForwardHelper {
     };
     worker.on('error', (err) => lost(new Error('suggested-users helper thread failed', { cause: err })));
     worker.on('exit', (code) => lost(new Error(`suggested-users helper thread exited (code ${code})`)));
+    // Never what keeps a process alive: a stopping runner does not wait for an idle helper. After the
+    // listeners: adding a 'message' listener refs the worker again, and then no process that ever
+    // loaded a helper exits by itself.
+    worker.unref();
     this.#worker = worker;
     return worker;
   }
