@@ -392,7 +392,9 @@ export class IncrementalSuggestedUsers {
     const guard = { key: generationMarkerKey(o.keyPrefix), value: runningMarker(run.generation) };
     const { graph, buffers } = memory;
     const ids = graph.ids;
-    const [rows, active] = await Promise.all([run.rowsRead.then(unwrap), run.activeRead.then(unwrap)]);
+    // The rows first: applying them does not need the active users, whose read (the larger one) goes
+    // on meanwhile.
+    const rows = unwrap(await run.rowsRead);
 
     // The logged pairs, applied to the graph: follower → its logged followees, each with whether it
     // was an active follow before this run's rows (for LoggedPairs.exact). Ids are interned first so
@@ -440,6 +442,7 @@ export class IncrementalSuggestedUsers {
     }
 
     // The active users as indices: ids met in the last run's list (both in id order) reuse its index.
+    const active = unwrap(await run.activeRead);
     const users = indexUsers(active, memory.active, ids);
     const settings = { perUser: o.perUser, maxFollowees: o.maxFollowees };
     const counts: Counts = { recomputed: 0, updated: 0, extended: 0, missing: 0, covered: 0, byHelper: 0 };
