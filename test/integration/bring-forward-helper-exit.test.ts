@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
+import { builtHelperScript } from './built-helper.js';
 
 /**
  * The helper thread of suggested-users' incremental mode (bring-forward-helper.ts) must never keep a
@@ -10,13 +10,12 @@ import { describe, expect, it } from 'vitest';
  */
 
 const FIXTURE = fileURLToPath(new URL('../fixtures/helper-thread-exit.mjs', import.meta.url));
-const WORKER = fileURLToPath(new URL('../../dist/jobs/bring-forward-worker.js', import.meta.url));
 /** Far above the fixture's half second; a process still alive then is held by the thread. */
 const EXIT_WITHIN_MS = 10_000;
 
 describe('suggested-users helper thread', () => {
   it('does not keep a process alive once the process has nothing else to do', async () => {
-    if (!existsSync(WORKER)) throw new Error(`${WORKER} is missing: run npm run build`);
+    builtHelperScript(); // the fixture starts the built thread: fail clearly when it is not built
     const child = spawn(process.execPath, [FIXTURE], { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     child.stdout.on('data', (d: Buffer) => (out += d.toString()));

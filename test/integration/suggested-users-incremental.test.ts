@@ -1,6 +1,4 @@
 import { randomUUID } from 'node:crypto';
-import { existsSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import type { ClickHouseClient } from '@clickhouse/client';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -9,6 +7,7 @@ import { RedisCacheWriter, type Fence } from '../../src/cache/writer.js';
 import { IncrementalMemory } from '../../src/jobs/suggested-users-incremental.js';
 import { incrementalSuggestedUsers, SuggestedUsersJob } from '../../src/jobs/suggested-users.js';
 import type { RunFacts } from '../../src/runner/job.js';
+import { builtHelperScript } from './built-helper.js';
 import { runFacts } from './run-facts.js';
 import { servicesEnv } from './env.js';
 import { scratchDatabase, type ScratchDatabase } from './scratch-database.js';
@@ -30,17 +29,6 @@ const RUNS = 7;
 const HELPER_CLOSED_AT = 5;
 const STEP_SEC = 7 * 3600; // `now` moves 7 h a run: with ACTIVE_DAYS 1, users drop out and come back
 const SETTINGS = { perUser: 5, activeDays: 1, maxFollowees: 4, batchSize: 40, ttlSec: 3600 };
-
-/**
- * The helper thread's built entry, as the product starts it (npm test builds dist/ before the tests
- * run; the worker cannot run the TypeScript sources).
- */
-function helperScript(): URL {
-  const script = new URL('../../dist/jobs/bring-forward-worker.js', import.meta.url);
-  if (!existsSync(fileURLToPath(script)))
-    throw new Error(`${fileURLToPath(script)} is missing: run npm run build`);
-  return script;
-}
 
 /** One view of post 1 by each of `users` at `at` (Unix seconds), which makes them active. */
 async function viewPost(ch: ClickHouseClient, users: number[], at: number): Promise<void> {
@@ -212,7 +200,7 @@ describe(`suggested-users incremental mode equals a full refresh (seed ${SEED})`
     // users, so that both threads bring users forward in every run.
     const helperPrefix = `${prefix}-helper`;
     const incrementalHelped = bothModes(ch, writer, helperPrefix, SETTINGS, {
-      helperScript: helperScript(),
+      helperScript: builtHelperScript(),
       usersPerChunk: 7,
       memory: helperMemory,
     }).incremental;
