@@ -237,8 +237,8 @@ describe('aborting a run stops its ClickHouse query on the server', () => {
 
 /**
  * The issue's own case: a real suggested-users run whose single batch (batch size 50 000) outlasts a
- * 1 s timeout on a seeded graph. Its batch query must be gone from the server within 2 s of the run
- * ending, not run on for seconds until it tries to write.
+ * 1 s timeout on a seeded graph. Its batch query must be cancelled on the server within 1 s of the
+ * run ending, and gone soon after, not run on for seconds until it tries to write.
  */
 describe('a timed-out suggested-users run leaves no query on the server', () => {
   let db: ScratchDatabase;
@@ -264,58 +264,79 @@ describe('a timed-out suggested-users run leaves no query on the server', () => 
     await db.drop();
   });
 
-  it('the batch query is gone within 2 s of the timeout', { timeout: 120_000 }, async () => {
-    const ended: RunEnded[] = [];
-    const runner = new Runner({
-      jobs: [
-        {
-          job: new SuggestedUsersJob({
-            clickhouse,
-            cache: new RedisCacheWriter(redis),
-            keyPrefix: prefix,
-            perUser: 20,
-            activeDays: 7,
-            maxFollowees: 1000,
-            batchSize: 50_000,
-            ttlSec: 1800,
-          }),
-          settings: settings({ timeoutSec: 1 }),
-        },
-      ],
-      maxConcurrentJobs: 1,
-      backoff: { afterFailures: 1000, baseSec: 1, maxSec: 1 },
-      cronTimezone: 'UTC',
-      clock: createSystemClock(),
-      log: pino({ level: 'silent' }),
-      freshness: new RedisFreshnessStore(redis, prefix),
-    });
-    runner.events.on('run:ended', (e) => {
-      ended.push(e);
-    });
-    const observer = db.client;
-    const batchQueries = async (): Promise<string[]> => {
-      const rs = await observer.query({
-        query: `SELECT query_id FROM system.processes WHERE startsWith(query_id, 'cache-refresher:suggested-users:')`,
-        format: 'JSONEachRow',
+  it(
+    'the batch query is cancelled within 1 s of the timeout and gone soon after',
+    { timeout: 120_000 },
+    async () => {
+      const ended: RunEnded[] = [];
+      const runner = new Runner({
+        jobs: [
+          {
+            job: new SuggestedUsersJob({
+              clickhouse,
+              cache: new RedisCacheWriter(redis),
+              keyPrefix: prefix,
+              perUser: 20,
+              activeDays: 7,
+              maxFollowees: 1000,
+              batchSize: 50_000,
+              ttlSec: 1800,
+            }),
+            settings: settings({ timeoutSec: 1 }),
+          },
+        ],
+        maxConcurrentJobs: 1,
+        backoff: { afterFailures: 1000, baseSec: 1, maxSec: 1 },
+        cronTimezone: 'UTC',
+        clock: createSystemClock(),
+        log: pino({ level: 'silent' }),
+        freshness: new RedisFreshnessStore(redis, prefix),
       });
-      return (await rs.json<{ query_id: string }>()).map((r) => r.query_id);
-    };
-    runner.start();
-    expect(runner.trigger('suggested-users')).toBe('started');
-    // The batch query must really be running on the server when the timeout strikes.
-    let seenRunning = false;
-    while (ended.length === 0) {
-      if ((await batchQueries()).some((id) => id.endsWith(':b0'))) seenRunning = true;
-      await new Promise((r) => setTimeout(r, 50));
-    }
-    expect(ended[0]?.outcome).toBe('timeout');
-    expect(seenRunning).toBe(true);
-    const t0 = Date.now();
-    while ((await batchQueries()).length > 0) {
-      expect(Date.now() - t0).toBeLessThan(2_000);
-      await new Promise((r) => setTimeout(r, 50));
-    }
-    console.log(`suggested-users: batch query gone ${Date.now() - t0} ms after the run timed out`);
-    await runner.stop(0);
-  });
+      runner.events.on('run:ended', (e) => {
+        ended.push(e);
+      });
+      const observer = db.client;
+      /** The job's queries on the server, each with whether a KILL has marked it cancelled. */
+      const running = async (): Promise<{ query_id: string; is_cancelled: number }[]> => {
+        const rs = await observer.query({
+          query: `SELECT query_id, is_cancelled FROM system.processes WHERE startsWith(query_id, 'cache-refresher:suggested-users:')`,
+          format: 'JSONEachRow',
+        });
+        return rs.json<{ query_id: string; is_cancelled: number }>();
+      };
+      const batchQueries = async (): Promise<string[]> => (await running()).map((r) => r.query_id);
+      runner.start();
+      expect(runner.trigger('suggested-users')).toBe('started');
+      // The batch query must really be running on the server when the timeout strikes.
+      let seenRunning = false;
+      while (ended.length === 0) {
+        if ((await batchQueries()).some((id) => id.endsWith(':b0'))) seenRunning = true;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      expect(ended[0]?.outcome).toBe('timeout');
+      expect(seenRunning).toBe(true);
+      // Within 1 s every query of the run is gone or marked cancelled by the KILL (measured: 8 ms). An
+      // aborted HTTP request alone leaves it running unmarked (seen 14 s past its run), and the
+      // server's own time limit, without the KILL, ends it about 1.75 s after the run. How long a
+      // cancelled query then takes to unwind is the server's: a step that does not check the flag held
+      // it just over 2 s on a busy machine (2 011, 2 021 and 2 171 ms), so being gone has a wider bound.
+      const t0 = Date.now();
+      let left = await running();
+      while (left.some((q) => q.is_cancelled !== 1)) {
+        expect(Date.now() - t0).toBeLessThan(1_000);
+        await new Promise((r) => setTimeout(r, 50));
+        left = await running();
+      }
+      const cancelledAfter = Date.now() - t0;
+      while (left.length > 0) {
+        expect(Date.now() - t0).toBeLessThan(10_000);
+        await new Promise((r) => setTimeout(r, 50));
+        left = await running();
+      }
+      console.log(
+        `suggested-users: batch query cancelled ${cancelledAfter} ms and gone ${Date.now() - t0} ms after the run timed out`,
+      );
+      await runner.stop(0);
+    },
+  );
 });
