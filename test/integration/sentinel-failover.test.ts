@@ -104,6 +104,12 @@ describe('Sentinel failover (real master, replica and three sentinels)', () => {
         LEADER_ELECTION: 'true',
         LEADER_LEASE_SEC: String(LEASE_SEC),
         DLQ_SPOOL_DIR: `/tmp/cache-refresher-test-${randomUUID()}`,
+        // What is measured is how fast the client follows the failover, not the job's backoff: runs
+        // tick every second and each fails about a second into the outage, so depending on where the
+        // kill falls in a tick two or three fail before the switch (3.2-3.4 s). A third failure puts
+        // the job in backoff (default BACKOFF_AFTER_FAILURES 3: 4-8 s), and the first write came
+        // 9.9 s after the kill once. Backoff has its own tests.
+        BACKOFF_AFTER_FAILURES: '1000',
       },
       [{ id: 'probe', kind: 'write', key, intervalSec: INTERVAL_SEC, timeoutSec: 5, retries: 0 }],
     );
