@@ -212,6 +212,7 @@ describe('Sentinel failover (real master, replica and three sentinels)', () => {
     const switchedAt = Date.now();
     await sentinel.call('SENTINEL', 'failover', set.name);
     await expect.poll(() => masterPort(), { timeout: 30_000, interval: 50 }).toBe(newPort);
+    const namedAt = Date.now();
     const changed = await r.waitForLog((l) => l.msg === 'redis master changed (failover)', 10_000);
     expect(changed.master).toBe(`127.0.0.1:${newPort}`);
     const changedAt = Date.parse(String(changed.time));
@@ -226,10 +227,17 @@ describe('Sentinel failover (real master, replica and three sentinels)', () => {
       .toBeGreaterThan(after);
     const failedSince = r.logs((l) => l.msg === 'run failed' && Date.parse(String(l.time)) > switchedAt);
     console.info(
-      `SENTINEL FAILOVER: client on the new master ${changedAt - switchedAt} ms after the command, ` +
+      `SENTINEL FAILOVER: sentinels switched ${namedAt - switchedAt} ms after the command, ` +
+        `client on the new master ${changedAt - switchedAt} ms after it, ` +
         `first successful write there ${after - switchedAt} ms after it; ` +
         `${failedSince.length} failed run(s) in between; READONLY seen: ${r.stderrText.includes('READONLY')}`,
     );
+    // The client follows the switch, timed from when a sentinel first named the new master (polled
+    // every 50 ms), not from the command: how long the sentinels take is theirs. They switched 1.1 s
+    // after the command, or 9-10 s after it in about half the runs of this file (when the node the
+    // kill -9 test killed, back as a replica, is the one promoted), and the client followed within
+    // 0.14-0.16 s either way.
+    expect(changedAt - namedAt).toBeLessThanOrEqual(2_000);
     expect(await r.metric('cache_refresher_leader')).toBe(1);
     await newMaster.del(key, `${prefix}:leader`, `${prefix}:leader:epoch`, `${prefix}:job:probe`);
     newMaster.disconnect();
