@@ -12,7 +12,7 @@ import type { JobSettings } from '../../src/config.js';
 import { createSystemClock } from '../../src/runner/clock.js';
 import { attachRunScope } from '../../src/runner/run-scope.js';
 import type { RunFacts } from '../../src/runner/job.js';
-import { Runner, type RunEnded } from '../../src/runner/runner.js';
+import { Runner, type RunEnded, type RunnerOptions } from '../../src/runner/runner.js';
 import { servicesEnv } from './env.js';
 import { scratchDatabase, type ScratchDatabase } from './scratch-database.js';
 
@@ -40,6 +40,32 @@ function settings(overrides: Partial<JobSettings>): JobSettings {
     priority: 0,
     ...overrides,
   };
+}
+
+/**
+ * A Runner of `jobs` with the tests' settings (no backoff, UTC, the system clock, silent log,
+ * freshness records under `prefix`) and the list of its ended runs, in order. Not started.
+ */
+function observedRunner(
+  jobs: RunnerOptions['jobs'],
+  redis: Redis,
+  prefix: string,
+  maxConcurrentJobs: number,
+): { runner: Runner; ended: RunEnded[] } {
+  const ended: RunEnded[] = [];
+  const runner = new Runner({
+    jobs,
+    maxConcurrentJobs,
+    backoff: { afterFailures: 1000, baseSec: 1, maxSec: 1 },
+    cronTimezone: 'UTC',
+    clock: createSystemClock(),
+    log: pino({ level: 'silent' }),
+    freshness: new RedisFreshnessStore(redis, prefix),
+  });
+  runner.events.on('run:ended', (e) => {
+    ended.push(e);
+  });
+  return { runner, ended };
 }
 
 describe('aborting a run stops its ClickHouse query on the server', () => {
@@ -91,40 +117,24 @@ describe('aborting a run stops its ClickHouse query on the server', () => {
   }
 
   function slowRunner(jobId: string, jobSettings: JobSettings): { runner: Runner; ended: RunEnded[] } {
-    const ended: RunEnded[] = [];
-    const runner = new Runner({
-      jobs: [
-        {
-          job: {
-            id: jobId,
-            async run(ctx: RunFacts) {
-              const rs = await clickhouse.query({
-                query: SLOW_SQL,
-                query_params: { rows: 600 },
-                format: 'JSONEachRow',
-                abort_signal: ctx.signal,
-                // As the built-in jobs name theirs (the cancellation path names it if a job does not).
-                query_id: `cache-refresher:${ctx.jobId}:${ctx.runId}:${ctx.attempt}`,
-              });
-              await rs.json();
-              return { items: 1 };
-            },
-          },
-          settings: jobSettings,
-        },
-      ],
-      maxConcurrentJobs: 2,
-      backoff: { afterFailures: 1000, baseSec: 1, maxSec: 1 },
-      cronTimezone: 'UTC',
-      clock: createSystemClock(),
-      log: pino({ level: 'silent' }),
-      freshness: new RedisFreshnessStore(redis, prefix),
-    });
-    runner.events.on('run:ended', (e) => {
-      ended.push(e);
-    });
-    runners.push(runner);
-    return { runner, ended };
+    const job = {
+      id: jobId,
+      async run(ctx: RunFacts) {
+        const rs = await clickhouse.query({
+          query: SLOW_SQL,
+          query_params: { rows: 600 },
+          format: 'JSONEachRow',
+          abort_signal: ctx.signal,
+          // As the built-in jobs name theirs (the cancellation path names it if a job does not).
+          query_id: `cache-refresher:${ctx.jobId}:${ctx.runId}:${ctx.attempt}`,
+        });
+        await rs.json();
+        return { items: 1 };
+      },
+    };
+    const observed = observedRunner([{ job, settings: jobSettings }], redis, prefix, 2);
+    runners.push(observed.runner);
+    return observed;
   }
 
   /** Starts a run, waits until its query runs on the server, and returns the run id. */
@@ -268,9 +278,8 @@ describe('a timed-out suggested-users run leaves no query on the server', () => 
     'the batch query is cancelled within 1 s of the timeout and gone soon after',
     { timeout: 120_000 },
     async () => {
-      const ended: RunEnded[] = [];
-      const runner = new Runner({
-        jobs: [
+      const { runner, ended } = observedRunner(
+        [
           {
             job: new SuggestedUsersJob({
               clickhouse,
@@ -285,16 +294,10 @@ describe('a timed-out suggested-users run leaves no query on the server', () => 
             settings: settings({ timeoutSec: 1 }),
           },
         ],
-        maxConcurrentJobs: 1,
-        backoff: { afterFailures: 1000, baseSec: 1, maxSec: 1 },
-        cronTimezone: 'UTC',
-        clock: createSystemClock(),
-        log: pino({ level: 'silent' }),
-        freshness: new RedisFreshnessStore(redis, prefix),
-      });
-      runner.events.on('run:ended', (e) => {
-        ended.push(e);
-      });
+        redis,
+        prefix,
+        1,
+      );
       const observer = db.client;
       /** The job's queries on the server, each with whether a KILL has marked it cancelled. */
       const running = async (): Promise<{ query_id: string; is_cancelled: number }[]> => {
